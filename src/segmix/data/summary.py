@@ -1,0 +1,78 @@
+"""Dataset summary behind ``segmix info``: counts, label co-occurrence, pixel frequencies, sizes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from segmix.data.dataset import SPLITS, scan_split
+from segmix.data.errors import DatasetError
+from segmix.data.io import image_size, read_image, read_mask
+from segmix.data.spec import DatasetSpec
+
+
+@dataclass
+class SplitSummary:
+    name: str
+    images: int
+    skipped: int
+    sizes: Counter  # (width, height) -> count
+    cooccurrence: np.ndarray | None  # int64 (K, K): tiles carrying both labels (diagonal: each)
+    pixels: np.ndarray | None  # int64 (num_indices,): mask pixels per index
+    problems: list[str] = field(default_factory=list)
+
+
+def summarize(
+    root: str | Path,
+    spec: DatasetSpec,
+    check: bool = False,
+    on_file: Callable[[], None] | None = None,
+) -> list[SplitSummary]:
+    """Summarise every split present.
+
+    Sizes come from image headers; masks are decoded for pixel counts. With ``check`` every
+    image is decoded too and problems are collected instead of stopping at the first.
+    """
+    root = Path(root)
+    out = []
+    for split in SPLITS:
+        sub = getattr(spec.splits, split)
+        if sub is None or not (root / sub).is_dir():
+            continue
+        listing = scan_split(root, spec, split)
+        k = spec.num_classes
+        co = np.zeros((k, k), np.int64)
+        pixels = np.zeros(spec.num_indices, np.int64)
+        sizes: Counter = Counter()
+        problems: list[str] = []
+        has_masks = False
+        for s in listing.samples:
+            try:
+                size = image_size(s.image)
+                if check:
+                    read_image(s.image)
+                sizes[size] += 1
+                label = s.label
+                if s.mask is not None:
+                    has_masks = True
+                    mask = read_mask(s.mask, spec.num_indices, spec.palette, (size[1], size[0]))
+                    pixels += np.bincount(mask[mask != 255].ravel(), minlength=spec.num_indices)[: spec.num_indices]
+                    if label is None:
+                        label = (np.bincount(mask.ravel(), minlength=256)[:k] > 0).astype(np.uint8)
+                if label is not None:
+                    co += np.outer(label, label).astype(np.int64)
+            except DatasetError as err:
+                if not check:
+                    raise
+                problems.append(str(err))
+            if on_file:
+                on_file()
+        out.append(
+            SplitSummary(
+                split, len(listing.samples), len(listing.skipped), sizes, co, pixels if has_masks else None, problems
+            )
+        )
+    return out

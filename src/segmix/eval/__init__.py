@@ -1,0 +1,5 @@
+"""Evaluation protocol: confusion-matrix metrics (IoU, mIoU, FwIoU, Dice, pixel accuracy)."""
+
+from segmix.eval.metrics import ConfusionMatrix, SegScores, score_masks
+
+__all__ = ["ConfusionMatrix", "SegScores", "score_masks"]

@@ -1,0 +1,135 @@
+"""Confusion-matrix segmentation metrics under the WSSS histopathology protocol.
+
+Protocol (as in the LUAD-HistoSeg / BCSS-WSSS / WSSS4LUAD peers): pixels whose *truth* is the
+dataset's excluded index (background) or 255 (ignore) are left out. A prediction of the
+excluded index on a tissue pixel stays in and counts as a miss of that tissue class.
+
+NaN handling: a class absent from both truth and prediction of everything scored has
+IoU = Dice = NaN and is left out of the means (``nanmean``); a class absent from truth but
+predicted somewhere has IoU = 0. FwIoU weighs IoU by truth pixel share, so absent classes carry
+weight 0. Pixel accuracy is correct / scored pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+@dataclass(frozen=True)
+class SegScores:
+    """Scores over the scored classes (every mask index except the excluded one).
+
+    All values are fractions in [0, 1]; per-class arrays are float64 of shape (C,), NaN where
+    the class is absent from truth and prediction alike.
+    """
+
+    classes: list[str]
+    iou: np.ndarray
+    dice: np.ndarray
+    miou: float
+    fwiou: float
+    mdice: float
+    pixel_accuracy: float
+    pixels: int
+
+    def as_dict(self) -> dict:
+        def num(v: float) -> float | None:
+            return None if np.isnan(v) else float(v)
+
+        return {
+            "miou": num(self.miou),
+            "fwiou": num(self.fwiou),
+            "dice": num(self.mdice),
+            "pixel_accuracy": num(self.pixel_accuracy),
+            "pixels": self.pixels,
+            "per_class": {c: num(v) for c, v in zip(self.classes, self.iou)},
+            "per_class_dice": {c: num(v) for c, v in zip(self.classes, self.dice)},
+        }
+
+
+class ConfusionMatrix:
+    """Streaming confusion matrix over mask indices ``0..num_indices-1``.
+
+    Args:
+        num_indices: number of mask indices (tissue classes plus background).
+        class_names: names of all ``num_indices`` indices, in order; defaults to their numbers.
+        exclude_index: truth index left out of scoring (the dataset's background), or None.
+        ignore_index: truth index always left out (255).
+    """
+
+    def __init__(
+        self,
+        num_indices: int,
+        class_names: list[str] | None = None,
+        exclude_index: int | None = None,
+        ignore_index: int = IGNORE_INDEX,
+    ) -> None:
+        self.num_indices = num_indices
+        self.class_names = class_names or [str(i) for i in range(num_indices)]
+        if len(self.class_names) != num_indices:
+            raise ValueError(f"{len(self.class_names)} class names for {num_indices} indices")
+        self.exclude_index = exclude_index
+        self.ignore_index = ignore_index
+        self.matrix = np.zeros((num_indices, num_indices), dtype=np.int64)  # [truth, pred]
+
+    def update(self, pred: np.ndarray, target: np.ndarray) -> None:
+        """Add one (or a batch of) prediction(s); integer arrays of equal shape."""
+        pred = np.asarray(pred)
+        target = np.asarray(target)
+        if pred.shape != target.shape:
+            raise ValueError(f"prediction shape {pred.shape} != truth shape {target.shape}")
+        keep = target != self.ignore_index
+        if self.exclude_index is not None:
+            keep &= target != self.exclude_index
+        t = target[keep].astype(np.int64)
+        p = pred[keep].astype(np.int64)
+        if t.size and (t.max() >= self.num_indices or t.min() < 0):
+            raise ValueError(f"truth index out of range 0..{self.num_indices - 1}")
+        if p.size and (p.max() >= self.num_indices or p.min() < 0):
+            raise ValueError(f"predicted index out of range 0..{self.num_indices - 1}")
+        self.matrix += np.bincount(t * self.num_indices + p, minlength=self.num_indices**2).reshape(
+            self.num_indices, self.num_indices
+        )
+
+    def merge(self, other: "ConfusionMatrix") -> None:
+        self.matrix += other.matrix
+
+    @property
+    def scored(self) -> list[int]:
+        return [i for i in range(self.num_indices) if i != self.exclude_index]
+
+    def compute(self) -> SegScores:
+        m = self.matrix.astype(np.float64)
+        idx = self.scored
+        tp = np.diag(m)[idx]
+        truth = m.sum(axis=1)[idx]  # FN + TP, predictions of any index (background too)
+        pred = m[np.ix_(list(range(self.num_indices)), idx)].sum(axis=0)  # TP + FP
+        union = truth + pred - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(union > 0, tp / union, np.nan)
+            dice = np.where(truth + pred > 0, 2 * tp / (truth + pred), np.nan)
+        total = truth.sum()
+        freq = truth / total if total > 0 else np.zeros_like(truth)
+        names = [self.class_names[i] for i in idx]
+        return SegScores(
+            classes=names,
+            iou=iou,
+            dice=dice,
+            miou=float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+            fwiou=float(np.nansum(freq * iou)) if total > 0 else float("nan"),
+            mdice=float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan"),
+            pixel_accuracy=float(tp.sum() / total) if total > 0 else float("nan"),
+            pixels=int(total),
+        )
+
+
+def score_masks(pairs, num_indices: int, class_names: list[str], exclude_index: int | None) -> SegScores:
+    """Score an iterable of ``(pred, truth)`` (H, W) integer arrays, streaming."""
+    cm = ConfusionMatrix(num_indices, class_names, exclude_index)
+    for pred, truth in pairs:
+        cm.update(pred, truth)
+    return cm.compute()

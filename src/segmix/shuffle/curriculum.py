@@ -1,0 +1,252 @@
+"""Difficulty curricula for the shuffle: feedback (SegMix), scheduled and fixed.
+
+A curriculum owns a ladder of levels, easiest first: coarse patches and few swaps, then finer
+patches and more swaps. It writes ``patch_size`` / ``ratio`` into the mixer it drives and is
+stepped once per feedback period (an epoch, or every N steps) with a training signal.
+
+The feedback rule (:class:`FeedbackCurriculum`), with ``e_t`` the error at step ``t``
+(the signal itself in ``mode="loss"``; ``1 - signal`` in ``mode="score"``):
+
+1. During the first ``warmup`` steps the level stays at 0 (shuffle off when
+   ``warmup_off``); action ``warmup``.
+2. The first step at a level records its reference ``ref = e_t`` and best ``best = e_t``;
+   action ``hold``.
+3. Later steps compute the threshold ``thr = ref * (1 - min(advance * (1 + tighten * t), 0.9))``,
+   which tightens as training goes on:
+
+   - ``advance`` (one level harder) when ``e_t <= thr``: learning at this level succeeded;
+   - ``back`` (one level easier) when ``e_t >= best * (1 + backoff)``: clearly worse than the
+     best seen at this level, the model is struggling;
+   - ``hold`` otherwise.
+
+   A move resets ``ref`` and ``best`` at the new level. The top level only holds or steps back,
+   level 0 only holds or advances.
+
+Every step appends a row ``{step, signal, error, threshold, level, patch_size, ratio, action}``
+to ``history``; ``state_dict`` / ``load_state_dict`` resume with identical later decisions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "Level",
+    "patch_ladder",
+    "build_levels",
+    "FixedCurriculum",
+    "ScheduledCurriculum",
+    "FeedbackCurriculum",
+    "CURRICULA",
+    "create_curriculum",
+]
+
+
+@dataclass(frozen=True)
+class Level:
+    patch_size: int
+    ratio: float
+
+
+def patch_ladder(tile_size: int, min_patch: int = 8, max_levels: int | None = None) -> list[int]:
+    """Patch sizes from coarse to fine: divisors of ``tile_size`` in [min_patch, tile_size // 2].
+
+    With ``max_levels`` the ladder is thinned evenly, keeping the coarsest and finest sizes.
+    """
+    sizes = [d for d in range(tile_size // 2, min_patch - 1, -1) if tile_size % d == 0]
+    if not sizes:
+        raise ValueError(f"no divisor of {tile_size} lies in [{min_patch}, {tile_size // 2}]")
+    if max_levels is not None and len(sizes) > max_levels >= 2:
+        picks = [round(i * (len(sizes) - 1) / (max_levels - 1)) for i in range(max_levels)]
+        sizes = [sizes[i] for i in sorted(set(picks))]
+    return sizes
+
+
+def build_levels(patch_sizes: list[int], ratio_floor: float, ratio_ceiling: float, ratio_steps: int = 2) -> list[Level]:
+    """Ladder of levels: for each patch size (coarse to fine), ratios from floor to ceiling."""
+    if not 0.0 <= ratio_floor <= ratio_ceiling <= 1.0:
+        raise ValueError(f"need 0 <= ratio_floor <= ratio_ceiling <= 1, got {ratio_floor}, {ratio_ceiling}")
+    steps = max(1, ratio_steps)
+    ratios = [ratio_floor + (ratio_ceiling - ratio_floor) * i / max(steps - 1, 1) for i in range(steps)]
+    return [Level(ps, round(r, 6)) for ps in patch_sizes for r in ratios]
+
+
+class _Curriculum:
+    """Shared plumbing: the ladder, the driven mixer, the history and state."""
+
+    name = "base"
+
+    def __init__(self, mixer: Any, levels: list[Level]) -> None:
+        if not levels:
+            raise ValueError("a curriculum needs at least one level")
+        self.mixer = mixer
+        self.levels = list(levels)
+        self.level = 0
+        self.step_count = 0
+        self.history: list[dict] = []
+        self._apply()
+
+    @property
+    def current(self) -> Level:
+        return self.levels[self.level]
+
+    def _is_off(self) -> bool:
+        return False
+
+    def _apply(self) -> None:
+        self.mixer.patch_size = self.current.patch_size
+        self.mixer.ratio = 0.0 if self._is_off() else self.current.ratio
+
+    def _record(self, signal: float | None, action: str, error: float | None = None, threshold: float | None = None) -> dict:
+        # The row holds the step's decision and the setting the mixer uses from now on.
+        self.step_count += 1
+        self._apply()
+        row = {
+            "step": self.step_count - 1,
+            "signal": signal,
+            "error": error,
+            "threshold": threshold,
+            "level": self.level,
+            "patch_size": self.mixer.patch_size,
+            "ratio": self.mixer.ratio,
+            "action": action,
+        }
+        self.history.append(row)
+        return row
+
+    def state_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "level": self.level,
+            "step_count": self.step_count,
+            "history": [dict(r) for r in self.history],
+            "levels": [asdict(lv) for lv in self.levels],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"state is of curriculum {state.get('name')!r}, not {self.name!r}")
+        if [Level(**lv) for lv in state["levels"]] != self.levels:
+            raise ValueError("state was saved with another ladder of levels")
+        self.level = int(state["level"])
+        self.step_count = int(state["step_count"])
+        self.history = [dict(r) for r in state["history"]]
+        self._apply()
+
+
+class FixedCurriculum(_Curriculum):
+    """Constant patch size and ratio (the ``shuffle-fixed`` ablation); ``level`` picks the rung."""
+
+    name = "fixed"
+
+    def __init__(self, mixer: Any, levels: list[Level], level: int = 0) -> None:
+        super().__init__(mixer, levels)
+        self.level = level
+        self._apply()
+
+    def step(self, signal: float | None = None) -> dict:
+        return self._record(signal, "hold")
+
+
+class ScheduledCurriculum(_Curriculum):
+    """Level rises linearly with the step count over ``total_steps`` (``shuffle-scheduled``)."""
+
+    name = "scheduled"
+
+    def __init__(self, mixer: Any, levels: list[Level], total_steps: int) -> None:
+        if total_steps < 1:
+            raise ValueError("total_steps must be positive")
+        self.total_steps = total_steps
+        super().__init__(mixer, levels)
+
+    def step(self, signal: float | None = None) -> dict:
+        target = min(len(self.levels) - 1, (self.step_count + 1) * len(self.levels) // self.total_steps)
+        action = "advance" if target > self.level else "hold"
+        self.level = target
+        return self._record(signal, action)
+
+
+class FeedbackCurriculum(_Curriculum):
+    """SegMix's feedback rule (see the module docstring for the exact decision rule).
+
+    Args:
+        mixer: object with ``patch_size`` and ``ratio`` attributes (a :class:`SegMix`).
+        levels: the ladder, easiest first (:func:`build_levels`).
+        mode: ``"loss"`` (lower is better, e.g. BCE on mixed batches) or ``"score"``
+            (higher is better, in [0, 1], e.g. held-out F1).
+        advance: relative improvement over the level's reference needed to advance.
+        tighten: growth of that requirement per step, ``advance * (1 + tighten * t)``.
+        backoff: relative worsening over the level's best that steps back.
+        warmup: steps at level 0 before feedback starts.
+        warmup_off: shuffle off (ratio 0) during warm-up, rather than at level 0.
+    """
+
+    name = "feedback"
+
+    def __init__(
+        self,
+        mixer: Any,
+        levels: list[Level],
+        mode: Literal["loss", "score"] = "loss",
+        advance: float = 0.05,
+        tighten: float = 0.05,
+        backoff: float = 0.10,
+        warmup: int = 1,
+        warmup_off: bool = False,
+    ) -> None:
+        if mode not in ("loss", "score"):
+            raise ValueError(f"mode must be 'loss' or 'score', got {mode!r}")
+        self.mode, self.advance, self.tighten, self.backoff = mode, advance, tighten, backoff
+        self.warmup, self.warmup_off = warmup, warmup_off
+        self.ref: float | None = None
+        self.best: float | None = None
+        super().__init__(mixer, levels)
+
+    def _is_off(self) -> bool:
+        return self.warmup_off and self.step_count < self.warmup
+
+    def threshold(self, step: int) -> float | None:
+        if self.ref is None:
+            return None
+        return self.ref * (1.0 - min(self.advance * (1.0 + self.tighten * step), 0.9))
+
+    def step(self, signal: float) -> dict:
+        signal = float(signal)
+        if not math.isfinite(signal):
+            raise ValueError(f"curriculum signal must be finite, got {signal}")
+        error = signal if self.mode == "loss" else 1.0 - signal
+        t = self.step_count
+        if t < self.warmup:
+            return self._record(signal, "warmup", error)
+        if self.ref is None:
+            self.ref = self.best = error
+            return self._record(signal, "hold", error)
+        thr = self.threshold(t)
+        if error <= thr and self.level < len(self.levels) - 1:
+            action, self.level = "advance", self.level + 1
+        elif error >= self.best * (1.0 + self.backoff) and self.level > 0:
+            action, self.level = "back", self.level - 1
+        else:
+            action, self.best = "hold", min(self.best, error)
+        if action != "hold":
+            self.ref = self.best = None
+        return self._record(signal, action, error, thr)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "ref": self.ref, "best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.ref, self.best = state["ref"], state["best"]
+
+
+CURRICULA = {"fixed": FixedCurriculum, "scheduled": ScheduledCurriculum, "feedback": FeedbackCurriculum}
+
+
+def create_curriculum(name: str, mixer: Any, levels: list[Level], **kwargs: Any) -> _Curriculum:
+    """Build a curriculum by name (a key of :data:`CURRICULA`)."""
+    if name not in CURRICULA:
+        raise ValueError(f"unknown curriculum {name!r}; known: {sorted(CURRICULA)}")
+    return CURRICULA[name](mixer, levels, **kwargs)
