@@ -105,23 +105,46 @@ def area_matrix(source: Tensor, patch_size: int, height: int, width: int) -> Ten
     return counts / (height * width)
 
 
-def shuffle_patches(images: Tensor, source: Tensor, patch_size: int) -> Tensor:
-    """Copy of ``images`` (B, C, H, W) whose grid patch (b, i, j) comes from ``source[b, i, j]``.
+def _row_index(source: Tensor, patch_size: int, channels: int) -> Tensor:
+    """Row indices that assemble the mixed core from rows of one patch width.
 
-    Dtype, device and memory format (channels_last too) are kept; only moved patches are copied.
+    NCHW memory is read as rows of ``patch_size`` pixels, indexed (b, c, i, r, j); with
+    ``channels`` = 1 the same formula serves NHWC memory read as rows of ``patch_size * C``,
+    indexed (b, i, r, j). Row (b, c, i, r, j) of the output is row (source[b, i, j], c, i, r, j)
+    of the input.
     """
-    out = images.clone()
+    batch, gh, gw = source.shape
+    dev = source.device
+    src = source[:, None, :, None, :]  # (B, 1, gh, 1, gw)
+    c = torch.arange(channels, device=dev)[None, :, None, None, None]
+    i = torch.arange(gh, device=dev)[None, None, :, None, None]
+    r = torch.arange(patch_size, device=dev)[None, None, None, :, None]
+    j = torch.arange(gw, device=dev)[None, None, None, None, :]
+    return ((((src * channels + c) * gh + i) * patch_size + r) * gw + j).reshape(-1)
+
+
+def shuffle_patches(images: Tensor, source: Tensor, patch_size: int) -> Tensor:
+    """Images (B, C, H, W) whose grid patch (b, i, j) comes from image ``source[b, i, j]``.
+
+    Dtype, device and memory format (channels_last too) are kept; the input is not modified.
+    One row gather builds the tiled core, so the cost is about one copy of the batch.
+    """
+    batch, channels, height, width = images.shape
     gh, gw = source.shape[1:]
-    moved = source != torch.arange(source.shape[0], device=source.device)[:, None, None]
-    b, i, j = moved.nonzero(as_tuple=True)
-    if b.numel() == 0:
-        return out
-
-    def blocks(x: Tensor) -> Tensor:  # (B, C, gh, p, gw, p) view of the tiled core
-        core = x[:, :, : gh * patch_size, : gw * patch_size]
-        return core.unflatten(2, (gh, patch_size)).unflatten(4, (gw, patch_size))
-
-    blocks(out)[b, :, i, :, j, :] = blocks(images)[source[b, i, j], :, i, :, j, :]
+    ps = patch_size
+    hc, wc = gh * ps, gw * ps
+    if images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous():
+        core = images.permute(0, 2, 3, 1)[:, :hc, :wc].contiguous()  # (B, hc, wc, C), no copy if exact
+        rows = core.view(-1, ps * channels)
+        mixed = rows.index_select(0, _row_index(source, ps, 1)).view(batch, hc, wc, channels).permute(0, 3, 1, 2)
+    else:
+        core = images[:, :, :hc, :wc].contiguous()
+        rows = core.view(-1, ps)
+        mixed = rows.index_select(0, _row_index(source, ps, channels)).view(batch, channels, hc, wc)
+    if (hc, wc) == (height, width):
+        return mixed
+    out = images.clone()
+    out[:, :, :hc, :wc] = mixed
     return out
 
 
