@@ -63,6 +63,11 @@ def test_streaming_equals_one_shot_and_no_exclusion():
     assert len(one.compute().iou) == 4
 
 
+def test_unassigned_prediction_is_a_miss_but_no_false_positive():
+    out = score_masks([(np.array([0, 255, 1, 1]), np.array([0, 0, 1, 1]))], 4, NAMES, 3)
+    assert out.iou[0] == pytest.approx(0.5) and out.iou[1] == 1.0 and out.pixel_accuracy == pytest.approx(0.75)
+
+
 def test_bad_shapes_and_values_raise():
     cm = ConfusionMatrix(4, NAMES, 3)
     with pytest.raises(ValueError, match="shape"):

@@ -147,6 +147,63 @@ def info(
         raise typer.Exit(1)
 
 
+def _configured(model, config: Optional[Path], overrides: list[str]):
+    from segmix.config import ConfigError, load_config
+
+    try:
+        return load_config(model, config, overrides)
+    except ConfigError as err:
+        _fail(err)
+
+
+@app.command("train-cls")
+def train_cls(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset root."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (resumed when it holds a checkpoint)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Stage-1 YAML config."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config key: --set epochs=5."),
+    preset: Optional[str] = typer.Option(None, help="Dataset preset (default: detect)."),
+) -> None:
+    """Stage 1: train the multi-label CAM classifier with the configured mixer and curriculum."""
+    from segmix.data.spec import resolve_spec
+    from segmix.train import Stage1Config, train_classifier
+
+    cfg = _configured(Stage1Config, config, overrides)
+    try:
+        path = train_classifier(cfg, data, out, spec=resolve_spec(data, preset))
+    except (DatasetError, ValueError, FileNotFoundError, FloatingPointError) as err:
+        _fail(err)
+    console.print(f"classifier written to {path}")
+
+
+@app.command()
+def cams(
+    classifier: Path = typer.Option(..., "--classifier", help="classifier.pt from train-cls."),
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset root."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (masks/ inside)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="CAM YAML config."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a key: --set uncertain=0.2."),
+    preset: Optional[str] = typer.Option(None, help="Dataset preset (default: detect)."),
+) -> None:
+    """Pseudo masks from CAMs (label-gated, background policy of the dataset); scored when truth exists."""
+    from segmix.cam import CamConfig, generate_pseudo_masks
+    from segmix.data.dataset import TileDataset
+    from segmix.data.spec import resolve_spec
+
+    cfg = _configured(CamConfig, config, overrides)
+    try:
+        spec = resolve_spec(data, preset)
+        total = len(TileDataset(data, cfg.split, spec, with_masks=False))
+        with _progress() as bar:
+            task = bar.add_task(f"pseudo masks ({cfg.split})", total=total)
+            scores = generate_pseudo_masks(classifier, data, out, cfg, spec, on_batch=lambda n: bar.advance(task, n))
+    except (DatasetError, ValueError, FileNotFoundError) as err:
+        _fail(err)
+    console.print(f"wrote {total} masks to {out / 'masks'}")
+    if scores is not None:
+        print_scores(scores, f"pseudo masks vs truth ({cfg.split})")
+
+
 @app.command("score-masks")
 def score_masks_cmd(
     pred_dir: Path = typer.Argument(..., help="Folder of predicted palette PNG masks."),

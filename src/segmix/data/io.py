@@ -64,7 +64,7 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     img = _open(path)
     if img.mode == "RGB":
-        return np.asarray(img, dtype=np.uint8)
+        return np.array(img, dtype=np.uint8)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -155,3 +155,8 @@ def write_mask(path: str | Path, mask: np.ndarray, palette: list[tuple[int, int,
     flat = [c for rgb in palette for c in rgb]
     img.putpalette(flat + [0] * (768 - len(flat)))
     _write_atomic(Path(path), lambda fh: img.save(fh, format="PNG"))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write text atomically."""
+    _write_atomic(Path(path), lambda fh: fh.write(text.encode()))

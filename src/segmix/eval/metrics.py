@@ -7,7 +7,8 @@ excluded index on a tissue pixel stays in and counts as a miss of that tissue cl
 NaN handling: a class absent from both truth and prediction of everything scored has
 IoU = Dice = NaN and is left out of the means (``nanmean``); a class absent from truth but
 predicted somewhere has IoU = 0. FwIoU weighs IoU by truth pixel share, so absent classes carry
-weight 0. Pixel accuracy is correct / scored pixels.
+weight 0. Pixel accuracy is correct / scored pixels. A *predicted* 255 (a pseudo mask's
+uncertain pixel) assigns no class: it is a miss of the true class and a false positive of none.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class ConfusionMatrix:
             raise ValueError(f"{len(self.class_names)} class names for {num_indices} indices")
         self.exclude_index = exclude_index
         self.ignore_index = ignore_index
-        self.matrix = np.zeros((num_indices, num_indices), dtype=np.int64)  # [truth, pred]
+        # [truth, pred]; the extra last column counts predictions of ignore_index (unassigned)
+        self.matrix = np.zeros((num_indices, num_indices + 1), dtype=np.int64)
 
     def update(self, pred: np.ndarray, target: np.ndarray) -> None:
         """Add one (or a batch of) prediction(s); integer arrays of equal shape."""
@@ -87,13 +89,13 @@ class ConfusionMatrix:
             keep &= target != self.exclude_index
         t = target[keep].astype(np.int64)
         p = pred[keep].astype(np.int64)
+        p[p == self.ignore_index] = self.num_indices
         if t.size and (t.max() >= self.num_indices or t.min() < 0):
             raise ValueError(f"truth index out of range 0..{self.num_indices - 1}")
-        if p.size and (p.max() >= self.num_indices or p.min() < 0):
-            raise ValueError(f"predicted index out of range 0..{self.num_indices - 1}")
-        self.matrix += np.bincount(t * self.num_indices + p, minlength=self.num_indices**2).reshape(
-            self.num_indices, self.num_indices
-        )
+        if p.size and (p.max() > self.num_indices or p.min() < 0):
+            raise ValueError(f"predicted index out of range 0..{self.num_indices - 1} (or {self.ignore_index})")
+        cols = self.num_indices + 1
+        self.matrix += np.bincount(t * cols + p, minlength=self.num_indices * cols).reshape(self.num_indices, cols)
 
     def merge(self, other: "ConfusionMatrix") -> None:
         self.matrix += other.matrix
@@ -106,8 +108,8 @@ class ConfusionMatrix:
         m = self.matrix.astype(np.float64)
         idx = self.scored
         tp = np.diag(m)[idx]
-        truth = m.sum(axis=1)[idx]  # FN + TP, predictions of any index (background too)
-        pred = m[np.ix_(list(range(self.num_indices)), idx)].sum(axis=0)  # TP + FP
+        truth = m.sum(axis=1)[idx]  # TP + FN: predicted as anything, background and unassigned too
+        pred = m[:, idx].sum(axis=0)  # TP + FP
         union = truth + pred - tp
         with np.errstate(invalid="ignore", divide="ignore"):
             iou = np.where(union > 0, tp / union, np.nan)

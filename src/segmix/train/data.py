@@ -1,0 +1,42 @@
+"""Tiles as training tensors: fixed-size uint8 (3, S, S) images with float labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+
+from segmix.data.dataset import TileDataset
+
+
+class TrainTiles(Dataset):
+    """``(image uint8 (3, S, S), label float (K,))`` pairs; tiles of another size are resized.
+
+    Resizing (not cropping) keeps every labelled tissue in view, so image-level labels stay
+    true for tiles of varying size such as WSSS4LUAD's.
+    """
+
+    def __init__(self, tiles: TileDataset, size: int) -> None:
+        self.tiles = tiles
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        item = self.tiles[index]
+        image = item["image"]
+        if image.shape[:2] != (self.size, self.size):
+            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous(), torch.from_numpy(
+            item["label"].astype(np.float32)
+        )
+
+
+def split_holdout(dataset: Dataset, fraction: float, seed: int) -> tuple[Subset, Subset]:
+    """Random (train, held-out) split for datasets without a validation split."""
+    n = len(dataset)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    k = max(1, int(round(fraction * n)))
+    return Subset(dataset, order[k:]), Subset(dataset, order[:k])

@@ -1,0 +1,155 @@
+"""Stage 1 end to end on a tiny synthetic set, resume, and the per-patch CAM loss."""
+
+import csv
+import logging
+
+import pytest
+import torch
+import yaml
+
+from segmix.cam import CamConfig, generate_pseudo_masks
+from segmix.config import ConfigError, load_config
+from segmix.data.dataset import TileDataset
+from segmix.data.synth import SynthConfig, generate
+from segmix.train import Stage1Config, load_classifier, train_classifier
+from segmix.train.losses import patch_cam_loss
+
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+TINY = ["backbone=resnet18", "image_size=64", "batch_size=8", "num_workers=0", "patch_min=16", "output_stride=16"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn")
+    generate(SynthConfig(n_train=24, n_val=4, n_test=2, tile_size=64, seed=3, glass_prob=0.6), root, workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    cfg = load_config(Stage1Config, None, TINY + ["epochs=2", "method=segmix", "curriculum.warmup=0"])
+    return run, train_classifier(cfg, tiny_data, run, progress=False)
+
+
+def test_end_to_end_pseudo_masks_are_written_gated_and_scored(tiny_data, trained, tmp_path):
+    run, clf = trained
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["seed"] == 0 and saved["_meta"]["torch"] and saved["_meta"]["classes"] == ["TE", "NEC", "LYM", "TAS"]
+    rows = list(csv.DictReader((run / "curriculum.csv").open()))
+    assert len(rows) == 2 and {r["action"] for r in rows} <= {"hold", "advance", "back"}
+    scores = generate_pseudo_masks(clf, tiny_data, tmp_path / "pm", CamConfig(batch_size=5, scales=[1.0]))
+    assert scores is not None and 0.0 <= scores.miou <= 1.0 and scores.pixels > 0
+    assert (tmp_path / "pm" / "scores.json").is_file()
+    ds = TileDataset(tiny_data, "train")
+    masks = sorted((tmp_path / "pm" / "masks").iterdir())
+    assert len(masks) == len(ds) == 24
+    from segmix.data.io import read_mask
+
+    saw_background = False
+    for i in range(len(ds)):
+        item = ds[i]
+        pm = read_mask(tmp_path / "pm" / "masks" / item["name"], 5)
+        present = set(pm.ravel().tolist())
+        allowed = {c for c in range(4) if item["label"][c]} | {4}
+        assert present <= allowed, (item["name"], present)  # gating: absent classes never appear
+        saw_background |= 4 in present
+    assert saw_background  # glass is background on this dataset
+
+
+def test_background_policy_off_gives_no_background_channel(tiny_data, trained, tmp_path):
+    _, clf = trained
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    spec = yaml.safe_load((data / "dataset.yaml").read_text())
+    spec["glass_is_background"] = False
+    (data / "dataset.yaml").write_text(yaml.safe_dump(spec))
+    generate_pseudo_masks(clf, data, tmp_path / "pm", CamConfig(scales=[1.0], flip=False))
+    from segmix.data.io import read_mask
+
+    for f in (tmp_path / "pm" / "masks").iterdir():
+        assert 4 not in read_mask(f, 5)
+
+
+def test_predicted_labels_and_uncertain_pixels(tiny_data, trained, tmp_path):
+    _, clf = trained
+    cfg = CamConfig(split="test", labels="predicted", uncertain=0.99, scales=[1.0], flip=False)
+    scores = generate_pseudo_masks(clf, tiny_data, tmp_path / "pm", cfg)
+    from segmix.data.io import read_mask
+
+    values = set()
+    for f in (tmp_path / "pm" / "masks").iterdir():
+        values |= set(read_mask(f, 5).ravel().tolist())
+    assert 255 in values  # pixels whose best CAM is below 0.99 are left to stage 2's ignore index
+    assert scores is not None and scores.pixels > 0  # the test split has truth masks: scored too
+
+def test_resume_restores_curriculum_state(tiny_data, tmp_path):
+    base = TINY + ["method=segmix", "curriculum.warmup=0", "curriculum.advance=0.0"]
+    run = tmp_path / "run"
+    train_classifier(load_config(Stage1Config, None, base + ["epochs=1"]), tiny_data, run, progress=False)
+    ckpt_path = run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    assert len(ckpt["curriculum"]["history"]) == 1
+    # plant a sentinel: only a run that really restores the curriculum from the checkpoint keeps it
+    ckpt["curriculum"]["history"][0]["signal"] = 123.0
+    torch.save(ckpt, ckpt_path)
+    train_classifier(load_config(Stage1Config, None, base + ["epochs=2"]), tiny_data, run, progress=False)
+    resumed = torch.load(ckpt_path, weights_only=False)
+    assert len(resumed["curriculum"]["history"]) == 2
+    assert resumed["curriculum"]["history"][0]["signal"] == 123.0
+    # loading the state puts the mixer where the curriculum left it
+    from segmix.train.stage1 import Stage1Module
+
+    module = Stage1Module(load_config(Stage1Config, None, base).model_dump(), ["TE", "NEC", "LYM", "TAS"])
+    module.on_load_checkpoint({"curriculum": resumed["curriculum"]})
+    last = resumed["curriculum"]["history"][-1]
+    assert module.curriculum.history == resumed["curriculum"]["history"]
+    assert (module.mixer.patch_size, module.mixer.ratio) == (last["patch_size"], last["ratio"])
+
+
+def test_classifier_file_round_trips_and_unsafe_pickles_are_refused(trained, tmp_path):
+    _, clf = trained
+    model, cfg, classes = load_classifier(clf)
+    assert classes == ["TE", "NEC", "LYM", "TAS"] and cfg.image_size == 64
+    logits, maps = model(torch.rand(1, 3, 64, 64))
+    assert logits.shape == (1, 4) and maps.shape[1] == 4
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"state_dict": Evil(), "config": {}, "classes": []}, bad)
+    with pytest.raises(ValueError, match="unsafe to load"):
+        load_classifier(bad)
+
+
+def test_patch_cam_loss_uses_only_known_entries():
+    # 2 images, 2 classes, 8x8 images, 4-px patches -> 2x2 grid; maps at full resolution
+    labels = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # image 0 single-label, image 1 multi-label
+    source = torch.tensor([[[0, 1], [0, 0]], [[1, 1], [0, 1]]])
+    maps = torch.zeros(2, 2, 8, 8)
+    maps[:, 0] = 10.0  # class 0 strongly on everywhere
+    maps[:, 1] = -10.0  # class 1 strongly off everywhere
+    # known entries: cells from image 0 -> class 0 positive, class 1 negative (both certain)
+    # cells from image 1 -> nothing certain (both classes in its multi-label)
+    # every known entry agrees with the maps, so the loss is ~0
+    assert patch_cam_loss(maps, source, 4, labels, (8, 8)) < 1e-3
+    maps[:, 1] = 10.0  # now class 1 is on where image 0's cells say it is absent
+    loss = patch_cam_loss(maps, source, 4, labels, (8, 8))
+    # 5 cells come from image 0, each with 2 known entries; half of them are wrong by 10 logits
+    assert loss.item() == pytest.approx(10.0 / 2, rel=1e-3)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("epochs: -1\nmethod: mosaic\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(Stage1Config, f)
+    assert "epochs" in str(err.value) and "method" in str(err.value) and str(f) in str(err.value)
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(Stage1Config, None, ["epochs"])
+    assert load_config(Stage1Config, None, ["curriculum.backoff=0.3", "devices=2"]).curriculum.backoff == 0.3
