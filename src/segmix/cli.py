@@ -204,6 +204,50 @@ def cams(
         print_scores(scores, f"pseudo masks vs truth ({cfg.split})")
 
 
+@app.command("train-seg")
+def train_seg(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset root."),
+    masks: Path = typer.Option(..., "--masks", "-m", help="Folder of <image stem>.png training masks (pseudo or truth)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (resumed when it holds a checkpoint)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Stage-2 YAML config."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config key: --set epochs=5."),
+    preset: Optional[str] = typer.Option(None, help="Dataset preset (default: detect)."),
+) -> None:
+    """Stage 2: train the segmentation network on pseudo masks (or truth: the upper bound)."""
+    from segmix.data.spec import resolve_spec
+    from segmix.train import Stage2Config, train_segmenter
+
+    cfg = _configured(Stage2Config, config, overrides)
+    try:
+        path = train_segmenter(cfg, data, masks, out, spec=resolve_spec(data, preset))
+    except (DatasetError, ValueError, FileNotFoundError, FloatingPointError) as err:
+        _fail(err)
+    console.print(f"segmenter (best epoch by val mIoU) written to {path}")
+
+
+@app.command()
+def evaluate(
+    segmenter: Path = typer.Option(..., "--checkpoint", help="segmenter.pt from train-seg."),
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset root."),
+    split: str = typer.Option("test", help="val or test."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write scores, predictions, overlays here."),
+    stride: Optional[float] = typer.Option(None, help="Sliding-window stride, share of the window."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Flip test-time augmentation."),
+) -> None:
+    """Score a segmenter under the dataset's protocol: per-class IoU, mIoU, FwIoU, Dice, pixel accuracy."""
+    from segmix.data.dataset import TileDataset
+    from segmix.eval.evaluate import evaluate as run_evaluate
+
+    try:
+        total = len(TileDataset(data, split))
+        with _progress() as bar:
+            task = bar.add_task(f"evaluating ({split})", total=total)
+            scores = run_evaluate(segmenter, data, split, out, stride, flip, on_batch=lambda n: bar.advance(task, n))
+    except (DatasetError, ValueError, FileNotFoundError) as err:
+        _fail(err)
+    print_scores(scores, f"{segmenter.name} on {split}")
+
+
 @app.command("score-masks")
 def score_masks_cmd(
     pred_dir: Path = typer.Argument(..., help="Folder of predicted palette PNG masks."),

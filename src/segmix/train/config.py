@@ -76,3 +76,30 @@ class Stage1Config(BaseModel):
         if v not in LABEL_MIXERS:
             raise ValueError(f"unknown label_mix {v!r}; known: {', '.join(LABEL_MIXERS)}")
         return v
+
+
+class Stage2Config(BaseModel):
+    """Segmentation network trained on (pseudo) masks."""
+
+    model_config = ConfigDict(extra="forbid")
+    arch: str = "DeepLabV3Plus"
+    encoder: str = "resnet18"
+    encoder_weights: str | None = None  # smp tag such as "imagenet" (needs internet)
+    weights: str | None = None  # local backbone weights file
+    image_size: int = Field(112, ge=16)  # training tiles (and masks) are resized to this square
+    batch_size: int = Field(16, ge=1)
+    num_workers: int = Field(2, ge=0)
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    dice: float = Field(0.0, ge=0)  # weight of the Dice loss beside cross-entropy
+    hed_jitter: float = Field(0.05, ge=0, le=0.5)
+    dihedral: bool = True
+    stride: float = Field(0.5, gt=0, le=1)  # sliding-window stride, share of the window
+    flip_tta: bool = False
+    seed: int = 0
+    precision: str = "auto"
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"

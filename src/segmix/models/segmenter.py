@@ -1,0 +1,96 @@
+"""Stage-2 segmentation networks (segmentation_models_pytorch) and sliding-window inference."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from segmix.models.weights import load_backbone_weights
+
+
+def create_segmenter(
+    arch: str = "DeepLabV3Plus",
+    encoder: str = "resnet18",
+    classes: int = 5,
+    encoder_weights: str | None = None,
+    weights: str | Path | None = None,
+) -> nn.Module:
+    """An smp model by name (``DeepLabV3Plus``, ``Unet``, ``FPN``...).
+
+    Args:
+        encoder: smp encoder name; ``tu-<timm name>`` for any timm backbone.
+        encoder_weights: smp's pretrained weights tag (``"imagenet"``; needs internet).
+        weights: local backbone weights file, loaded into the encoder (timm ``tu-`` encoders and
+            smp's ResNets, whose names follow torchvision's).
+    """
+    model = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights, classes=classes)
+    if weights:
+        if encoder.startswith("tu-"):
+            load_backbone_weights(model.encoder.model, encoder[3:], weights)
+        else:
+            load_backbone_weights(model.encoder, encoder, weights)
+    return model
+
+
+def _starts(length: int, window: int, stride: int) -> list[int]:
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window, stride))
+    return starts + [length - window]
+
+
+def window_grid(height: int, width: int, window: int, stride: int) -> Iterator[tuple[int, int]]:
+    """Top-left corners of windows covering an (height, width) image, the last flush with the edge."""
+    for y in _starts(height, window, stride):
+        for x in _starts(width, window, stride):
+            yield y, x
+
+
+@torch.no_grad()
+def sliding_window_probs(
+    model: nn.Module,
+    image: Tensor,
+    num_classes: int,
+    window: int,
+    stride: int,
+    batch_size: int = 16,
+    flip: bool = False,
+) -> Tensor:
+    """Softmax probabilities of one normalised image (3, H, W), averaged over overlapping windows.
+
+    Images smaller than a window are padded (reflect) and cropped back.
+
+    Returns:
+        float32 (C, H, W).
+    """
+    _, h, w = image.shape
+    ph, pw = max(0, window - h), max(0, window - w)
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        image = F.pad(image[None], (0, pw, 0, ph), mode=mode)[0]
+    hh, ww = image.shape[-2:]
+    probs = torch.zeros(num_classes, hh, ww, device=image.device)
+    count = torch.zeros(1, hh, ww, device=image.device)
+    corners = list(window_grid(hh, ww, window, stride))
+    for i in range(0, len(corners), batch_size):
+        chunk = corners[i : i + batch_size]
+        batch = torch.stack([image[:, y : y + window, x : x + window] for y, x in chunk])
+        out = predict_probs(model, batch, flip)
+        for (y, x), p in zip(chunk, out):
+            probs[:, y : y + window, x : x + window] += p
+            count[:, y : y + window, x : x + window] += 1
+    return (probs / count)[:, :h, :w]
+
+
+def predict_probs(model: nn.Module, batch: Tensor, flip: bool = False) -> Tensor:
+    """Softmax (B, C, H, W) of a normalised batch, optionally averaged with its flip."""
+    x = batch.contiguous(memory_format=torch.channels_last)
+    p = model(x).float().softmax(dim=1)
+    if flip:
+        p = (p + model(x.flip(-1)).float().softmax(dim=1).flip(-1)) / 2
+    return p

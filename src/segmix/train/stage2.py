@@ -1,0 +1,275 @@
+"""Stage 2: a segmentation network trained on pseudo masks (or on truth, the upper bound).
+
+Cross-entropy that skips the ignore index (255, uncertain pseudo-mask pixels), optional Dice,
+joint flips of image and mask, stain jitter of the image. Validation mIoU against real masks
+every epoch; the best epoch by val mIoU is kept beside the last one for resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from segmix.config import save_config
+from segmix.data.dataset import TileDataset
+from segmix.data.errors import DatasetError
+from segmix.data.io import IGNORE_INDEX, read_mask
+from segmix.data.spec import DatasetSpec, resolve_spec
+from segmix.eval.metrics import ConfusionMatrix
+from segmix.models import create_segmenter, predict_probs, sliding_window_probs
+from segmix.train.augment import hed_jitter
+from segmix.train.config import Stage2Config
+from segmix.train.stage1 import _loggers, resolve_precision
+
+SEGMENTER_FILE = "segmenter.pt"
+
+
+class MaskedTiles(Dataset):
+    """Train tiles with the masks of a folder (named ``<image stem>.png``), resized to ``size``."""
+
+    def __init__(self, tiles: TileDataset, mask_dir: str | Path, size: int) -> None:
+        self.tiles, self.size = tiles, size
+        self.mask_dir = Path(mask_dir)
+        if not self.mask_dir.is_dir():
+            raise DatasetError(self.mask_dir, "mask folder does not exist")
+        self.masks = []
+        for s in tiles.samples:
+            path = self.mask_dir / f"{Path(s.name).stem}.png"
+            if not path.is_file():
+                raise DatasetError(path, f"no mask for training image {s.name}")
+            self.masks.append(path)
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        item = self.tiles[index]
+        image = item["image"]
+        spec = self.tiles.spec
+        mask = read_mask(self.masks[index], spec.num_indices, spec.palette, image.shape[:2])
+        if image.shape[:2] != (self.size, self.size):
+            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
+            mask = np.asarray(Image.fromarray(mask).resize((self.size, self.size), Image.NEAREST))
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous(), torch.from_numpy(np.array(mask)).long()
+
+
+class EvalTiles(Dataset):
+    """Native-size (image, mask) pairs of a split with truth, for validation and evaluation."""
+
+    def __init__(self, tiles: TileDataset) -> None:
+        self.tiles = tiles
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.tiles[index]
+
+
+def _list_collate(items):
+    return items
+
+
+def joint_dihedral(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The same random flips / transposes on images (B, C, H, W) and masks (B, H, W)."""
+    b = x.shape[0]
+    for op in ("t", "h", "v"):
+        if op == "t" and x.shape[-1] != x.shape[-2]:
+            continue
+        coin = torch.rand(b, generator=generator) < 0.5
+        if not coin.any():
+            continue
+        fx = {"t": lambda t: t.transpose(-1, -2), "h": lambda t: t.flip(-1), "v": lambda t: t.flip(-2)}[op]
+        x = torch.where(coin.to(x.device)[:, None, None, None], fx(x), x)
+        y = torch.where(coin.to(y.device)[:, None, None], fx(y), y)
+    return x, y
+
+
+def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Multi-class soft Dice over classes present in the batch; ignored pixels left out."""
+    import segmentation_models_pytorch as smp
+
+    return smp.losses.DiceLoss("multiclass", ignore_index=ignore_index)(logits, target)
+
+
+class Stage2Module(L.LightningModule):
+    def __init__(self, config: dict, spec: dict) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = Stage2Config.model_validate(config)
+        self.spec = DatasetSpec.model_validate(spec)
+        self.num_out = self.spec.num_indices
+        self.model = create_segmenter(
+            self.cfg.arch, self.cfg.encoder, self.num_out, self.cfg.encoder_weights, self.cfg.weights
+        )
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        self._cm: ConfusionMatrix | None = None
+
+    def normalize(self, images: Tensor) -> Tensor:
+        x = images.float() / 255 if images.dtype == torch.uint8 else images
+        return (x - self.mean) / self.std
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        images, masks = batch
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.global_step * 7919 + self.global_rank)
+        x = images.float() / 255
+        if self.cfg.dihedral:
+            x, masks = joint_dihedral(x, masks, g)
+        x = hed_jitter(x, self.cfg.hed_jitter, g)
+        logits = self.model(self.normalize(x).contiguous(memory_format=torch.channels_last)).float()
+        loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
+        if self.cfg.dice > 0:
+            loss = loss + self.cfg.dice * dice_loss(logits, masks)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {self.global_step}; the last good checkpoint is kept")
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        names = self.spec.classes + ["background"] * (self.num_out - self.spec.num_classes)
+        self._cm = ConfusionMatrix(self.num_out, names, self.spec.exclude_index)
+
+    def validation_step(self, batch: list[dict], batch_idx: int) -> None:
+        for pred, item in zip(segment(self.model, [it["image"] for it in batch], self.cfg, self.device, self.num_out), batch):
+            self._cm.update(pred, item["mask"])
+
+    def on_validation_epoch_end(self) -> None:
+        matrix = torch.as_tensor(self._cm.matrix, device=self.device)
+        self._cm.matrix = self.trainer.strategy.reduce(matrix, reduce_op="sum").cpu().numpy()
+        scores = self._cm.compute()
+        self.log("val_miou", float(np.nan_to_num(scores.miou)), prog_bar=True)
+        self.log("val_fwiou", float(np.nan_to_num(scores.fwiou)))
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg.epochs)}
+
+
+@torch.no_grad()
+def segment(model, images: list[np.ndarray], cfg: Stage2Config, device, num_classes: int) -> list[np.ndarray]:
+    """Class-index maps uint8 (H, W) for uint8 (H, W, 3) images of any size.
+
+    Window-sized images go through in one batch; others by sliding window (window =
+    ``cfg.image_size``, stride ``cfg.stride`` of it, overlapping softmax averaged).
+    """
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(3, 1, 1)
+    s = cfg.image_size
+    out: list[np.ndarray | None] = [None] * len(images)
+    tiles = [i for i, im in enumerate(images) if im.shape[:2] == (s, s)]
+    dtype = torch.bfloat16
+    with torch.autocast(torch.device(device).type, dtype=dtype):
+        if tiles:
+            batch = torch.stack([torch.from_numpy(np.asarray(images[i])).to(device).permute(2, 0, 1) for i in tiles])
+            x = (batch.float() / 255 - mean) / std
+            preds = predict_probs(model, x, cfg.flip_tta).argmax(1).to(torch.uint8).cpu().numpy()
+            for i, p in zip(tiles, preds):
+                out[i] = p
+        for i, im in enumerate(images):
+            if out[i] is None:
+                x = (torch.from_numpy(np.asarray(im)).to(device).permute(2, 0, 1).float() / 255 - mean) / std
+                probs = sliding_window_probs(model, x, num_classes, s, max(1, int(s * cfg.stride)), flip=cfg.flip_tta)
+                out[i] = probs.argmax(0).to(torch.uint8).cpu().numpy()
+    return out
+
+
+def train_segmenter(
+    cfg: Stage2Config,
+    data_root: str | Path,
+    mask_dir: str | Path,
+    out_dir: str | Path,
+    spec: DatasetSpec | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train (or resume) stage 2 on the masks in ``mask_dir``; returns ``segmenter.pt`` (best epoch).
+
+    ``mask_dir`` holds ``<train image stem>.png`` masks: pseudo masks from ``segmix cams``, or
+    the dataset's ``train_gt`` for the fully supervised upper bound.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    spec = spec or resolve_spec(data_root)
+    train_set = MaskedTiles(TileDataset(data_root, "train", spec, with_masks=False), mask_dir, cfg.image_size)
+    loader_args = {"num_workers": cfg.num_workers, "persistent_workers": cfg.num_workers > 0}
+    train_loader = DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=len(train_set) >= 2 * cfg.batch_size,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        **loader_args,
+    )
+    val_loader = None
+    if spec.splits.val and (Path(data_root) / spec.splits.val).is_dir():
+        val_loader = DataLoader(
+            EvalTiles(TileDataset(data_root, "val", spec)), batch_size=cfg.batch_size, collate_fn=_list_collate, **loader_args
+        )
+    module = Stage2Module(cfg.model_dump(mode="json"), spec.model_dump(mode="json"))
+    save_config(cfg, out / "config.yaml", dataset=str(data_root), masks=str(mask_dir))
+    ckpt_dir = out / "checkpoints"
+    callbacks = [ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0)]
+    if val_loader is not None:
+        callbacks.append(ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val_miou", mode="max", save_top_k=1))
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=resolve_precision(cfg.precision, cfg.accelerator),
+        logger=_loggers(out),
+        callbacks=callbacks,
+        default_root_dir=str(out),
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        log_every_n_steps=10,
+        num_sanity_val_steps=0,
+    )
+    last = ckpt_dir / "last.ckpt"
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None, weights_only=False)
+    target = out / SEGMENTER_FILE
+    if trainer.is_global_zero:
+        best = ckpt_dir / "best.ckpt"
+        state = module.model.state_dict()
+        if best.is_file():
+            ck = torch.load(best, map_location="cpu", weights_only=False)
+            state = {k[len("model.") :]: v for k, v in ck["state_dict"].items() if k.startswith("model.")}
+        save_segmenter(state, cfg, spec, target)
+    return target
+
+
+def save_segmenter(state: dict, cfg: Stage2Config, spec: DatasetSpec, path: Path) -> None:
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in state.items()},
+        "config": cfg.model_dump(mode="json"),
+        "spec": spec.model_dump(mode="json"),
+    }
+    tmp = path.with_name(f".tmp-{path.name}")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_segmenter(path: str | Path):
+    """``(model, Stage2Config, DatasetSpec)`` from ``segmenter.pt`` (``weights_only=True``)."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in several types
+        raise ValueError(f"{path}: not a segmix segmenter file, or unsafe to load ({err})") from err
+    if not isinstance(payload, dict) or not {"state_dict", "config", "spec"} <= set(payload):
+        raise ValueError(f"{path}: not a segmix segmenter file (missing state_dict/config/spec)")
+    cfg = Stage2Config.model_validate(payload["config"])
+    spec = DatasetSpec.model_validate(payload["spec"])
+    model = create_segmenter(cfg.arch, cfg.encoder, spec.num_indices)
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), cfg, spec
