@@ -248,6 +248,54 @@ def evaluate(
     print_scores(scores, f"{segmenter.name} on {split}")
 
 
+@app.command()
+def predict(
+    inputs: list[Path] = typer.Argument(..., help="Images, folders of images, or whole slides (.svs, .tif, ...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="segmenter.pt from train-seg."),
+    level: Optional[int] = typer.Option(None, help="Slides: pyramid level to predict at."),
+    mpp: Optional[float] = typer.Option(None, help="Slides: target microns per pixel (picks the level)."),
+    overlap: float = typer.Option(0.25, help="Slides: share of each tile shared with its neighbours."),
+    batch_size: int = typer.Option(16, help="Tiles per forward pass."),
+) -> None:
+    """Segment images (mask, overlay, area CSV) and whole slides (class map, overlay, mm^2, GeoJSON)."""
+    from segmix.data.io import IMAGE_SUFFIXES
+    from segmix.infer import SLIDE_SUFFIXES, predict_image, predict_slide
+    from segmix.train.stage2 import load_segmenter
+
+    if checkpoint is None:
+        _fail(ValueError("pass --checkpoint segmenter.pt"))
+    try:
+        model, cfg, spec = load_segmenter(checkpoint)
+        device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
+        model = model.to(device)
+        files: list[Path] = []
+        for item in inputs:
+            if item.is_dir():
+                files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES)
+            elif item.is_file():
+                files.append(item)
+            else:
+                raise DatasetError(item, "input does not exist")
+        if not files:
+            raise DatasetError(inputs[0], "no images or slides to predict")
+        for f in files:
+            if f.suffix.lower() in SLIDE_SUFFIXES:
+                with _progress() as bar:
+                    task = bar.add_task(f"{f.name}", total=None)
+                    r = predict_slide(
+                        model, cfg, spec, f, out, level, mpp, overlap, batch_size, device=device,
+                        on_tiles=lambda done, total: bar.update(task, completed=done, total=total),
+                    )
+                console.print(f"{f.name}: level {r.level}, {r.tiles_run}/{r.tiles_total} tissue tiles, {r.tiles_per_second:.1f} tiles/s")
+            else:
+                predict_image(model, cfg, spec, f, out, device)
+                console.print(f"{f.name}: done")
+    except (DatasetError, ValueError, FileNotFoundError) as err:
+        _fail(err)
+    console.print(f"outputs in {out}")
+
+
 @app.command("score-masks")
 def score_masks_cmd(
     pred_dir: Path = typer.Argument(..., help="Folder of predicted palette PNG masks."),

@@ -1,0 +1,141 @@
+"""Whole-slide reading: OpenSlide's vendor formats and plain or pyramidal TIFF (tifffile).
+
+Readers are picked from :data:`READERS`: OpenSlide for the formats it names (Aperio SVS,
+Hamamatsu, MIRAX, Leica, Ventana, ...), tifffile for generic TIFF, tiled or stripped, with
+pyramid levels as SubIFDs or pages. Regions are read lazily (only the tiles they touch are
+decoded), so memory does not grow with slide size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from segmix.data.errors import DatasetError
+
+
+class SlideReader(Protocol):
+    path: Path
+    level_dimensions: list[tuple[int, int]]  # (width, height) per level, level 0 first
+    level_downsamples: list[float]
+    mpp: float | None  # microns per pixel at level 0
+
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """uint8 (height, width, 3) at ``level`` from its (x, y); outside the slide is white."""
+
+    def close(self) -> None: ...
+
+
+class OpenSlideReader:
+    def __init__(self, path: Path) -> None:
+        import openslide
+
+        self.path = path
+        self._slide = openslide.OpenSlide(str(path))
+        self.level_dimensions = list(self._slide.level_dimensions)
+        self.level_downsamples = [float(d) for d in self._slide.level_downsamples]
+        mpp = self._slide.properties.get("openslide.mpp-x")
+        self.mpp = float(mpp) if mpp else None
+
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        ds = self.level_downsamples[level]
+        rgba = self._slide.read_region((int(round(x * ds)), int(round(y * ds))), level, (width, height))
+        arr = np.asarray(rgba, dtype=np.float32)
+        alpha = arr[..., 3:4] / 255.0  # transparent = outside the scanned area: show as glass
+        return np.round(arr[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+class TiffReader:
+    def __init__(self, path: Path) -> None:
+        import tifffile
+        import zarr
+
+        self.path = path
+        self._tif = tifffile.TiffFile(str(path))
+        series = self._tif.series[0]
+        self._levels = []
+        for i, lvl in enumerate(series.levels):
+            if len(lvl.shape) != 3 or lvl.shape[-1] not in (3, 4):
+                raise DatasetError(path, f"TIFF level of shape {lvl.shape} is not an RGB image")
+            self._levels.append(zarr.open(series.aszarr(level=i), mode="r"))
+        self.level_dimensions = [(int(z.shape[1]), int(z.shape[0])) for z in self._levels]
+        w0 = self.level_dimensions[0][0]
+        self.level_downsamples = [w0 / w for w, _ in self.level_dimensions]
+        self.mpp = _tiff_mpp(self._tif.pages[0])
+
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        z = self._levels[level]
+        out = np.full((height, width, 3), 255, np.uint8)
+        y0, x0 = max(0, y), max(0, x)
+        y1, x1 = min(z.shape[0], y + height), min(z.shape[1], x + width)
+        if y1 > y0 and x1 > x0:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = np.asarray(z[y0:y1, x0:x1])[..., :3]
+        return out
+
+    def close(self) -> None:
+        self._tif.close()
+
+
+def _tiff_mpp(page) -> float | None:
+    tags = page.tags
+    if "XResolution" not in tags or "ResolutionUnit" not in tags:
+        return None
+    num, den = tags["XResolution"].value
+    per_unit = num / den if den else 0
+    unit = int(tags["ResolutionUnit"].value)
+    microns = {2: 25400.0, 3: 10000.0}.get(unit)  # inch, centimetre
+    if not per_unit or microns is None:
+        return None
+    return microns / per_unit
+
+
+def _openslide_format(path: Path) -> str | None:
+    try:
+        import openslide
+
+        return openslide.OpenSlide.detect_format(str(path))
+    except Exception:  # openslide missing or the file unreadable: leave it to tifffile
+        return None
+
+
+READERS = [
+    (lambda p: _openslide_format(p) not in (None, "generic-tiff"), OpenSlideReader),
+    (lambda p: p.suffix.lower() in (".tif", ".tiff"), TiffReader),
+]
+SLIDE_SUFFIXES = frozenset({".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".tif", ".tiff"})
+
+
+def open_slide(path: str | Path) -> SlideReader:
+    """A reader for ``path``; a clear error naming the file when nothing can read it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(path, "slide file does not exist")
+    for accepts, reader in READERS:
+        if accepts(path):
+            try:
+                return reader(path)
+            except DatasetError:
+                raise
+            except Exception as err:
+                raise DatasetError(path, f"unreadable slide ({type(err).__name__}: {err})") from err
+    raise DatasetError(path, "not a slide format that OpenSlide or tifffile can read")
+
+
+def choose_level(reader: SlideReader, mpp: float | None = None, level: int | None = None) -> int:
+    """The pyramid level to predict at: ``level`` if given, else the one nearest ``mpp``
+    (microns per pixel), else level 0."""
+    if level is not None:
+        if not 0 <= level < len(reader.level_dimensions):
+            raise ValueError(f"{reader.path}: level {level} not in 0..{len(reader.level_dimensions) - 1}")
+        return level
+    if mpp is None:
+        return 0
+    if reader.mpp is None:
+        raise ValueError(f"{reader.path}: the slide records no microns per pixel; pass a level instead")
+    mpps = [reader.mpp * d for d in reader.level_downsamples]
+    return int(np.argmin([abs(np.log(m / mpp)) for m in mpps]))

@@ -1,0 +1,120 @@
+"""Prediction on images and whole slides: reading, tissue skipping, stitching, areas, GeoJSON."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from segmix.data.errors import DatasetError
+from segmix.data.synth import SynthConfig, dataset_spec
+from segmix.infer import choose_level, open_slide, predict_image, predict_slide
+from segmix.train import Stage2Config
+
+SHARED_SLIDE = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs"
+SPEC = dataset_spec(SynthConfig())
+RED, BLUE, GLASS = (200, 40, 40), (40, 40, 200), (248, 248, 248)
+
+
+class ColourModel(torch.nn.Module):
+    """A stand-in segmenter with a known answer: red -> class 0 (TE), blue -> class 2 (LYM)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 5, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.fill_(-10.0)
+            self.conv.bias[0] = self.conv.bias[2] = 0.0
+            self.conv.weight[0, 0, 0, 0], self.conv.weight[0, 2, 0, 0] = 1.0, -1.0
+            self.conv.weight[2, 0, 0, 0], self.conv.weight[2, 2, 0, 0] = -1.0, 1.0
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def make_slide(path: Path, width=1024, height=768, mpp=0.5) -> np.ndarray:
+    """Pyramidal tiled TIFF: top 2/3 red (left half) and blue (right half), bottom third glass."""
+    img = np.empty((height, width, 3), np.uint8)
+    img[:] = GLASS
+    img[: 2 * height // 3, : width // 2] = RED
+    img[: 2 * height // 3, width // 2 :] = BLUE
+    res = (1e4 / mpp, 1e4 / mpp)
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(img, tile=(128, 128), photometric="rgb", subifds=1, resolution=res, resolutionunit="CENTIMETER")
+        tw.write(img[::2, ::2], tile=(128, 128), photometric="rgb", subfiletype=1)
+    return img
+
+
+def test_pyramidal_tiff_reader_levels_mpp_and_regions(tmp_path):
+    img = make_slide(tmp_path / "s.tif")
+    r = open_slide(tmp_path / "s.tif")
+    assert r.level_dimensions == [(1024, 768), (512, 384)] and r.level_downsamples == [1.0, 2.0]
+    assert r.mpp == pytest.approx(0.5)
+    region = r.read_region(0, 1000, 500, 64, 64)  # runs past the right edge: white there
+    assert region.shape == (64, 64, 3) and (region[:, 30:] == 255).all()
+    np.testing.assert_array_equal(region[:, :24], img[500:564, 1000:1024])
+    assert choose_level(r, mpp=1.0) == 1 and choose_level(r, mpp=0.4) == 0 and choose_level(r) == 0
+    r.close()
+
+
+def test_slide_prediction_areas_and_polygons_match_the_layout(tmp_path):
+    make_slide(tmp_path / "s.tif")
+    cfg = Stage2Config(image_size=64)
+    res = predict_slide(ColourModel(), cfg, SPEC, tmp_path / "s.tif", tmp_path / "out", level=0, map_size=256)
+    assert res.tiles_run < res.tiles_total  # glass-only tiles skipped
+    rows = {r["class"]: r for r in csv.DictReader((tmp_path / "out" / "s_areas.csv").open())}
+    # 1024 x 512 px of each colour... no: 512 x 512 px each, at 0.5 um/px -> 0.0655 mm^2
+    expected = 512 * 512 * 0.25e-6
+    assert float(rows["TE"]["area_mm2"]) == pytest.approx(expected, rel=0.03)
+    assert float(rows["LYM"]["area_mm2"]) == pytest.approx(expected, rel=0.03)
+    assert float(rows["TE"]["percent_of_tissue"]) == pytest.approx(50, abs=1.5)
+    assert int(rows["NEC"]["pixels"]) == 0 and int(rows["TAS"]["pixels"]) == 0
+    gj = json.loads((tmp_path / "out" / "s.geojson").read_text())
+    names = {f["properties"]["classification"]["name"]: f for f in gj["features"]}
+    assert set(names) == {"TE", "LYM"}
+    pts = np.array([p for poly in names["TE"]["geometry"]["coordinates"] for ring in poly for p in ring])
+    assert pts[:, 0].min() < 10 and abs(pts[:, 0].max() - 512) < 10 and abs(pts[:, 1].max() - 512) < 10
+    summary = json.loads((tmp_path / "out" / "s_summary.json").read_text())
+    assert summary["level"] == 0 and summary["map_downsample"] == 4
+    assert (tmp_path / "out" / "s_classmap.png").is_file() and (tmp_path / "out" / "s_overlay.png").is_file()
+
+
+def test_plain_image_prediction_writes_mask_overlay_and_areas(tmp_path):
+    from segmix.data.io import read_mask, write_image
+
+    img = np.empty((80, 96, 3), np.uint8)
+    img[:, :48] = RED
+    img[:, 48:] = BLUE
+    write_image(tmp_path / "tile.png", img)
+    predict_image(ColourModel(), Stage2Config(image_size=64), SPEC, tmp_path / "tile.png", tmp_path / "o", "cpu")
+    mask = read_mask(tmp_path / "o" / "tile_mask.png", 5)
+    assert (mask[:, :40] == 0).all() and (mask[:, 56:] == 2).all()
+    rows = {r["class"]: r for r in csv.DictReader((tmp_path / "o" / "tile_areas.csv").open())}
+    assert float(rows["TE"]["percent_of_tissue"]) == pytest.approx(50, abs=2)
+
+
+def test_unreadable_slide_is_a_clear_error(tmp_path):
+    bad = tmp_path / "broken.svs"
+    bad.write_bytes(b"not a slide")
+    with pytest.raises(DatasetError, match="broken.svs"):
+        open_slide(bad)
+    with pytest.raises(DatasetError, match="does not exist"):
+        open_slide(tmp_path / "missing.tif")
+
+
+@pytest.mark.skipif(not SHARED_SLIDE.is_file(), reason="../shared/data/slides not present (fresh clone)")
+def test_real_svs_through_openslide(tmp_path):
+    r = open_slide(SHARED_SLIDE)
+    assert type(r).__name__ == "OpenSlideReader" and r.level_dimensions[0] == (2220, 2967)
+    assert r.mpp == pytest.approx(0.499, abs=0.01)
+    r.close()
+    res = predict_slide(ColourModel(), Stage2Config(image_size=112), SPEC, SHARED_SLIDE, tmp_path, map_size=512)
+    assert 0 < res.tiles_run < res.tiles_total
+    rows = list(csv.DictReader((tmp_path / "CMU-1-Small-Region_areas.csv").open()))
+    tissue_mm2 = sum(float(r["area_mm2"]) for r in rows if r["class"] != "background")
+    total_mm2 = 2220 * 2967 * (0.499e-3) ** 2
+    assert 0.2 * total_mm2 < tissue_mm2 < 0.95 * total_mm2
