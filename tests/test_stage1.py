@@ -100,6 +100,8 @@ def test_resume_restores_curriculum_state(tiny_data, tmp_path):
     resumed = torch.load(ckpt_path, weights_only=False)
     assert len(resumed["curriculum"]["history"]) == 2
     assert resumed["curriculum"]["history"][0]["signal"] == 123.0
+    # the first attempt's logs survive the resume
+    assert len(list((run / "logs").glob("version_*/metrics.csv"))) == 2
     # loading the state puts the mixer where the curriculum left it
     from segmix.train.stage1 import Stage1Module
 

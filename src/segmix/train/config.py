@@ -21,10 +21,22 @@ class CurriculumConfig(BaseModel):
     warmup_off: bool = True
 
 
-class Stage1Config(BaseModel):
-    """Multi-label CAM classifier trained with a batch mixer."""
+class RunOptions(BaseModel):
+    """How a training stage runs: seed, devices, precision (the same keys in both stages)."""
 
     model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+    num_workers: int = Field(2, ge=0)
+    precision: str = "auto"  # bf16 autocast on CPU / capable GPUs, fp16 AMP on older GPUs
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"  # "ddp" for several GPUs / nodes
+
+
+class Stage1Config(RunOptions):
+    """Multi-label CAM classifier trained with a batch mixer."""
+
     # model
     backbone: str = "resnet18"
     pretrained: bool = False
@@ -34,7 +46,6 @@ class Stage1Config(BaseModel):
     # data
     image_size: int = Field(112, ge=16)  # training tiles are resized to this square
     batch_size: int = Field(32, ge=2)
-    num_workers: int = Field(2, ge=0)
     hed_jitter: float = Field(0.05, ge=0, le=0.5)
     dihedral: bool = True
     # optimisation
@@ -43,7 +54,7 @@ class Stage1Config(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     # mixing
     method: str = "segmix"
-    label_mix: str = "area"
+    label_mix: str = "union"  # measured: +1.8 pseudo-mask mIoU over "area" (benchmarks/results)
     p: float = Field(1.0, ge=0, le=1)
     patch_min: int = Field(14, ge=1)
     patch_levels: int = Field(3, ge=1)
@@ -55,13 +66,6 @@ class Stage1Config(BaseModel):
     cell_loss: float = Field(1.0, ge=0)  # weight of the per-patch CAM loss on grid mixers
     signal: Literal["train_loss", "val_loss", "val_f1"] = "train_loss"
     curriculum: CurriculumConfig = CurriculumConfig()
-    # run
-    seed: int = 0
-    precision: str = "auto"
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    num_nodes: int = Field(1, ge=1)
-    strategy: str = "auto"
 
     @field_validator("method")
     @classmethod
@@ -78,17 +82,15 @@ class Stage1Config(BaseModel):
         return v
 
 
-class Stage2Config(BaseModel):
+class Stage2Config(RunOptions):
     """Segmentation network trained on (pseudo) masks."""
 
-    model_config = ConfigDict(extra="forbid")
     arch: str = "DeepLabV3Plus"
     encoder: str = "resnet18"
     encoder_weights: str | None = None  # smp tag such as "imagenet" (needs internet)
     weights: str | None = None  # local backbone weights file
     image_size: int = Field(112, ge=16)  # training tiles (and masks) are resized to this square
     batch_size: int = Field(16, ge=1)
-    num_workers: int = Field(2, ge=0)
     epochs: int = Field(10, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -97,9 +99,3 @@ class Stage2Config(BaseModel):
     dihedral: bool = True
     stride: float = Field(0.5, gt=0, le=1)  # sliding-window stride, share of the window
     flip_tta: bool = False
-    seed: int = 0
-    precision: str = "auto"
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    num_nodes: int = Field(1, ge=1)
-    strategy: str = "auto"

@@ -17,7 +17,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
@@ -32,6 +31,7 @@ from segmix.train.augment import dihedral, hed_jitter
 from segmix.train.config import Stage1Config
 from segmix.train.data import TrainTiles, split_holdout
 from segmix.train.losses import patch_cam_loss
+from segmix.train.runtime import build_trainer, fit_or_resume, load_payload, save_payload
 
 log = logging.getLogger(__name__)
 CLASSIFIER_FILE = "classifier.pt"
@@ -55,14 +55,6 @@ def build_mixer(cfg: Stage1Config):
     }
     kind = METHODS[cfg.method].curriculum
     return create_method(cfg.method, levels, mixer_args, curriculum_args.get(kind))
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed"
 
 
 class Stage1Module(L.LightningModule):
@@ -192,28 +184,19 @@ def write_history_csv(history: list[dict], path: Path) -> None:
     write_text(path, buf.getvalue())
 
 
-def _loggers(out: Path) -> list:
-    loggers = [CSVLogger(str(out), name="logs", version="")]
-    try:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        loggers.append(TensorBoardLogger(str(out), name="tensorboard", version=""))
-    except ModuleNotFoundError:
-        log.info("tensorboard not installed: CSV logs only")
-    return loggers
-
-
 def train_classifier(
     cfg: Stage1Config,
     data_root: str | Path,
     out_dir: str | Path,
     spec: DatasetSpec | None = None,
     progress: bool = True,
+    callbacks: list | None = None,
 ) -> Path:
     """Train (or resume) stage 1; returns the exported ``classifier.pt``.
 
     Outputs in ``out_dir``: ``config.yaml`` (with versions and seed), ``checkpoints/last.ckpt``
-    (resumed from when present), ``curriculum.csv``, ``logs/metrics.csv``, ``tensorboard/``,
+    (resumed from when present), ``curriculum.csv``, ``logs/version_N/metrics.csv`` (one folder
+    per attempt), ``tensorboard/``,
     and ``classifier.pt`` (weights + config + class names, loadable with ``weights_only=True``).
     """
     out = Path(out_dir)
@@ -236,25 +219,14 @@ def train_classifier(
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
     module = Stage1Module(cfg.model_dump(mode="json"), spec.classes)
     save_config(cfg, out / "config.yaml", dataset=str(data_root), classes=spec.classes)
-    trainer = L.Trainer(
-        max_epochs=cfg.epochs,
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
-        precision=resolve_precision(cfg.precision, cfg.accelerator),
-        logger=_loggers(out),
-        callbacks=[
-            CurriculumCallback(out / "curriculum.csv"),
-            ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0),
-        ],
-        default_root_dir=str(out),
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        log_every_n_steps=10,
-    )
-    last = out / "checkpoints" / "last.ckpt"
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None, weights_only=False)
+    checkpoints = out / "checkpoints"
+    callbacks = [
+        CurriculumCallback(out / "curriculum.csv"),
+        ModelCheckpoint(dirpath=str(checkpoints), save_last=True, save_top_k=0),
+        *(callbacks or []),
+    ]
+    trainer = build_trainer(cfg, cfg.epochs, out, callbacks, progress)
+    fit_or_resume(trainer, module, train_loader, val_loader, checkpoints)
     target = out / CLASSIFIER_FILE
     if trainer.is_global_zero:
         save_classifier(module.model, cfg, spec.classes, target)
@@ -263,25 +235,19 @@ def train_classifier(
 
 def save_classifier(model: CamClassifier, cfg: Stage1Config, classes: list[str], path: Path) -> None:
     """Weights + config + class names, written atomically; plain data only."""
-    payload = {
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "config": cfg.model_dump(mode="json"),
-        "classes": list(classes),
-    }
-    tmp = path.with_name(f".tmp-{path.name}")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    save_payload(
+        {
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "config": cfg.model_dump(mode="json"),
+            "classes": list(classes),
+        },
+        path,
+    )
 
 
 def load_classifier(path: str | Path) -> tuple[CamClassifier, Stage1Config, list[str]]:
     """Rebuild the classifier from ``classifier.pt`` (``weights_only=True``; no download)."""
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in several types
-        raise ValueError(f"{path}: not a segmix classifier file, or unsafe to load ({err})") from err
-    if not isinstance(payload, dict) or not {"state_dict", "config", "classes"} <= set(payload):
-        raise ValueError(f"{path}: not a segmix classifier file (missing state_dict/config/classes)")
+    payload = load_payload(path, {"state_dict", "config", "classes"}, "classifier")
     cfg = Stage1Config.model_validate(payload["config"])
     model = CamClassifier(cfg.backbone, len(payload["classes"]), False, None, cfg.output_stride, cfg.pool)
     model.load_state_dict(payload["state_dict"])

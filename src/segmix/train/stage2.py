@@ -27,7 +27,7 @@ from segmix.eval.metrics import ConfusionMatrix
 from segmix.models import create_segmenter, predict_probs, sliding_window_probs
 from segmix.train.augment import hed_jitter
 from segmix.train.config import Stage2Config
-from segmix.train.stage1 import _loggers, resolve_precision
+from segmix.train.runtime import build_trainer, fit_or_resume, load_payload, save_payload
 
 SEGMENTER_FILE = "segmenter.pt"
 
@@ -189,6 +189,7 @@ def train_segmenter(
     out_dir: str | Path,
     spec: DatasetSpec | None = None,
     progress: bool = True,
+    extra_callbacks: list | None = None,
 ) -> Path:
     """Train (or resume) stage 2 on the masks in ``mask_dir``; returns ``segmenter.pt`` (best epoch).
 
@@ -220,23 +221,8 @@ def train_segmenter(
     callbacks = [ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0)]
     if val_loader is not None:
         callbacks.append(ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val_miou", mode="max", save_top_k=1))
-    trainer = L.Trainer(
-        max_epochs=cfg.epochs,
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
-        precision=resolve_precision(cfg.precision, cfg.accelerator),
-        logger=_loggers(out),
-        callbacks=callbacks,
-        default_root_dir=str(out),
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        log_every_n_steps=10,
-        num_sanity_val_steps=0,
-    )
-    last = ckpt_dir / "last.ckpt"
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None, weights_only=False)
+    trainer = build_trainer(cfg, cfg.epochs, out, callbacks + list(extra_callbacks or []), progress, num_sanity_val_steps=0)
+    fit_or_resume(trainer, module, train_loader, val_loader, ckpt_dir)
     target = out / SEGMENTER_FILE
     if trainer.is_global_zero:
         best = ckpt_dir / "best.ckpt"
@@ -249,25 +235,19 @@ def train_segmenter(
 
 
 def save_segmenter(state: dict, cfg: Stage2Config, spec: DatasetSpec, path: Path) -> None:
-    payload = {
-        "state_dict": {k: v.detach().cpu() for k, v in state.items()},
-        "config": cfg.model_dump(mode="json"),
-        "spec": spec.model_dump(mode="json"),
-    }
-    tmp = path.with_name(f".tmp-{path.name}")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    save_payload(
+        {
+            "state_dict": {k: v.detach().cpu() for k, v in state.items()},
+            "config": cfg.model_dump(mode="json"),
+            "spec": spec.model_dump(mode="json"),
+        },
+        path,
+    )
 
 
 def load_segmenter(path: str | Path):
     """``(model, Stage2Config, DatasetSpec)`` from ``segmenter.pt`` (``weights_only=True``)."""
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in several types
-        raise ValueError(f"{path}: not a segmix segmenter file, or unsafe to load ({err})") from err
-    if not isinstance(payload, dict) or not {"state_dict", "config", "spec"} <= set(payload):
-        raise ValueError(f"{path}: not a segmix segmenter file (missing state_dict/config/spec)")
+    payload = load_payload(path, {"state_dict", "config", "spec"}, "segmenter")
     cfg = Stage2Config.model_validate(payload["config"])
     spec = DatasetSpec.model_validate(payload["spec"])
     model = create_segmenter(cfg.arch, cfg.encoder, spec.num_indices)

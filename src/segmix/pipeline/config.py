@@ -1,0 +1,51 @@
+"""The whole-pipeline config of ``segmix run``: one YAML, one section per stage."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from segmix.cam.run import CamConfig
+from segmix.data.synth import SynthConfig
+from segmix.train.config import Stage1Config, Stage2Config
+
+
+class EvaluateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    split: str = "test"
+    stride: float | None = None
+    flip: bool | None = None
+    overlays: int = Field(8, ge=0)
+
+
+class ReportConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    gallery: int = Field(6, ge=0)  # train tiles shown as image / truth / CAM / pseudo mask / prediction
+    mixed: int = Field(4, ge=0)  # mixed training images shown with their source maps
+
+
+class RunConfig(BaseModel):
+    """Everything ``segmix run`` needs.
+
+    ``data`` null means: synthesise the benchmark described by ``synth`` into the run folder.
+    ``seed``, when set, overrides the seed of every stage (and of the synthetic data only when
+    ``synth.seed`` is left at its default).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    data: str | None = None
+    preset: str | None = None
+    seed: int | None = None
+    synth: SynthConfig = SynthConfig()
+    stage1: Stage1Config = Stage1Config()
+    cams: CamConfig = CamConfig()
+    stage2: Stage2Config = Stage2Config()
+    fully_supervised: bool = True  # also train stage 2 on train_gt when the dataset has it
+    evaluate: EvaluateConfig = EvaluateConfig()
+    report: ReportConfig = ReportConfig()
+
+    def seeded(self) -> "RunConfig":
+        """The config with the top-level seed pushed into every stage."""
+        if self.seed is None:
+            return self
+        update = {name: getattr(self, name).model_copy(update={"seed": self.seed}) for name in ("stage1", "stage2")}
+        return self.model_copy(update=update)

@@ -1,0 +1,256 @@
+"""``segmix run``: dataset -> stage 1 -> pseudo masks -> stage 2 -> evaluate -> report.
+
+Each stage writes into its own folder of the run directory. Its identity is a hash of its own
+config chained with the hashes of the stages it reads from, so changing ``stage1`` also
+invalidates ``cams``, ``stage2``... but not ``supervised``. Markers:
+
+- ``<stage>/.started.json`` (hash): written when a stage starts. A re-run with the same hash
+  resumes it (training stages from ``checkpoints/last.ckpt``); with another hash the old folder
+  is moved aside to ``<stage>.stale-<hash>`` (never deleted) and the stage starts afresh.
+- ``<stage>/.done.json`` (hash, seconds, metrics): written last, atomically. A re-run with the
+  same hash skips the stage.
+
+``metrics.json`` in the run folder gathers the stages' metrics (fractions in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from segmix.config import save_config
+from segmix.data.dataset import TileDataset
+from segmix.data.errors import DatasetError
+from segmix.data.io import write_text
+from segmix.data.spec import DatasetSpec, resolve_spec
+from segmix.pipeline.config import RunConfig
+
+console = Console(stderr=True)
+STAGES = ("data", "stage1", "cams", "stage2", "supervised", "evaluate", "report")
+
+
+def _hash(*parts) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class Context:
+    cfg: RunConfig
+    run_dir: Path
+    progress: bool = True
+    data_root: Path | None = None
+    spec: DatasetSpec | None = None
+    hashes: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, dict] = field(default_factory=dict)
+
+    def dir(self, stage: str) -> Path:
+        return self.run_dir / stage
+
+    @property
+    def has_train_truth(self) -> bool:
+        s = self.spec.splits
+        return bool(s.train_gt) and (self.data_root / s.train_gt).is_dir()
+
+
+def _stage_hash(ctx: Context, name: str) -> str:
+    c = ctx.cfg
+    h = ctx.hashes
+    parts = {
+        "data": lambda: (c.synth.model_dump() if c.data is None else {"data": str(Path(c.data).resolve()), "preset": c.preset}),
+        "stage1": lambda: (h["data"], c.stage1.model_dump()),
+        "cams": lambda: (h["stage1"], c.cams.model_dump()),
+        "stage2": lambda: (h["cams"], c.stage2.model_dump()),
+        "supervised": lambda: (h["data"], c.stage2.model_dump(), c.fully_supervised),
+        "evaluate": lambda: (h["stage2"], h["supervised"], c.evaluate.model_dump()),
+        "report": lambda: (h["evaluate"], h["cams"], c.report.model_dump()),
+    }[name]()
+    return _hash(name, parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages: each takes the context and returns the metrics it contributes
+# ---------------------------------------------------------------------------------------------
+def run_data(ctx: Context) -> dict:
+    from segmix.data.synth import generate
+
+    if ctx.cfg.data is None:
+        generate(ctx.cfg.synth, ctx.dir("data"))
+    return {}
+
+
+def run_stage1(ctx: Context) -> dict:
+    from segmix.train.stage1 import train_classifier
+
+    train_classifier(ctx.cfg.stage1, ctx.data_root, ctx.dir("stage1"), ctx.spec, progress=ctx.progress)
+    return {}
+
+
+def run_cams(ctx: Context) -> dict:
+    from segmix.cam.run import generate_pseudo_masks
+
+    scores = generate_pseudo_masks(ctx.dir("stage1") / "classifier.pt", ctx.data_root, ctx.dir("cams"), ctx.cfg.cams, ctx.spec)
+    return {"pseudo_masks": _scores(scores)} if scores is not None else {}
+
+
+def run_stage2(ctx: Context) -> dict:
+    from segmix.train.stage2 import train_segmenter
+
+    train_segmenter(ctx.cfg.stage2, ctx.data_root, ctx.dir("cams") / "masks", ctx.dir("stage2"), ctx.spec, ctx.progress)
+    return {}
+
+
+def run_supervised(ctx: Context) -> dict:
+    from segmix.train.stage2 import train_segmenter
+
+    if not (ctx.cfg.fully_supervised and ctx.has_train_truth):
+        return {}
+    truth = ctx.data_root / ctx.spec.splits.train_gt
+    train_segmenter(ctx.cfg.stage2, ctx.data_root, truth, ctx.dir("supervised"), ctx.spec, ctx.progress)
+    return {}
+
+
+def run_evaluate(ctx: Context) -> dict:
+    from segmix.eval.evaluate import evaluate
+
+    e = ctx.cfg.evaluate
+    out = {}
+    weak = evaluate(ctx.dir("stage2") / "segmenter.pt", ctx.data_root, e.split, ctx.dir("evaluate") / "weak", e.stride, e.flip, e.overlays)
+    out["test"] = _scores(weak, with_dice=True)
+    full = ctx.dir("supervised") / "segmenter.pt"
+    if full.is_file():
+        sup = evaluate(full, ctx.data_root, e.split, ctx.dir("evaluate") / "supervised", e.stride, e.flip, 0)
+        out["fully_supervised"] = _scores(sup, with_dice=True)
+        if sup.miou > 0:
+            out["test"]["ratio_to_fully_supervised"] = weak.miou / sup.miou
+    return out
+
+
+def run_report(ctx: Context) -> dict:
+    from segmix.pipeline.report import write_report
+
+    write_report(ctx)
+    return {}
+
+
+STAGE_RUNNERS: dict[str, Callable[[Context], dict]] = {
+    "data": run_data,
+    "stage1": run_stage1,
+    "cams": run_cams,
+    "stage2": run_stage2,
+    "supervised": run_supervised,
+    "evaluate": run_evaluate,
+    "report": run_report,
+}
+
+
+def _scores(scores, with_dice: bool = False) -> dict:
+    d = scores.as_dict()
+    keep = {"miou": d["miou"], "fwiou": d["fwiou"], "per_class": d["per_class"]}
+    if with_dice:
+        keep.update(dice=d["dice"], pixel_accuracy=d["pixel_accuracy"], per_class_dice=d["per_class_dice"])
+    return keep
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+def check_writable(folder: Path) -> None:
+    """Fail before the long work when the run folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise DatasetError(folder, f"run folder is not writable ({err.strerror or err})") from err
+    free = shutil.disk_usage(folder).free
+    if free < 200 * 2**20:
+        raise DatasetError(folder, f"only {free // 2**20} MiB free on the disk of the run folder (need >= 200 MiB)")
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _resolve_data(ctx: Context) -> None:
+    if ctx.cfg.data is None:
+        ctx.data_root = ctx.dir("data")
+    else:
+        ctx.data_root = Path(ctx.cfg.data)
+    if ctx.data_root.is_dir() and ((ctx.data_root / "dataset.yaml").is_file() or ctx.cfg.data is not None):
+        ctx.spec = resolve_spec(ctx.data_root, ctx.cfg.preset)
+
+
+def run_pipeline(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    start: str | None = None,
+    until: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run (or resume) the pipeline; returns the content of ``metrics.json``.
+
+    Args:
+        start: re-run from this stage on, even where done (its old folders are moved aside).
+        until: stop after this stage.
+    """
+    for name in (start, until):
+        if name is not None and name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    cfg = cfg.seeded()
+    run_dir = Path(run_dir)
+    check_writable(run_dir)
+    save_config(cfg, run_dir / "config.yaml")
+    ctx = Context(cfg, run_dir, progress)
+    _resolve_data(ctx)
+    forced = False
+    seconds: dict[str, float] = {}
+    for name in STAGES:
+        forced = forced or name == start
+        if name != "data" and ctx.spec is None:
+            _resolve_data(ctx)
+        if name == "stage1":  # fail fast on a bad dataset before hours of training
+            TileDataset(ctx.data_root, "train", ctx.spec, with_masks=False)
+        h = _stage_hash(ctx, name)
+        ctx.hashes[name] = h
+        folder = ctx.dir(name)
+        done = _read(folder / ".done.json")
+        if done and done.get("hash") == h and not forced:
+            ctx.metrics.update(done.get("metrics", {}))
+            seconds[name] = done.get("seconds", 0.0)
+            console.print(f"[dim]{name}: done, skipped[/]")
+        else:
+            started = _read(folder / ".started.json")
+            if folder.exists() and (forced or not started or started.get("hash") != h):
+                stale = folder.with_name(f"{name}.stale-{(started or {}).get('hash', 'unknown')}")
+                if stale.exists():
+                    shutil.rmtree(stale)
+                os.replace(folder, stale)
+                console.print(f"[yellow]{name}: earlier outputs moved to {stale.name}[/]")
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text(folder / ".started.json", json.dumps({"hash": h}))
+            console.rule(f"[bold]{name}")
+            t0 = time.perf_counter()
+            metrics = STAGE_RUNNERS[name](ctx)
+            seconds[name] = round(time.perf_counter() - t0, 2)
+            ctx.metrics.update(metrics)
+            write_text(folder / ".done.json", json.dumps({"hash": h, "seconds": seconds[name], "metrics": metrics}))
+        if name == "data":
+            _resolve_data(ctx)
+        summary = {**ctx.metrics, "seconds": seconds}
+        write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
+        if name == until:
+            break
+    return summary

@@ -1,0 +1,131 @@
+"""segmix run: stages, done-markers, resume/skip, invalidation, metrics.json, report; presets."""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from segmix.cli import app
+from segmix.config import load_config
+from segmix.pipeline import STAGES, RunConfig, run_pipeline
+from tests.conftest import make_tree
+
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "segmix" / "configs"
+TINY = [
+    "synth.n_train=24", "synth.n_val=4", "synth.n_test=4", "synth.tile_size=64", "synth.glass_prob=0.5",
+    "stage1.backbone=resnet18", "stage1.weights=null", "stage1.image_size=64", "stage1.batch_size=8",
+    "stage1.epochs=1", "stage1.num_workers=0", "stage1.patch_min=16",
+    "cams.scales=[1.0]", "cams.flip=false",
+    "stage2.encoder=resnet18", "stage2.weights=null", "stage2.image_size=64", "stage2.batch_size=8",
+    "stage2.epochs=1", "stage2.num_workers=0", "report.gallery=2", "report.mixed=2",
+]
+
+
+def tiny_config(*extra: str) -> RunConfig:
+    return load_config(RunConfig, CONFIGS / "demo.yaml", TINY + list(extra))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    metrics = run_pipeline(tiny_config(), run, progress=False)
+    return run, metrics
+
+
+def test_full_run_writes_stable_metrics_and_report(tiny_run):
+    run, metrics = tiny_run
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved == metrics
+    for key in ("miou", "fwiou", "per_class"):
+        assert key in saved["pseudo_masks"]
+    for key in ("miou", "fwiou", "dice", "per_class"):
+        assert key in saved["test"] and key in saved["fully_supervised"]
+    for section in ("pseudo_masks", "test", "fully_supervised"):
+        assert 0 <= saved[section]["miou"] <= 1
+        assert set(saved[section]["per_class"]) == {"TE", "NEC", "LYM", "TAS"}
+    assert set(saved["seconds"]) == set(STAGES)
+    for stage in STAGES:
+        assert json.loads((run / stage / ".done.json").read_text())["hash"]
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64") >= 4 and "Feedback curriculum" in page and "mIoU" in page
+    assert (run / "config.yaml").is_file() and (run / "stage1" / "config.yaml").is_file()
+
+
+def test_rerun_skips_done_stages(tiny_run):
+    run, metrics = tiny_run
+    before = {s: (run / s / ".done.json").stat().st_mtime_ns for s in STAGES}
+    t0 = time.perf_counter()
+    again = run_pipeline(tiny_config(), run, progress=False)
+    assert time.perf_counter() - t0 < 20
+    assert {s: (run / s / ".done.json").stat().st_mtime_ns for s in STAGES} == before
+    assert again["test"] == metrics["test"]
+
+
+def test_changed_config_redoes_only_downstream_and_keeps_old_outputs(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run[0], run)
+    stage1_done = (run / "stage1" / ".done.json").read_text()
+    old_cams_hash = json.loads((run / "cams" / ".done.json").read_text())["hash"]
+    run_pipeline(tiny_config("cams.uncertain=0.3"), run, progress=False, until="cams")
+    assert (run / "stage1" / ".done.json").read_text() == stage1_done  # upstream untouched
+    assert json.loads((run / "cams" / ".done.json").read_text())["hash"] != old_cams_hash
+    assert (run / f"cams.stale-{old_cams_hash}" / "masks").is_dir()  # moved aside, not deleted
+
+
+def test_until_and_from(tmp_path):
+    run = tmp_path / "r"
+    run_pipeline(tiny_config(), run, progress=False, until="stage1")
+    assert (run / "stage1" / ".done.json").is_file() and not (run / "cams").exists()
+    with pytest.raises(ValueError, match="unknown stage"):
+        run_pipeline(tiny_config(), run, progress=False, start="nope")
+    # --from re-runs a done stage (its old folder moved aside)
+    run_pipeline(tiny_config(), run, progress=False, start="stage1", until="stage1")
+    assert len(list(run.glob("stage1.stale-*"))) == 1
+
+
+def test_interrupted_stage_resumes_from_its_checkpoint(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(tiny_run[0], run)
+    (run / "stage1" / ".done.json").unlink()  # as if killed after the last checkpoint
+    ckpt = run / "stage1" / "checkpoints" / "last.ckpt"
+    stamp = ckpt.stat().st_mtime_ns
+    run_pipeline(tiny_config(), run, progress=False, until="stage1")
+    assert (run / "stage1" / ".done.json").is_file()
+    assert not list(run.glob("stage1.stale-*"))  # same config: resumed in place, not restarted
+    assert ckpt.stat().st_mtime_ns >= stamp
+
+
+def test_cli_errors_name_the_key_and_unwritable_folder(tmp_path):
+    r = CliRunner().invoke(app, ["run", str(CONFIGS / "demo.yaml"), "--out", str(tmp_path / "x"), "--set", "stage1.epochs=-1"])
+    assert r.exit_code == 2 and "stage1.epochs" in r.output
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = CliRunner().invoke(app, ["run", str(CONFIGS / "demo.yaml"), "--out", str(blocker / "run")])
+    assert r.exit_code == 2 and "not writable" in r.output
+
+
+@pytest.mark.parametrize("preset", ["luad-histoseg", "bcss-wsss", "wsss4luad"])
+def test_shipped_presets_run_each_stage_on_a_tiny_fixture(preset, tmp_path):
+    sizes = ((72, 80), (64, 64)) if preset == "wsss4luad" else ((64, 64),)
+    data = make_tree(tmp_path / "data", preset, n_train=8, n_eval=2, sizes=sizes)
+    tiny = [
+        "stage1.backbone=resnet18", "stage1.pretrained=false", "stage1.image_size=64", "stage1.batch_size=4",
+        "stage1.epochs=1", "stage1.num_workers=0", "cams.scales=[1.0]", "cams.batch_size=4",
+        "stage2.encoder=resnet18", "stage2.encoder_weights=null", "stage2.image_size=64", "stage2.batch_size=4",
+        "stage2.epochs=1", "stage2.num_workers=0", f"data={data}",
+    ]
+    cfg = load_config(RunConfig, CONFIGS / f"{preset}.yaml", tiny)
+    assert cfg.preset == preset
+    metrics = run_pipeline(cfg, tmp_path / "run", progress=False, until="evaluate")
+    assert 0 <= metrics["test"]["miou"] <= 1
+    assert "pseudo_masks" not in metrics  # no train truth in the published layouts
+    masks = list((tmp_path / "run" / "cams" / "masks").iterdir())
+    assert len(masks) == 8
