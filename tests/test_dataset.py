@@ -142,3 +142,12 @@ def test_atomic_write_leaves_no_temp_files_and_keeps_old_file_on_failure(tmp_pat
         write_image(path, np.zeros((4, 4), np.float32))  # cannot be saved as RGB
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
+def test_duplicate_names_stop_naming_both_files(tmp_path):
+    root = _luad(tmp_path)
+    first = sorted((root / "train").iterdir())[0]
+    write_image(first.with_suffix(".jpg"), np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(DatasetError, match="duplicate name") as err:
+        TileDataset(root, "train")
+    assert first.name in str(err.value) and first.with_suffix(".jpg").name in str(err.value)

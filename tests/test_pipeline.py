@@ -103,6 +103,11 @@ def test_interrupted_stage_resumes_from_its_checkpoint(tiny_run, tmp_path):
     assert ckpt.stat().st_mtime_ns >= stamp
 
 
+def test_pipeline_refuses_ddp_and_points_to_stage_commands(tmp_path):
+    with pytest.raises(ValueError, match="stage commands"):
+        run_pipeline(tiny_config("stage1.strategy=ddp", "stage1.devices=2"), tmp_path / "r", progress=False)
+
+
 def test_cli_errors_name_the_key_and_unwritable_folder(tmp_path):
     r = CliRunner().invoke(app, ["run", str(CONFIGS / "demo.yaml"), "--out", str(tmp_path / "x"), "--set", "stage1.epochs=-1"])
     assert r.exit_code == 2 and "stage1.epochs" in r.output

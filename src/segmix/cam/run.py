@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from segmix.cam.background import tissue_mask
 from segmix.cam.cams import class_activation_maps
@@ -69,14 +69,18 @@ def generate_pseudo_masks(
     mean = torch.tensor(dc["mean"], device=dev).view(1, 3, 1, 1)
     std = torch.tensor(dc["std"], device=dev).view(1, 3, 1, 1)
     tiles = TileDataset(data_root, cfg.split, spec, with_masks=False)
-    loader = DataLoader(tiles, batch_size=cfg.batch_size, shuffle=False, collate_fn=_collate, num_workers=0)
+    rank, world = _rank_and_world()
+    # Each rank takes every world-th image: no image is missed or written twice.
+    shard = Subset(tiles, list(range(rank, len(tiles), world))) if world > 1 else tiles
+    loader = DataLoader(shard, batch_size=cfg.batch_size, shuffle=False, collate_fn=_collate, num_workers=0)
     names = spec.classes + ["background"] * (spec.num_indices - spec.num_classes)
     scorer = ConfusionMatrix(spec.num_indices, names, spec.exclude_index)
     scored = False
     truth_paths = {s.name: s.mask for s in tiles.samples}
     if cfg.save_cams:
         (out / "cams").mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "cam_config.yaml", classifier=str(classifier), dataset=str(data_root))
+    if rank == 0:
+        save_config(cfg, out / "cam_config.yaml", classifier=str(classifier), dataset=str(data_root))
     for items in loader:
         by_shape: dict[tuple, list[dict]] = {}
         for it in items:
@@ -109,8 +113,33 @@ def generate_pseudo_masks(
                     scored = True
         if on_batch:
             on_batch(len(items))
+    if world > 1:
+        import torch.distributed as dist
+
+        total = torch.as_tensor(scorer.matrix)
+        dist.all_reduce(total)
+        scorer.matrix = total.numpy()
+        flag = torch.tensor([int(scored)])
+        dist.all_reduce(flag)
+        scored = bool(flag.item())
     if not scored:
         return None
     scores = scorer.compute()
-    write_text(out / "scores.json", json.dumps(scores.as_dict(), indent=2))
+    if rank == 0:
+        write_text(out / "scores.json", json.dumps(scores.as_dict(), indent=2))
     return scores
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world size when run under torchrun / SLURM with a process
+    group (initialised here with gloo when the launcher set the environment but nobody did)."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()

@@ -60,6 +60,12 @@ def _list_images(folder: Path) -> tuple[list[Path], list[Path]]:
         log.warning("%s: skipped %d non-image file(s), e.g. %s", folder, len(skipped), skipped[0].name)
     if not images:
         raise DatasetError(folder, "no images in folder")
+    seen: dict[str, Path] = {}
+    for f in images:
+        # Outputs (pseudo masks, predictions) are named by stem: two files may not share one.
+        if f.stem in seen:
+            raise DatasetError(f, f"duplicate name: {seen[f.stem].name} has the same name before the suffix")
+        seen[f.stem] = f
     return images, skipped
 
 

@@ -210,6 +210,14 @@ def run_pipeline(
         if name is not None and name not in STAGES:
             raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
     cfg = cfg.seeded()
+    for name, stage in (("stage1", cfg.stage1), ("stage2", cfg.stage2)):
+        if "ddp" in stage.strategy or stage.num_nodes > 1:
+            # Lightning's DDP launcher re-runs the command line in every child: the stage commands
+            # (train-cls, cams, train-seg) are built for that, the whole pipeline is not.
+            raise ValueError(
+                f"{name}.strategy={stage.strategy!r}: run multi-process training with the stage commands "
+                "(segmix train-cls / cams / train-seg, see README 'Several GPUs and nodes'), not segmix run"
+            )
     run_dir = Path(run_dir)
     check_writable(run_dir)
     save_config(cfg, run_dir / "config.yaml")

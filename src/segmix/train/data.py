@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, Sampler, Subset
 
 from segmix.data.dataset import TileDataset
 
@@ -40,3 +40,25 @@ def split_holdout(dataset: Dataset, fraction: float, seed: int) -> tuple[Subset,
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     k = max(1, int(round(fraction * n)))
     return Subset(dataset, order[k:]), Subset(dataset, order[:k])
+
+
+class EpochShuffle(Sampler[int]):
+    """A random order that depends only on (seed, epoch).
+
+    Lightning calls ``set_epoch`` at every epoch start (and forwards it through its DDP wrapper),
+    so a run resumed from a checkpoint draws exactly the batches the uninterrupted run drew,
+    unlike a sampler fed by one generator whose state is lost with the process.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.size

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from segmix.train.config import RunOptions
 
@@ -36,6 +38,32 @@ def loggers(out: Path) -> list:
     return found
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temp file and renamed: a job killed mid-write leaves the previous
+    ``last.ckpt`` intact instead of a truncated one that cannot be resumed from."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{path.name}")
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+
+
+class EpochCheckpoint(L.Callback):
+    """``last.ckpt`` after every training epoch, for resume.
+
+    Lightning's ModelCheckpoint writes ``last`` only beside a top-k save; this writes it every
+    epoch, after the callbacks listed before it (the curriculum's decision is in it).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
+
+
 def build_trainer(opts: RunOptions, epochs: int, out: Path, callbacks: list, progress: bool, **extra) -> L.Trainer:
     """A Trainer for ``opts`` (devices, nodes, strategy, precision) logging into ``out``."""
     return L.Trainer(
@@ -51,6 +79,7 @@ def build_trainer(opts: RunOptions, epochs: int, out: Path, callbacks: list, pro
         enable_model_summary=False,
         enable_progress_bar=progress,
         log_every_n_steps=10,
+        plugins=[AtomicCheckpointIO()],
         **extra,
     )
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
@@ -29,9 +28,9 @@ from segmix.models import CamClassifier
 from segmix.shuffle import METHODS, build_levels, create_method, patch_ladder
 from segmix.train.augment import dihedral, hed_jitter
 from segmix.train.config import Stage1Config
-from segmix.train.data import TrainTiles, split_holdout
+from segmix.train.data import EpochShuffle, TrainTiles, split_holdout
 from segmix.train.losses import patch_cam_loss
-from segmix.train.runtime import build_trainer, fit_or_resume, load_payload, save_payload
+from segmix.train.runtime import EpochCheckpoint, build_trainer, fit_or_resume, load_payload, save_payload
 
 log = logging.getLogger(__name__)
 CLASSIFIER_FILE = "classifier.pt"
@@ -174,6 +173,9 @@ class CurriculumCallback(L.Callback):
         )
         if trainer.is_global_zero:
             write_history_csv(module.curriculum.history, self.csv_path)
+        if trainer.world_size > 1:  # every rank's own trace, to audit that all decide alike
+            rank_csv = self.csv_path.parent / "ranks" / f"curriculum.rank{trainer.global_rank}.csv"
+            write_history_csv(module.curriculum.history, rank_csv)
 
 
 def write_history_csv(history: list[dict], path: Path) -> None:
@@ -213,19 +215,18 @@ def train_classifier(
     if len(train_set) < cfg.batch_size:
         raise ValueError(f"{data_root}: {len(train_set)} training tiles, fewer than one batch of {cfg.batch_size}")
     loader_args = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers, "persistent_workers": cfg.num_workers > 0}
-    train_loader = DataLoader(
-        train_set, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(cfg.seed), **loader_args
-    )
+    train_loader = DataLoader(train_set, sampler=EpochShuffle(len(train_set), cfg.seed), drop_last=True, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
     module = Stage1Module(cfg.model_dump(mode="json"), spec.classes)
-    save_config(cfg, out / "config.yaml", dataset=str(data_root), classes=spec.classes)
     checkpoints = out / "checkpoints"
     callbacks = [
         CurriculumCallback(out / "curriculum.csv"),
-        ModelCheckpoint(dirpath=str(checkpoints), save_last=True, save_top_k=0),
+        EpochCheckpoint(checkpoints / "last.ckpt"),
         *(callbacks or []),
     ]
     trainer = build_trainer(cfg, cfg.epochs, out, callbacks, progress)
+    if trainer.is_global_zero:
+        save_config(cfg, out / "config.yaml", dataset=str(data_root), classes=spec.classes)
     fit_or_resume(trainer, module, train_loader, val_loader, checkpoints)
     target = out / CLASSIFIER_FILE
     if trainer.is_global_zero:

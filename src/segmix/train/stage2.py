@@ -27,7 +27,8 @@ from segmix.eval.metrics import ConfusionMatrix
 from segmix.models import create_segmenter, predict_probs, sliding_window_probs
 from segmix.train.augment import hed_jitter
 from segmix.train.config import Stage2Config
-from segmix.train.runtime import build_trainer, fit_or_resume, load_payload, save_payload
+from segmix.train.data import EpochShuffle
+from segmix.train.runtime import EpochCheckpoint, build_trainer, fit_or_resume, load_payload, save_payload
 
 SEGMENTER_FILE = "segmenter.pt"
 
@@ -205,9 +206,8 @@ def train_segmenter(
     train_loader = DataLoader(
         train_set,
         batch_size=cfg.batch_size,
-        shuffle=True,
+        sampler=EpochShuffle(len(train_set), cfg.seed),
         drop_last=len(train_set) >= 2 * cfg.batch_size,
-        generator=torch.Generator().manual_seed(cfg.seed),
         **loader_args,
     )
     val_loader = None
@@ -216,12 +216,13 @@ def train_segmenter(
             EvalTiles(TileDataset(data_root, "val", spec)), batch_size=cfg.batch_size, collate_fn=_list_collate, **loader_args
         )
     module = Stage2Module(cfg.model_dump(mode="json"), spec.model_dump(mode="json"))
-    save_config(cfg, out / "config.yaml", dataset=str(data_root), masks=str(mask_dir))
     ckpt_dir = out / "checkpoints"
-    callbacks = [ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0)]
+    callbacks = [EpochCheckpoint(ckpt_dir / "last.ckpt")]
     if val_loader is not None:
         callbacks.append(ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val_miou", mode="max", save_top_k=1))
     trainer = build_trainer(cfg, cfg.epochs, out, callbacks + list(extra_callbacks or []), progress, num_sanity_val_steps=0)
+    if trainer.is_global_zero:
+        save_config(cfg, out / "config.yaml", dataset=str(data_root), masks=str(mask_dir))
     fit_or_resume(trainer, module, train_loader, val_loader, ckpt_dir)
     target = out / SEGMENTER_FILE
     if trainer.is_global_zero:
