@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from segmix.shuffle import LABEL_MIXERS, METHODS
 
@@ -67,18 +67,12 @@ class Stage1Config(RunOptions):
     signal: Literal["train_loss", "val_loss", "val_f1"] = "train_loss"
     curriculum: CurriculumConfig = CurriculumConfig()
 
-    @field_validator("method")
+    @field_validator("method", "label_mix")
     @classmethod
-    def _method(cls, v: str) -> str:
-        if v not in METHODS:
-            raise ValueError(f"unknown method {v!r}; known: {', '.join(METHODS)}")
-        return v
-
-    @field_validator("label_mix")
-    @classmethod
-    def _label_mix(cls, v: str) -> str:
-        if v not in LABEL_MIXERS:
-            raise ValueError(f"unknown label_mix {v!r}; known: {', '.join(LABEL_MIXERS)}")
+    def _registered(cls, v: str, info: ValidationInfo) -> str:
+        known = {"method": METHODS, "label_mix": LABEL_MIXERS}[info.field_name]
+        if v not in known:
+            raise ValueError(f"unknown {info.field_name} {v!r}; known: {', '.join(known)}")
         return v
 
 
