@@ -56,6 +56,36 @@ def test_sigkill_during_stage1_then_rerun_gives_the_same_metrics(reference, tmp_
     assert not list(run.glob("stage1.stale-*"))  # resumed in place, not restarted
 
 
+def _kill_when(args: list[str], ready, what: str) -> None:
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, f"the run finished before it could be killed {what}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_sigkill_while_writing_pseudo_masks_then_rerun(tmp_path):
+    extra = KILL + ["synth.n_train=120", "stage1.epochs=1"]
+    reference = _strip(run_pipeline(tiny_config(*extra), tmp_path / "ref", progress=False, until="evaluate"))
+    run = tmp_path / "killed"
+    args = [sys.executable, "-m", "segmix.cli", "run", str(CONFIGS / "demo.yaml"), "--out", str(run), "--until", "evaluate"]
+    for item in TINY + extra:
+        args += ["--set", item]
+    masks = run / "cams" / "masks"
+    _kill_when(args, lambda: masks.is_dir() and any(masks.iterdir()), "while writing pseudo masks")
+    written = [p for p in masks.iterdir() if not p.name.startswith(".tmp-")]
+    assert 0 < len(written) < 120 and not (run / "cams" / ".done.json").exists()
+    from segmix.data.io import read_mask
+
+    for p in written:  # every file that exists is a whole PNG
+        read_mask(p, 5)
+    resumed = run_pipeline(tiny_config(*extra), run, progress=False, until="evaluate")
+    assert _strip(resumed) == reference
+    assert len(list(masks.iterdir())) == 120  # and no temp file left behind
+
+
 def test_crash_while_writing_pseudo_masks_then_rerun(reference, tmp_path, monkeypatch):
     import segmix.cam.run as cam_run
 

@@ -81,6 +81,8 @@ def generate_pseudo_masks(
         (out / "cams").mkdir(parents=True, exist_ok=True)
     if rank == 0:
         save_config(cfg, out / "cam_config.yaml", classifier=str(classifier), dataset=str(data_root))
+        for stale in (out / "masks").glob(".tmp-*"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
     for items in loader:
         by_shape: dict[tuple, list[dict]] = {}
         for it in items:
