@@ -272,8 +272,10 @@ def predict(
     if checkpoint is None:
         _fail(ValueError("pass --checkpoint segmenter.pt or --run RUN_DIR"))
     try:
+        import torch
+
         model, cfg, spec = load_segmenter(checkpoint)
-        device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         model = model.to(device)
         files: list[Path] = []
         for item in inputs:

@@ -183,7 +183,8 @@ def mixed_examples(ctx, n: int) -> str | None:
         row = [mimg]
         if info.source is not None:
             src = info.source[b].numpy()
-            smap = np.full((size, size), b, np.uint8)
+            src = np.where(src == b, 255, src).astype(np.uint8)  # the tile's own patches stay unpainted
+            smap = np.full((size, size), 255, np.uint8)
             ps = info.patch_size
             smap[: src.shape[0] * ps, : src.shape[1] * ps] = np.kron(src, np.ones((ps, ps), np.uint8))
             row.append(paint(mimg, smap, colours, alpha=0.45))
