@@ -34,28 +34,6 @@ def test_same_seed_same_metrics(reference, tmp_path):
     assert _strip(again) == reference
 
 
-def test_sigkill_during_stage1_then_rerun_gives_the_same_metrics(reference, tmp_path):
-    run = tmp_path / "killed"
-    args = [sys.executable, "-m", "segmix.cli", "run", str(CONFIGS / "demo.yaml"), "--out", str(run), "--until", "evaluate"]
-    for item in TINY + KILL:
-        args += ["--set", item]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    ckpt = run / "stage1" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not ckpt.is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)  # mid-training: after epoch 1 was checkpointed
-    proc.wait()
-    assert not (run / "stage1" / ".done.json").exists() and not (run / "stage1" / "classifier.pt").exists()
-    killed_at = torch.load(ckpt, weights_only=False)["epoch"]
-    assert killed_at < 4, "the kill must land before stage 1 finished"
-    assert not list((run / "stage1" / "checkpoints").glob(".tmp-*"))
-    resumed = run_pipeline(tiny_config(*KILL), run, progress=False, until="evaluate")
-    assert _strip(resumed) == reference
-    assert not list(run.glob("stage1.stale-*"))  # resumed in place, not restarted
-
-
 def _kill_when(args: list[str], ready, what: str) -> None:
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -66,6 +44,22 @@ def _kill_when(args: list[str], ready, what: str) -> None:
     proc.wait()
 
 
+def test_sigkill_during_stage1_then_rerun_gives_the_same_metrics(reference, tmp_path):
+    run = tmp_path / "killed"
+    args = [sys.executable, "-m", "segmix.cli", "run", str(CONFIGS / "demo.yaml"), "--out", str(run), "--until", "evaluate"]
+    for item in TINY + KILL:
+        args += ["--set", item]
+    ckpt = run / "stage1" / "checkpoints" / "last.ckpt"  # appears whole: written atomically
+    _kill_when(args, ckpt.is_file, "during stage 1")  # mid-training: after the first checkpoint
+    assert not (run / "stage1" / ".done.json").exists() and not (run / "stage1" / "classifier.pt").exists()
+    killed_at = torch.load(ckpt, weights_only=False)["epoch"]
+    assert killed_at < 4, "the kill must land before stage 1 finished"
+    assert not list((run / "stage1" / "checkpoints").glob(".tmp-*"))
+    resumed = run_pipeline(tiny_config(*KILL), run, progress=False, until="evaluate")
+    assert _strip(resumed) == reference
+    assert not list(run.glob("stage1.stale-*"))  # resumed in place, not restarted
+
+
 def test_sigkill_while_writing_pseudo_masks_then_rerun(tmp_path):
     extra = KILL + ["synth.n_train=120", "stage1.epochs=1"]
     reference = _strip(run_pipeline(tiny_config(*extra), tmp_path / "ref", progress=False, until="evaluate"))
@@ -74,7 +68,10 @@ def test_sigkill_while_writing_pseudo_masks_then_rerun(tmp_path):
     for item in TINY + extra:
         args += ["--set", item]
     masks = run / "cams" / "masks"
-    _kill_when(args, lambda: masks.is_dir() and any(masks.iterdir()), "while writing pseudo masks")
+    def some_mask_finished() -> bool:  # a finished mask, not only a temp file being written
+        return masks.is_dir() and any(not p.name.startswith(".tmp-") for p in masks.iterdir())
+
+    _kill_when(args, some_mask_finished, "while writing pseudo masks")
     written = [p for p in masks.iterdir() if not p.name.startswith(".tmp-")]
     assert 0 < len(written) < 120 and not (run / "cams" / ".done.json").exists()
     from segmix.data.io import read_mask
