@@ -2,7 +2,6 @@
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import pytest
@@ -58,9 +57,8 @@ def test_full_run_writes_stable_metrics_and_report(tiny_run):
 def test_rerun_skips_done_stages(tiny_run):
     run, metrics = tiny_run
     before = {s: (run / s / ".done.json").stat().st_mtime_ns for s in STAGES}
-    t0 = time.perf_counter()
     again = run_pipeline(tiny_config(), run, progress=False)
-    assert time.perf_counter() - t0 < 20
+    # no stage ran again: every done-marker is the one written by the first run
     assert {s: (run / s / ".done.json").stat().st_mtime_ns for s in STAGES} == before
     assert again["test"] == metrics["test"]
 
