@@ -15,7 +15,7 @@ from segmix.cam.background import tissue_mask
 from segmix.cam.cams import class_activation_maps
 from segmix.cam.masks import pseudo_masks
 from segmix.config import save_config
-from segmix.data.dataset import TileDataset
+from segmix.data.dataset import TileDataset, collate_list
 from segmix.data.io import read_mask, write_mask, write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
 from segmix.eval.metrics import ConfusionMatrix, SegScores
@@ -36,10 +36,6 @@ class CamConfig(BaseModel):
     saturation: float = Field(0.15, ge=0, le=1)  # ... and saturation below this
     uncertain: float | None = Field(None, ge=0, le=1)  # best CAM below this -> 255 (ignored)
     save_cams: bool = False  # also write float16 CAM arrays (.npy)
-
-
-def _collate(items: list[dict]) -> list[dict]:
-    return items
 
 
 def generate_pseudo_masks(
@@ -72,7 +68,7 @@ def generate_pseudo_masks(
     rank, world = _rank_and_world()
     # Each rank takes every world-th image: no image is missed or written twice.
     shard = Subset(tiles, list(range(rank, len(tiles), world))) if world > 1 else tiles
-    loader = DataLoader(shard, batch_size=cfg.batch_size, shuffle=False, collate_fn=_collate, num_workers=0)
+    loader = DataLoader(shard, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate_list, num_workers=0)
     names = spec.classes + ["background"] * (spec.num_indices - spec.num_classes)
     scorer = ConfusionMatrix(spec.num_indices, names, spec.exclude_index)
     scored = False

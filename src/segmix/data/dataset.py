@@ -171,3 +171,8 @@ def labels_from_mask(mask: np.ndarray | None, num_classes: int) -> np.ndarray | 
         return None
     counts = np.bincount(mask.ravel(), minlength=256)[:num_classes]
     return (counts > 0).astype(np.uint8)
+
+
+def collate_list(items: list[dict]) -> list[dict]:
+    """DataLoader ``collate_fn`` keeping a batch as a list of items (tiles of varying size)."""
+    return items

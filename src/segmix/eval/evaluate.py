@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from segmix.data.dataset import TileDataset
+from segmix.data.dataset import TileDataset, collate_list
 from segmix.data.errors import DatasetError
 from segmix.data.io import write_image, write_mask, write_text
 from segmix.data.preview import contact_sheet, overlay
@@ -64,7 +64,7 @@ def evaluate(
     cm = ConfusionMatrix(spec.num_indices, names, spec.exclude_index)
     out = Path(out_dir) if out_dir else None
     shown = 0
-    loader = DataLoader(tiles, batch_size=16, collate_fn=lambda items: items)
+    loader = DataLoader(tiles, batch_size=16, collate_fn=collate_list)
     for batch in loader:
         preds = segment(model, [it["image"] for it in batch], cfg, dev, spec.num_indices)
         for item, pred in zip(batch, preds):

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from segmix.config import save_config
-from segmix.data.dataset import TileDataset
+from segmix.data.dataset import TileDataset, collate_list
 from segmix.data.errors import DatasetError
 from segmix.data.io import IGNORE_INDEX, read_mask
 from segmix.data.spec import DatasetSpec, resolve_spec
@@ -60,23 +60,6 @@ class MaskedTiles(Dataset):
             image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
             mask = np.asarray(Image.fromarray(mask).resize((self.size, self.size), Image.NEAREST))
         return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous(), torch.from_numpy(np.array(mask)).long()
-
-
-class EvalTiles(Dataset):
-    """Native-size (image, mask) pairs of a split with truth, for validation and evaluation."""
-
-    def __init__(self, tiles: TileDataset) -> None:
-        self.tiles = tiles
-
-    def __len__(self) -> int:
-        return len(self.tiles)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.tiles[index]
-
-
-def _list_collate(items):
-    return items
 
 
 def joint_dihedral(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -213,7 +196,7 @@ def train_segmenter(
     val_loader = None
     if spec.splits.val and (Path(data_root) / spec.splits.val).is_dir():
         val_loader = DataLoader(
-            EvalTiles(TileDataset(data_root, "val", spec)), batch_size=cfg.batch_size, collate_fn=_list_collate, **loader_args
+            TileDataset(data_root, "val", spec), batch_size=cfg.batch_size, collate_fn=collate_list, **loader_args
         )
     module = Stage2Module(cfg.model_dump(mode="json"), spec.model_dump(mode="json"))
     ckpt_dir = out / "checkpoints"
