@@ -29,10 +29,8 @@ from segmix.data.io import read_image, write_image, write_mask, write_text
 from segmix.data.preview import overlay
 from segmix.data.spec import DatasetSpec
 from segmix.infer.slide import choose_level, open_slide
-from segmix.models import predict_probs
+from segmix.models import predict_probs, segmenter_input
 
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
 
 def class_names(spec: DatasetSpec) -> list[str]:
@@ -192,8 +190,6 @@ def predict_slide(
         k = spec.num_indices
         acc = torch.zeros(k, mh, mw)
         cnt = torch.zeros(1, mh, mw)
-        mean = torch.tensor(_MEAN, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(_STD, device=device).view(1, 3, 1, 1)
         batches = [run[i : i + batch_size] for i in range(0, len(run), batch_size)]
         start = time.perf_counter()
         done = 0
@@ -206,9 +202,9 @@ def predict_slide(
             for i, batch in enumerate(batches):
                 pixels = pending.result()
                 pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
-                x = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2).float().div_(255)
+                x = segmenter_input(torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2))
                 with torch.autocast(device.type, dtype=torch.bfloat16):
-                    probs = predict_probs(model, (x - mean) / std, cfg.flip_tta).float().cpu()
+                    probs = predict_probs(model, x, cfg.flip_tta).float().cpu()
                 for (tx, ty), p in zip(batch, probs):
                     y0, x0 = ty // d, tx // d
                     y1, x1 = min(mh, (ty + window - 1) // d + 1), min(mw, (tx + window - 1) // d + 1)

@@ -1,7 +1,13 @@
 """Networks: the CAM classifier of stage 1, the segmenter of stage 2."""
 
 from segmix.models.classifier import POOLS, CamClassifier
-from segmix.models.segmenter import create_segmenter, predict_probs, sliding_window_probs, window_grid
+from segmix.models.segmenter import (
+    create_segmenter,
+    predict_probs,
+    segmenter_input,
+    sliding_window_probs,
+    window_grid,
+)
 from segmix.models.weights import load_backbone_weights, load_state_dict
 
 __all__ = [
@@ -11,6 +17,7 @@ __all__ = [
     "load_backbone_weights",
     "load_state_dict",
     "predict_probs",
+    "segmenter_input",
     "sliding_window_probs",
     "window_grid",
 ]

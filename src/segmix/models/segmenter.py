@@ -8,6 +8,7 @@ from pathlib import Path
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
 from segmix.models.weights import load_backbone_weights
@@ -35,6 +36,15 @@ def create_segmenter(
         else:
             load_backbone_weights(model.encoder, encoder, weights)
     return model
+
+
+def segmenter_input(images: Tensor) -> Tensor:
+    """Model input from images (..., 3, H, W), uint8 in [0, 255] or float in [0, 1]: float32,
+    ImageNet-normalised (what smp's pretrained encoders expect)."""
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_DEFAULT_STD, device=x.device).view(3, 1, 1)
+    return (x - mean) / std
 
 
 def _starts(length: int, window: int, stride: int) -> list[int]:

@@ -24,7 +24,7 @@ from segmix.data.errors import DatasetError
 from segmix.data.io import IGNORE_INDEX, read_mask
 from segmix.data.spec import DatasetSpec, resolve_spec
 from segmix.eval.metrics import ConfusionMatrix
-from segmix.models import create_segmenter, predict_probs, sliding_window_probs
+from segmix.models import create_segmenter, predict_probs, segmenter_input, sliding_window_probs
 from segmix.train.augment import hed_jitter
 from segmix.train.config import Stage2Config
 from segmix.train.data import EpochShuffle
@@ -94,13 +94,7 @@ class Stage2Module(L.LightningModule):
         self.model = create_segmenter(
             self.cfg.arch, self.cfg.encoder, self.num_out, self.cfg.encoder_weights, self.cfg.weights
         )
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
         self._cm: ConfusionMatrix | None = None
-
-    def normalize(self, images: Tensor) -> Tensor:
-        x = images.float() / 255 if images.dtype == torch.uint8 else images
-        return (x - self.mean) / self.std
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         images, masks = batch
@@ -109,7 +103,7 @@ class Stage2Module(L.LightningModule):
         if self.cfg.dihedral:
             x, masks = joint_dihedral(x, masks, g)
         x = hed_jitter(x, self.cfg.hed_jitter, g)
-        logits = self.model(self.normalize(x).contiguous(memory_format=torch.channels_last)).float()
+        logits = self.model(segmenter_input(x).contiguous(memory_format=torch.channels_last)).float()
         loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
         if self.cfg.dice > 0:
             loss = loss + self.cfg.dice * dice_loss(logits, masks)
@@ -145,8 +139,6 @@ def segment(model, images: list[np.ndarray], cfg: Stage2Config, device, num_clas
     Window-sized images go through in one batch; others by sliding window (window =
     ``cfg.image_size``, stride ``cfg.stride`` of it, overlapping softmax averaged).
     """
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(3, 1, 1)
     s = cfg.image_size
     out: list[np.ndarray | None] = [None] * len(images)
     tiles = [i for i, im in enumerate(images) if im.shape[:2] == (s, s)]
@@ -154,13 +146,13 @@ def segment(model, images: list[np.ndarray], cfg: Stage2Config, device, num_clas
     with torch.autocast(torch.device(device).type, dtype=dtype):
         if tiles:
             batch = torch.stack([torch.from_numpy(np.asarray(images[i])).to(device).permute(2, 0, 1) for i in tiles])
-            x = (batch.float() / 255 - mean) / std
+            x = segmenter_input(batch)
             preds = predict_probs(model, x, cfg.flip_tta).argmax(1).to(torch.uint8).cpu().numpy()
             for i, p in zip(tiles, preds):
                 out[i] = p
         for i, im in enumerate(images):
             if out[i] is None:
-                x = (torch.from_numpy(np.asarray(im)).to(device).permute(2, 0, 1).float() / 255 - mean) / std
+                x = segmenter_input(torch.from_numpy(np.asarray(im)).to(device).permute(2, 0, 1))
                 probs = sliding_window_probs(model, x, num_classes, s, max(1, int(s * cfg.stride)), flip=cfg.flip_tta)
                 out[i] = probs.argmax(0).to(torch.uint8).cpu().numpy()
     return out
