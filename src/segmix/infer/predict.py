@@ -14,7 +14,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +29,7 @@ from segmix.data.io import read_image, write_image, write_mask, write_text
 from segmix.data.preview import overlay
 from segmix.data.spec import DatasetSpec
 from segmix.infer.slide import choose_level, open_slide
-from segmix.models import predict_probs, segmenter_input
+from segmix.models import predict_probs, segmenter_input, window_grid
 
 
 
@@ -135,18 +135,6 @@ class SlideResult:
     tiles_per_second: float
 
 
-def _tiles(width: int, height: int, window: int, stride: int) -> Iterator[tuple[int, int]]:
-    ys = list(range(0, max(height - window, 0) + 1, stride))
-    xs = list(range(0, max(width - window, 0) + 1, stride))
-    if ys[-1] + window < height:
-        ys.append(height - window)
-    if xs[-1] + window < width:
-        xs.append(width - window)
-    for y in ys:
-        for x in xs:
-            yield x, y
-
-
 @torch.no_grad()
 def predict_slide(
     model,
@@ -185,7 +173,7 @@ def predict_slide(
         thumb = _thumbnail(reader, mw, mh)
         # Glass is skipped on every slide, whatever the tile-level background policy.
         tissue = tissue_mask(thumb, min_area=0.0005)
-        all_tiles = list(_tiles(width, height, window, stride))
+        all_tiles = [(x, y) for y, x in window_grid(height, width, window, stride)]
         run = [t for t in all_tiles if tissue[t[1] // d : (t[1] + window - 1) // d + 1, t[0] // d : (t[0] + window - 1) // d + 1].any()]
         k = spec.num_indices
         acc = torch.zeros(k, mh, mw)
@@ -243,7 +231,6 @@ def predict_slide(
 
 def _thumbnail(reader, width: int, height: int) -> np.ndarray:
     """uint8 (height, width, 3) view of the whole slide from the smallest level that is large enough."""
-    w0, h0 = reader.level_dimensions[0]
     best = 0
     for i, (w, h) in enumerate(reader.level_dimensions):
         if w >= width and h >= height:
