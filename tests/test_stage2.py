@@ -13,7 +13,7 @@ from segmix.data.synth import SynthConfig, generate
 from segmix.eval.evaluate import evaluate
 from segmix.models import sliding_window_probs, window_grid
 from segmix.train import Stage2Config, load_segmenter, train_segmenter
-from segmix.train.stage2 import joint_dihedral
+from segmix.train.augment import dihedral_pair
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
@@ -78,9 +78,9 @@ def test_sliding_window_covers_and_averages():
     torch.testing.assert_close(probs[:, 5, 5], expected.float())
 
 
-def test_joint_dihedral_moves_masks_with_images():
+def test_dihedral_pair_moves_masks_with_images():
     x = torch.arange(2 * 16, dtype=torch.float32).view(2, 1, 4, 4).repeat(1, 3, 1, 1)
     y = x[:, 0].long()
     for seed in range(5):
-        xa, ya = joint_dihedral(x, y, torch.Generator().manual_seed(seed))
+        xa, ya = dihedral_pair(x, y, torch.Generator().manual_seed(seed))
         assert torch.equal(xa[:, 0].long(), ya)

@@ -15,18 +15,33 @@ _RGB_FROM_HED = _RGB_FROM_HED / _RGB_FROM_HED.norm(dim=1, keepdim=True)
 _HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
 
 
-def _coin(n: int, generator: torch.Generator | None, device) -> Tensor:
+def _coin(n: int, generator: torch.Generator | None) -> Tensor:
     gen_device = generator.device if generator is not None else "cpu"
-    return (torch.rand(n, generator=generator, device=gen_device) < 0.5).to(device)[:, None, None, None]
+    return torch.rand(n, generator=generator, device=gen_device) < 0.5
+
+
+def _dihedral(tensors: list[Tensor], generator: torch.Generator | None) -> list[Tensor]:
+    # One coin per image and operation, shared by all tensors: masks move with their images.
+    h, w = tensors[0].shape[-2:]
+    ops = [lambda t: t.transpose(-1, -2)] if h == w else []
+    ops += [lambda t: t.flip(-1), lambda t: t.flip(-2)]
+    for op in ops:
+        coin = _coin(tensors[0].shape[0], generator)
+        tensors = [
+            torch.where(coin.to(t.device).view(-1, *([1] * (t.ndim - 1))), op(t), t) for t in tensors
+        ]
+    return tensors
 
 
 def dihedral(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Random flips / 90-degree rotations per image of (B, C, H, W); rotations need H == W."""
-    b = x.shape[0]
-    if x.shape[-1] == x.shape[-2]:
-        x = torch.where(_coin(b, generator, x.device), x.transpose(-1, -2), x)
-    x = torch.where(_coin(b, generator, x.device), x.flip(-1), x)
-    return torch.where(_coin(b, generator, x.device), x.flip(-2), x)
+    return _dihedral([x], generator)[0]
+
+
+def dihedral_pair(x: Tensor, masks: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """The same random flips / rotations on images (B, C, H, W) and their masks (B, H, W)."""
+    x, masks = _dihedral([x, masks], generator)
+    return x, masks
 
 
 def hed_jitter(x: Tensor, sigma: float = 0.05, generator: torch.Generator | None = None) -> Tensor:

@@ -25,7 +25,7 @@ from segmix.data.io import IGNORE_INDEX, read_mask
 from segmix.data.spec import DatasetSpec, resolve_spec
 from segmix.eval.metrics import ConfusionMatrix
 from segmix.models import create_segmenter, predict_probs, segmenter_input, sliding_window_probs
-from segmix.train.augment import hed_jitter
+from segmix.train.augment import dihedral_pair, hed_jitter
 from segmix.train.config import Stage2Config
 from segmix.train.data import EpochShuffle
 from segmix.train.runtime import EpochCheckpoint, build_trainer, fit_or_resume, load_payload, save_payload
@@ -62,21 +62,6 @@ class MaskedTiles(Dataset):
         return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous(), torch.from_numpy(np.array(mask)).long()
 
 
-def joint_dihedral(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """The same random flips / transposes on images (B, C, H, W) and masks (B, H, W)."""
-    b = x.shape[0]
-    for op in ("t", "h", "v"):
-        if op == "t" and x.shape[-1] != x.shape[-2]:
-            continue
-        coin = torch.rand(b, generator=generator) < 0.5
-        if not coin.any():
-            continue
-        fx = {"t": lambda t: t.transpose(-1, -2), "h": lambda t: t.flip(-1), "v": lambda t: t.flip(-2)}[op]
-        x = torch.where(coin.to(x.device)[:, None, None, None], fx(x), x)
-        y = torch.where(coin.to(y.device)[:, None, None], fx(y), y)
-    return x, y
-
-
 def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Multi-class soft Dice over classes present in the batch; ignored pixels left out."""
     import segmentation_models_pytorch as smp
@@ -101,7 +86,7 @@ class Stage2Module(L.LightningModule):
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.global_step * 7919 + self.global_rank)
         x = images.float() / 255
         if self.cfg.dihedral:
-            x, masks = joint_dihedral(x, masks, g)
+            x, masks = dihedral_pair(x, masks, g)
         x = hed_jitter(x, self.cfg.hed_jitter, g)
         logits = self.model(segmenter_input(x).contiguous(memory_format=torch.channels_last)).float()
         loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
