@@ -158,6 +158,7 @@ def gallery(ctx, n: int) -> str | None:
 
 def mixed_examples(ctx, n: int) -> str | None:
     from segmix.data.preview import overlay as paint
+    from segmix.train.data import TrainTiles
     from segmix.train.stage1 import build_mixer
 
     if n == 0:
@@ -170,11 +171,11 @@ def mixed_examples(ctx, n: int) -> str | None:
         mixer.patch_size, mixer.ratio = int(last["patch_size"]), max(float(last["ratio"]), 0.25)
     if getattr(mixer, "patch_size", None) is None and not hasattr(mixer, "mode"):
         return None
-    tiles = TileDataset(ctx.data_root, "train", ctx.spec, with_masks=False)
-    batch = [tiles[i] for i in range(min(8, len(tiles)))]
+    tiles = TrainTiles(TileDataset(ctx.data_root, "train", ctx.spec, with_masks=False), cfg.image_size)
+    batch = [tiles[i] for i in range(min(8, len(tiles)))]  # as stage 1 sees them (resized alike)
     size = cfg.image_size
-    images = torch.stack([torch.from_numpy(np.asarray(_fit(b["image"], size))).permute(2, 0, 1) for b in batch]).float() / 255
-    labels = torch.stack([torch.from_numpy(b["label"]).float() for b in batch])
+    images = torch.stack([image for image, _ in batch]).float() / 255
+    labels = torch.stack([label for _, label in batch])
     mixed, targets, info = mixer(images, labels, torch.Generator().manual_seed(0))
     colours = [(228, 26, 28), (55, 126, 184), (77, 175, 74), (152, 78, 163), (255, 127, 0), (255, 255, 51), (166, 86, 40), (247, 129, 191)]
     rows = []
@@ -190,12 +191,6 @@ def mixed_examples(ctx, n: int) -> str | None:
             row.append(paint(mimg, smap, colours, alpha=0.45))
         rows.append(row)
     return _b64_png(_upscale(contact_sheet(rows), 2))
-
-
-def _fit(image: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    return image if image.shape[:2] == (size, size) else np.asarray(Image.fromarray(image).resize((size, size)))
 
 
 def _upscale(image: np.ndarray, f: int) -> np.ndarray:

@@ -10,6 +10,13 @@ from torch.utils.data import Dataset, Sampler, Subset
 from segmix.data.dataset import TileDataset
 
 
+def fit_square(image: np.ndarray, size: int, resample: int = Image.BILINEAR) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) resized to (size, size); returned as is when it already is."""
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), resample))
+
+
 class TrainTiles(Dataset):
     """``(image uint8 (3, S, S), label float (K,))`` pairs; tiles of another size are resized.
 
@@ -26,9 +33,7 @@ class TrainTiles(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         item = self.tiles[index]
-        image = item["image"]
-        if image.shape[:2] != (self.size, self.size):
-            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
+        image = fit_square(item["image"], self.size)
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous(), torch.from_numpy(
             item["label"].astype(np.float32)
         )

@@ -27,7 +27,7 @@ from segmix.eval.metrics import ConfusionMatrix
 from segmix.models import create_segmenter, predict_probs, segmenter_input, sliding_window_probs
 from segmix.train.augment import dihedral_pair, hed_jitter
 from segmix.train.config import Stage2Config
-from segmix.train.data import EpochShuffle
+from segmix.train.data import EpochShuffle, fit_square
 from segmix.train.runtime import EpochCheckpoint, build_trainer, fit_or_resume, load_payload, save_payload
 
 SEGMENTER_FILE = "segmenter.pt"
@@ -56,9 +56,7 @@ class MaskedTiles(Dataset):
         image = item["image"]
         spec = self.tiles.spec
         mask = read_mask(self.masks[index], spec.num_indices, spec.palette, image.shape[:2])
-        if image.shape[:2] != (self.size, self.size):
-            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
-            mask = np.asarray(Image.fromarray(mask).resize((self.size, self.size), Image.NEAREST))
+        image, mask = fit_square(image, self.size), fit_square(mask, self.size, Image.NEAREST)
         return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous(), torch.from_numpy(np.array(mask)).long()
 
 
