@@ -115,7 +115,7 @@ def main() -> None:
            "--batch", str(args.batch), "--repeats", str(args.repeats)]
     r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
     ratio = r["tiles_per_second"] / r["raw_tiles_per_second"]
-    print(f"| slide | level (size) | tissue tiles / all | predict tiles/s | raw forward tiles/s | ratio | peak RSS MB | wall s |")
+    print("| slide | level (size) | tissue tiles / all | predict tiles/s | raw forward tiles/s | ratio | peak RSS MB | wall s |")
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {args.size}x{args.size} pyramidal TIFF | {r['level']} ({r['level_size'][0]}x{r['level_size'][1]}) | "
           f"{r['tiles_run']} / {r['tiles_total']} | {r['tiles_per_second']:.2f} | {r['raw_tiles_per_second']:.2f} | "
