@@ -1,49 +1,173 @@
-"""``segmix`` command line: one sub-command per pipeline step."""
+"""``segmix`` command line: one sub-command per pipeline step.
+
+Every command runs inside :func:`_guarded`, the one place where errors meet the user: a
+:class:`~segmix.errors.UserError` (bad dataset, config, output folder, model file; also when
+raised in a DataLoader worker) prints one line and exits with code 2; anything else is a bug and
+prints one line asking for a report (exit 1), or its traceback with ``-v`` / ``SEGMIX_DEBUG=1``.
+Writing commands check their output folder (:func:`segmix.data.io.prepare_output_dir`) before
+any work. Normal runs print segmix's progress and results only; ``-v`` (before or after the
+sub-command) shows library logs and warnings too.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
+import os
+import sys
+import traceback
+import warnings
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from segmix.data.errors import DatasetError
+from segmix.data.io import MAX_PIXELS_ENV, prepare_output_dir, prepare_output_file
+from segmix.errors import ConfigError, user_message
 
-app = typer.Typer(help="segmix: pixel-level tissue maps of H&E images from image-level labels.", no_args_is_help=True)
-console = Console(stderr=True)
+app = typer.Typer(
+    help="segmix: pixel-level tissue maps of H&E images from image-level labels.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # typer's rich help shows a rejected <bool> placeholder beside flags
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show configs: every key `--set` accepts, with its value.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+# soft_wrap: a message is one line however long, as scripts and log readers expect.
+console = Console(stderr=True, soft_wrap=True)
+DEBUG_ENV = "SEGMIX_DEBUG"
+_global = {"verbose": False}
+_show_warning = warnings.showwarning
 
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,  # a stopped bar is not left behind: an error stays the only line
     )
+
+
+def _say(message: str, style: str | None = None, prefix: str = "") -> None:
+    """Print to stderr with no markup parsing: file names like ``x-[1 0].png`` stay as they are."""
+    console.print(Text.assemble((prefix, style or ""), message))
+
+
+def _drop_warning(*args, **kwargs) -> None:
+    return None
+
+
+def _set_verbosity(verbose: bool) -> None:
+    """Quiet: our progress and results, warnings we log. Verbose: library logs and warnings too."""
+    level = logging.DEBUG if verbose else logging.WARNING
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "segmix", False)]:
+        root.removeHandler(handler)
+    handler = RichHandler(console=console, show_path=False, show_time=False, level=level, markup=False)
+    handler.segmix = True
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Lightning sets its own loggers to INFO when imported (inside the commands, after this):
+    # a global floor is the only setting that holds for them.
+    logging.disable(logging.NOTSET if verbose else logging.INFO)
+    # Library warnings (deprecations, tips) are for developers; forked workers inherit this.
+    warnings.showwarning = _show_warning if verbose else _drop_warning
+
+
+def _debug(verbose: bool) -> bool:
+    return verbose or _global["verbose"] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _guarded(fn, verbose: bool, args, kwargs):
+    debug = _debug(verbose)
+    saved = (logging.root.manager.disable, warnings.showwarning)
+    _set_verbosity(debug)
+    try:
+        return fn(*args, **kwargs)
+    except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        raise
+    except Exception as err:
+        message = user_message(err)
+        if debug:
+            traceback.print_exc()
+        if message is not None:
+            _say(message, "bold red", "error: ")
+            raise typer.Exit(2) from None
+        if debug:
+            raise typer.Exit(1) from None
+        first = (str(err).strip().splitlines() or [""])[0]
+        _say(
+            f"{type(err).__name__}: {first} -- this is a bug in segmix; run again with -v (or {DEBUG_ENV}=1) "
+            "to see the traceback, and report it",
+            "bold red",
+            "internal error: ",
+        )
+        raise typer.Exit(1) from None
+    finally:
+        logging.disable(saved[0])
+        warnings.showwarning = saved[1]
+
+
+def _command(name: str | None = None, group: typer.Typer = app):
+    """Register ``fn`` as a command run by :func:`_guarded`, with its own ``-v`` option (so
+    ``segmix -v CMD`` and ``segmix CMD -v`` both work)."""
+
+    def register(fn):
+        sig = inspect.signature(fn, eval_str=True)
+        verbose = inspect.Parameter(
+            "verbose",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(False, "--verbose", "-v", help="Show library logs, warnings and tracebacks."),
+            annotation=bool,
+        )
+
+        @functools.wraps(fn)
+        def wrapper(*args, verbose: bool = False, **kwargs):
+            return _guarded(fn, verbose, args, kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), verbose])
+        wrapper.__annotations__ = {**{p.name: p.annotation for p in sig.parameters.values()}, "verbose": bool}
+        group.command(name)(wrapper)
+        return fn
+
+    return register
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug messages.")) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING
-    # The level sits on the handler too: Lightning sets its own loggers to INFO when imported
-    # (later, inside the commands), and its start-up banners and tips are noise for our users.
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False, level=level)],
-    )
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs, warnings and tracebacks."),
+    max_pixels: Optional[int] = typer.Option(
+        None, "--max-pixels", min=1, help=f"Largest image (width x height) read as a tile [default: Pillow's 178956970; env {MAX_PIXELS_ENV}]."
+    ),
+) -> None:
+    _global["verbose"] = verbose
+    if max_pixels is not None:
+        os.environ[MAX_PIXELS_ENV] = str(max_pixels)  # read by the image reader, in workers too
+    _set_verbosity(_debug(verbose))
 
 
-def _fail(err: Exception) -> None:
-    # User errors get one line and exit code 2, not a traceback.
-    console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(2)
+def _configured(model, config: Optional[Path], overrides: list[str]):
+    from segmix.config import load_config
+
+    return load_config(model, config, overrides)
 
 
-@app.command()
+SYNTH_FLAGS = {"n_train": "--train", "n_val": "--val", "n_test": "--test", "tile_size": "--size",
+               "stain_jitter": "--stain-jitter", "classes": "--classes", "seed": "--seed"}
+
+
+@_command()
 def synth(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the benchmark into."),
     n_train: int = typer.Option(800, "--train", help="Training tiles (image-level labels in names)."),
@@ -72,14 +196,17 @@ def synth(
             stain_jitter=stain_jitter,
         )
     except ValidationError as err:
-        _fail(ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())))
+        raise ConfigError(
+            "; ".join(f"{SYNTH_FLAGS.get(str(e['loc'][0]), e['loc'][0])}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors())
+        ) from None
+    prepare_output_dir(out)
     total = cfg.n_train + cfg.n_val + cfg.n_test
     with _progress() as bar:
         task = bar.add_task("synthesising tiles", total=total)
         spec = generate(cfg, out, workers=workers, progress=lambda n: bar.advance(task, n))
     if sheet:
         write_contact_sheet(out, spec)
-    console.print(f"wrote {total} tiles to {out} (classes: {', '.join(spec.classes)})")
+    _say(f"wrote {total} tiles to {out} (classes: {', '.join(spec.classes)})")
 
 
 def write_contact_sheet(root: Path, spec, rows: int = 4, cols: int = 6) -> Path:
@@ -88,7 +215,7 @@ def write_contact_sheet(root: Path, spec, rows: int = 4, cols: int = 6) -> Path:
     from segmix.data.preview import contact_sheet, overlay
 
     ds = TileDataset(root, "train", spec=spec)
-    pics = []
+    pics: list = []
     for i in range(min(rows * cols, len(ds))):
         item = ds[i]
         pics += [item["image"], overlay(item["image"], item["mask"], spec.palette)]
@@ -98,7 +225,7 @@ def write_contact_sheet(root: Path, spec, rows: int = 4, cols: int = 6) -> Path:
     return path
 
 
-@app.command()
+@_command()
 def info(
     dataset: Path = typer.Argument(..., help="Dataset root folder."),
     preset: Optional[str] = typer.Option(None, help="luad-histoseg, bcss-wsss or wsss4luad (default: detect)."),
@@ -108,15 +235,12 @@ def info(
     from segmix.data.spec import resolve_spec
     from segmix.data.summary import summarize
 
-    try:
-        spec = resolve_spec(dataset, preset)
-        with _progress() as bar:
-            task = bar.add_task("reading", total=None)
-            splits = summarize(dataset, spec, check=check, on_file=lambda: bar.advance(task))
-    except DatasetError as err:
-        _fail(err)
-    out = Console()
-    out.print(f"[bold]{dataset}[/]  dataset: {spec.name}  classes: {', '.join(spec.classes)}")
+    spec = resolve_spec(dataset, preset)
+    with _progress() as bar:
+        task = bar.add_task("reading", total=None)
+        splits = summarize(dataset, spec, check=check, on_file=lambda: bar.advance(task))
+    out = Console(soft_wrap=True)
+    out.print(Text.assemble((str(dataset), "bold"), f"  dataset: {spec.name}  classes: {', '.join(spec.classes)}"))
     counts = Table(title="splits")
     for col in ("split", "images", "skipped files", "sizes (WxH: count)"):
         counts.add_column(col)
@@ -137,34 +261,24 @@ def info(
             out.print(t)
         if s.pixels is not None:
             total = max(int(s.pixels.sum()), 1)
-            names = spec.classes + ["background"] * (spec.num_indices - spec.num_classes)
             t = Table(title=f"{s.name}: mask pixel frequencies")
             t.add_column("class")
             t.add_column("share", justify="right")
-            for name, v in zip(names, s.pixels):
+            for name, v in zip(spec.index_names, s.pixels):
                 t.add_row(name, f"{v / total:.1%}")
             out.print(t)
-        for p in s.problems:
-            out.print(f"[red]problem:[/] {p}")
+        for problem in s.problems:
+            out.print(Text.assemble(("problem: ", "red"), problem))
     if any(s.problems for s in splits):
         raise typer.Exit(1)
 
 
-def _configured(model, config: Optional[Path], overrides: list[str]):
-    from segmix.config import ConfigError, load_config
-
-    try:
-        return load_config(model, config, overrides)
-    except ConfigError as err:
-        _fail(err)
-
-
-@app.command("train-cls")
+@_command("train-cls")
 def train_cls(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset root."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder (resumed when it holds a checkpoint)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (resumed when it holds a run of the same config)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Stage-1 YAML config."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a config key: --set epochs=5."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config key: --set epochs=5 (keys: segmix config show stage1)."),
     preset: Optional[str] = typer.Option(None, help="Dataset preset (default: detect)."),
 ) -> None:
     """Stage 1: train the multi-label CAM classifier with the configured mixer and curriculum."""
@@ -172,20 +286,19 @@ def train_cls(
     from segmix.train import Stage1Config, train_classifier
 
     cfg = _configured(Stage1Config, config, overrides)
-    try:
-        path = train_classifier(cfg, data, out, spec=resolve_spec(data, preset))
-    except (DatasetError, ValueError, FileNotFoundError, FloatingPointError) as err:
-        _fail(err)
-    console.print(f"classifier written to {path}")
+    spec = resolve_spec(data, preset)
+    prepare_output_dir(out, "run folder")
+    path = train_classifier(cfg, data, out, spec=spec)
+    _say(f"classifier written to {path}")
 
 
-@app.command()
+@_command()
 def cams(
     classifier: Path = typer.Option(..., "--classifier", help="classifier.pt from train-cls."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset root."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (masks/ inside)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="CAM YAML config."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a key: --set uncertain=0.2."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a key: --set uncertain=0.2 (keys: segmix config show cams)."),
     preset: Optional[str] = typer.Option(None, help="Dataset preset (default: detect)."),
 ) -> None:
     """Pseudo masks from CAMs (label-gated, background policy of the dataset); scored when truth exists."""
@@ -194,26 +307,24 @@ def cams(
     from segmix.data.spec import resolve_spec
 
     cfg = _configured(CamConfig, config, overrides)
-    try:
-        spec = resolve_spec(data, preset)
-        total = len(TileDataset(data, cfg.split, spec, with_masks=False))
-        with _progress() as bar:
-            task = bar.add_task(f"pseudo masks ({cfg.split})", total=total)
-            scores = generate_pseudo_masks(classifier, data, out, cfg, spec, on_batch=lambda n: bar.advance(task, n))
-    except (DatasetError, ValueError, FileNotFoundError) as err:
-        _fail(err)
-    console.print(f"wrote {total} masks to {out / 'masks'}")
+    spec = resolve_spec(data, preset)
+    total = len(TileDataset(data, cfg.split, spec, with_masks=False))
+    prepare_output_dir(out)
+    with _progress() as bar:
+        task = bar.add_task(f"pseudo masks ({cfg.split})", total=total)
+        scores = generate_pseudo_masks(classifier, data, out, cfg, spec, on_batch=lambda n: bar.advance(task, n))
+    _say(f"wrote {total} masks to {out / 'masks'}")
     if scores is not None:
         print_scores(scores, f"pseudo masks vs truth ({cfg.split})")
 
 
-@app.command("train-seg")
+@_command("train-seg")
 def train_seg(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset root."),
     masks: Path = typer.Option(..., "--masks", "-m", help="Folder of <image stem>.png training masks (pseudo or truth)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder (resumed when it holds a checkpoint)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (resumed when it holds a run of the same config)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Stage-2 YAML config."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a config key: --set epochs=5."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config key: --set epochs=5 (keys: segmix config show stage2)."),
     preset: Optional[str] = typer.Option(None, help="Dataset preset (default: detect)."),
 ) -> None:
     """Stage 2: train the segmentation network on pseudo masks (or truth: the upper bound)."""
@@ -221,14 +332,13 @@ def train_seg(
     from segmix.train import Stage2Config, train_segmenter
 
     cfg = _configured(Stage2Config, config, overrides)
-    try:
-        path = train_segmenter(cfg, data, masks, out, spec=resolve_spec(data, preset))
-    except (DatasetError, ValueError, FileNotFoundError, FloatingPointError) as err:
-        _fail(err)
-    console.print(f"segmenter (best epoch by val mIoU) written to {path}")
+    spec = resolve_spec(data, preset)
+    prepare_output_dir(out, "run folder")
+    path = train_segmenter(cfg, data, masks, out, spec=spec)
+    _say(f"segmenter (best epoch by val mIoU) written to {path}")
 
 
-@app.command()
+@_command()
 def evaluate(
     segmenter: Path = typer.Option(..., "--checkpoint", help="segmenter.pt from train-seg."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset root."),
@@ -241,67 +351,63 @@ def evaluate(
     from segmix.data.dataset import TileDataset
     from segmix.eval.evaluate import evaluate as run_evaluate
 
-    try:
-        total = len(TileDataset(data, split))
-        with _progress() as bar:
-            task = bar.add_task(f"evaluating ({split})", total=total)
-            scores = run_evaluate(segmenter, data, split, out, stride, flip, on_batch=lambda n: bar.advance(task, n))
-    except (DatasetError, ValueError, FileNotFoundError) as err:
-        _fail(err)
+    if split not in ("val", "test"):
+        raise ConfigError(f"--split {split}: must be val or test")
+    total = len(TileDataset(data, split))
+    if out is not None:
+        prepare_output_dir(out)
+    with _progress() as bar:
+        task = bar.add_task(f"evaluating ({split})", total=total)
+        scores = run_evaluate(segmenter, data, split, out, stride, flip, on_batch=lambda n: bar.advance(task, n))
     print_scores(scores, f"{segmenter.name} on {split}")
 
 
-@app.command()
+@_command()
 def predict(
-    inputs: list[Path] = typer.Argument(..., help="Images, folders of images, or whole slides (.svs, .tif, ...)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="segmenter.pt from train-seg."),
-    run_dir: Optional[Path] = typer.Option(None, "--run", help="A segmix run folder: uses its best stage-2 model."),
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Images, folders of images, or whole slides (.svs, .tif, ...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (best not an input folder: outputs never replace inputs)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="segmenter.pt from train-seg (this or --run is needed)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="A segmix run folder: uses its best stage-2 model (this or --checkpoint)."),
     level: Optional[int] = typer.Option(None, help="Slides: pyramid level to predict at."),
     mpp: Optional[float] = typer.Option(None, help="Slides: target microns per pixel (picks the level)."),
-    overlap: float = typer.Option(0.25, help="Slides: share of each tile shared with its neighbours."),
-    batch_size: int = typer.Option(16, help="Tiles per forward pass."),
+    overlap: float = typer.Option(0.25, min=0.0, max=0.9, help="Slides: share of each tile shared with its neighbours."),
+    batch_size: int = typer.Option(16, min=1, help="Tiles per forward pass."),
 ) -> None:
-    """Segment images (mask, overlay, area CSV) and whole slides (class map, overlay, mm^2, GeoJSON)."""
-    from segmix.data.io import IMAGE_SUFFIXES
-    from segmix.infer import SLIDE_SUFFIXES, predict_image, predict_slide
+    """Segment images (mask, overlay, area CSV) and whole slides (class map, overlay, mm^2, GeoJSON).
+
+    One of --checkpoint or --run names the model. Outputs are <input name>_mask.png,
+    _overlay.png, _areas.csv (slides: _classmap.png, _overlay.png, _areas.csv, .geojson,
+    _summary.json) in --out; inputs whose outputs would replace an input file or each other
+    (two inputs of the same name) are refused before any work.
+    """
+    from segmix.infer import is_slide, plan_outputs, predict_image, predict_slide, prediction_inputs
     from segmix.train.stage2 import load_segmenter
 
     if checkpoint is None and run_dir is not None:
         checkpoint = run_dir / "stage2" / "segmenter.pt"
     if checkpoint is None:
-        _fail(ValueError("pass --checkpoint segmenter.pt or --run RUN_DIR"))
-    try:
-        import torch
+        raise ConfigError("no model: pass --checkpoint segmenter.pt or --run RUN_DIR")
+    files = prediction_inputs(inputs)
+    plan_outputs(files, out)
+    prepare_output_dir(out)
+    import torch
 
-        model, cfg, spec = load_segmenter(checkpoint)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = model.to(device)
-        files: list[Path] = []
-        for item in inputs:
-            if item.is_dir():
-                files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES)
-            elif item.is_file():
-                files.append(item)
-            else:
-                raise DatasetError(item, "input does not exist")
-        if not files:
-            raise DatasetError(inputs[0], "no images or slides to predict")
-        for f in files:
-            if f.suffix.lower() in SLIDE_SUFFIXES:
-                with _progress() as bar:
-                    task = bar.add_task(f"{f.name}", total=None)
-                    r = predict_slide(
-                        model, cfg, spec, f, out, level, mpp, overlap, batch_size, device=device,
-                        on_tiles=lambda done, total: bar.update(task, completed=done, total=total),
-                    )
-                console.print(f"{f.name}: level {r.level}, {r.tiles_run}/{r.tiles_total} tissue tiles, {r.tiles_per_second:.1f} tiles/s")
-            else:
-                predict_image(model, cfg, spec, f, out, device)
-                console.print(f"{f.name}: done")
-    except (DatasetError, ValueError, FileNotFoundError) as err:
-        _fail(err)
-    console.print(f"outputs in {out}")
+    model, cfg, spec = load_segmenter(checkpoint)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device)
+    for f in files:
+        if is_slide(f):
+            with _progress() as bar:
+                task = bar.add_task(f.name, total=None)
+                r = predict_slide(
+                    model, cfg, spec, f, out, level, mpp, overlap, batch_size, device=device,
+                    on_tiles=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+            _say(f"{f}: level {r.level}, {r.tiles_run}/{r.tiles_total} tissue tiles, {r.tiles_per_second:.1f} tiles/s")
+        else:
+            predict_image(model, cfg, spec, f, out, device)
+            _say(f"{f}: done")
+    _say(f"outputs in {out}")
 
 
 def _run_config(config: Optional[Path], data: Optional[Path], overrides: list[str]):
@@ -311,15 +417,9 @@ def _run_config(config: Optional[Path], data: Optional[Path], overrides: list[st
     return _configured(RunConfig, config, extra + list(overrides))
 
 
-def _user_errors():
-    from segmix.config import ConfigError
-
-    return (DatasetError, ValueError, FileNotFoundError, FloatingPointError, ConfigError)
-
-
-@app.command()
+@_command()
 def run(
-    config: Path = typer.Argument(..., help="Pipeline YAML (see configs/)."),
+    config: Path = typer.Argument(..., help="Pipeline YAML (see configs/; all keys: segmix config show demo)."),
     out: Path = typer.Option(Path("runs/run"), "--out", "-o", help="Run folder; re-running resumes and skips done stages."),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset root (overrides the config's data)."),
     overrides: list[str] = typer.Option([], "--set", help="Override any key: --set stage1.epochs=5."),
@@ -330,10 +430,7 @@ def run(
     from segmix.pipeline import run_pipeline
 
     cfg = _run_config(config, data, overrides)
-    try:
-        metrics = run_pipeline(cfg, out, start, until)
-    except _user_errors() as err:
-        _fail(err)
+    metrics = run_pipeline(cfg, out, start, until)
     _print_run(metrics, out)
 
 
@@ -341,37 +438,38 @@ def _print_run(metrics: dict, out: Path) -> None:
     def pct(m):
         return f"{m['miou'] * 100:.1f}%" if m and m.get("miou") is not None else "–"
 
-    console.print(
+    _say(
         f"pseudo masks mIoU {pct(metrics.get('pseudo_masks'))} · test mIoU {pct(metrics.get('test'))} · "
         f"fully supervised {pct(metrics.get('fully_supervised'))}"
     )
     if (out / "report.html").is_file():
-        console.print(f"report: {out / 'report.html'}")
+        _say(f"report: {out / 'report.html'}")
 
 
-@app.command()
-def demo(
-    out: Path = typer.Option(Path("demo-run"), "--out", "-o", help="Run folder."),
-    overrides: list[str] = typer.Option([], "--set", help="Override any key of configs/demo.yaml."),
-) -> None:
-    """Synthetic H&E benchmark end to end on the CPU (configs/demo.yaml), with report.html."""
+def _packaged_config(name: str) -> Path:
     from importlib.resources import files
 
+    return Path(str(files("segmix") / "configs" / f"{name}.yaml"))
+
+
+@_command()
+def demo(
+    out: Path = typer.Option(Path("demo-run"), "--out", "-o", help="Run folder."),
+    overrides: list[str] = typer.Option([], "--set", help="Override any key of configs/demo.yaml (keys: segmix config show demo)."),
+) -> None:
+    """Synthetic H&E benchmark end to end on the CPU (configs/demo.yaml), with report.html."""
     from segmix.pipeline import run_pipeline
 
-    cfg = _run_config(Path(str(files("segmix") / "configs" / "demo.yaml")), None, overrides)
-    try:
-        metrics = run_pipeline(cfg, out)
-    except _user_errors() as err:
-        _fail(err)
+    cfg = _run_config(_packaged_config("demo"), None, overrides)
+    metrics = run_pipeline(cfg, out)
     _print_run(metrics, out)
 
 
-@app.command()
+@_command()
 def ablate(
     config: Path = typer.Argument(..., help="Pipeline YAML (e.g. configs/demo.yaml)."),
     methods: str = typer.Option("none,segmix", help="Comma-separated: none, cutmix, mixup, shuffle-fixed, shuffle-scheduled, segmix."),
-    seeds: int = typer.Option(3, help="Seeds per method (0..N-1)."),
+    seeds: int = typer.Option(3, min=1, help="Seeds per method (0..N-1)."),
     out: Path = typer.Option(Path("runs/ablation"), "--out", "-o", help="Output folder (ablation.csv, ablation.md)."),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset root (overrides the config's data)."),
     overrides: list[str] = typer.Option([], "--set", help="Override any key."),
@@ -382,48 +480,67 @@ def ablate(
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]
-    if unknown:
-        _fail(ValueError(f"unknown methods {unknown}; known: {', '.join(METHODS)}"))
+    if unknown or not names:
+        raise ConfigError(f"--methods {methods}: unknown {unknown}; known: {', '.join(METHODS)}")
     cfg = _run_config(config, data, overrides)
-    try:
-        run_ablation(cfg, names, seeds, out)
-    except _user_errors() as err:
-        _fail(err)
-    Console().print((out / "ablation.md").read_text())
+    prepare_output_dir(out)
+    run_ablation(cfg, names, seeds, out)
+    Console().print(Text((out / "ablation.md").read_text()))
 
 
-@app.command("score-masks")
+@_command("score-masks")
 def score_masks_cmd(
     pred_dir: Path = typer.Argument(..., help="Folder of predicted palette PNG masks."),
     gt_dir: Path = typer.Argument(..., help="Folder of truth masks with the same file names."),
-    dataset: Optional[Path] = typer.Option(None, help="Dataset root whose description gives classes."),
-    preset: Optional[str] = typer.Option(None, help="Preset giving classes, if no --dataset."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
+    dataset: Optional[Path] = typer.Option(None, help="Dataset root whose description gives the classes (this or --preset)."),
+    preset: Optional[str] = typer.Option(None, help="Preset giving the classes: luad-histoseg, bcss-wsss, wsss4luad."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON (folders are made)."),
 ) -> None:
     """Score predicted masks against truth: per-class IoU, mIoU, FwIoU, Dice, pixel accuracy."""
-    from segmix.data.io import IMAGE_SUFFIXES, read_mask
-    from segmix.data.spec import PRESETS, resolve_spec
-    from segmix.eval.metrics import ConfusionMatrix
+    from segmix.data.io import write_text
+    from segmix.data.spec import resolve_spec
+    from segmix.eval.metrics import score_mask_folders
 
-    try:
-        spec = resolve_spec(dataset, preset) if dataset else PRESETS[preset or "luad-histoseg"]
-        preds = sorted(p for p in pred_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not preds:
-            raise DatasetError(pred_dir, "no mask images in folder")
-        names = spec.classes + ["background"] * (spec.num_indices - spec.num_classes)
-        cm = ConfusionMatrix(spec.num_indices, names, spec.exclude_index)
-        for p in preds:
-            gt_path = gt_dir / p.name
-            if not gt_path.is_file():
-                raise DatasetError(p, f"no truth mask {gt_path}")
-            truth = read_mask(gt_path, spec.num_indices, spec.palette)
-            cm.update(read_mask(p, spec.num_indices, spec.palette, truth.shape), truth)
-    except DatasetError as err:
-        _fail(err)
-    scores = cm.compute()
-    print_scores(scores, f"{len(preds)} masks")
-    if json_out:
-        json_out.write_text(json.dumps(scores.as_dict(), indent=2))
+    if dataset is None and preset is None:
+        raise ConfigError("the classes decide the scores: pass --dataset DIR or --preset NAME")
+    spec = resolve_spec(dataset if dataset is not None else Path("."), preset)
+    if json_out is not None:
+        prepare_output_file(json_out, "--json file")
+    scores, count = score_mask_folders(pred_dir, gt_dir, spec)
+    print_scores(scores, f"{count} masks")
+    if json_out is not None:
+        write_text(json_out, json.dumps(scores.as_dict(), indent=2))
+
+
+CONFIG_NAMES = ("demo", "luad-histoseg", "bcss-wsss", "wsss4luad", "stage1", "stage2", "cams", "run")
+
+
+@_command("show", group=config_app)
+def config_show(
+    name: str = typer.Argument("demo", help=f"One of {', '.join(CONFIG_NAMES)}, or a YAML file of yours."),
+    overrides: list[str] = typer.Option([], "--set", help="Show the config with these overrides applied."),
+) -> None:
+    """Print a config in full (every key, its value and what it means): the keys `--set` takes.
+
+    demo / luad-histoseg / bcss-wsss / wsss4luad and YAML files are `segmix run` configs
+    (--set stage1.epochs=5); stage1, stage2 and cams are the defaults of train-cls, train-seg
+    and cams (--set epochs=5); run is the defaults of `segmix run`.
+    """
+    from segmix.cam import CamConfig
+    from segmix.config import commented_yaml
+    from segmix.pipeline import RunConfig
+    from segmix.train import Stage1Config, Stage2Config
+
+    models = {"stage1": Stage1Config, "stage2": Stage2Config, "cams": CamConfig, "run": RunConfig}
+    if name in models:
+        cfg = _configured(models[name], None, overrides)
+    elif name in CONFIG_NAMES:
+        cfg = _configured(RunConfig, _packaged_config(name), overrides)
+    elif Path(name).is_file():
+        cfg = _configured(RunConfig, Path(name), overrides)
+    else:
+        raise ConfigError(f"{name}: no such config file or name; names: {', '.join(CONFIG_NAMES)}")
+    sys.stdout.write(commented_yaml(cfg))
 
 
 def print_scores(scores, title: str) -> None:
@@ -433,7 +550,7 @@ def print_scores(scores, title: str) -> None:
     t.add_column("Dice", justify="right")
     for c, iou, dice in zip(scores.classes, scores.iou, scores.dice):
         t.add_row(c, f"{iou:.4f}", f"{dice:.4f}")
-    t.add_row("[bold]mean[/]", f"{scores.miou:.4f}", f"{scores.mdice:.4f}")
+    t.add_row(Text("mean", style="bold"), f"{scores.miou:.4f}", f"{scores.mdice:.4f}")
     Console().print(t)
     Console().print(f"mIoU {scores.miou:.4f}  FwIoU {scores.fwiou:.4f}  pixel acc {scores.pixel_accuracy:.4f}")
 

@@ -11,47 +11,72 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from segmix.errors import ConfigError
+
 M = TypeVar("M", bound=BaseModel)
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the file and the key."""
+__all__ = ["ConfigError", "apply_overrides", "config_hash", "load_config", "save_config"]
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Set dotted keys in a nested dict: ``["stage1.epochs=5", "seed=3"]`` (values parsed as YAML)."""
-    out = json.loads(json.dumps(raw))
+    out = json.loads(json.dumps(raw, default=str))
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
+            raise ConfigError(f"--set {item}: not of the form key=value")
         key, value = item.split("=", 1)
         node = out
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+                raise ConfigError(f"--set {item}: {p!r} is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({str(err).splitlines()[0]})") from err
     return out
 
 
 def load_config(model: type[M], path: str | Path | None = None, overrides: list[str] | None = None) -> M:
-    """Read ``path`` (or defaults), apply overrides, validate; errors name the file and key."""
+    """Read ``path`` (or defaults), apply overrides, validate.
+
+    Errors name where the bad value came from: ``--set KEY=VALUE`` for an override, else the
+    file (or ``defaults``), and the key.
+    """
     raw: dict = {}
     where = str(path) if path else "defaults"
     if path:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"{where}: cannot read config ({err})") from err
+        except (OSError, ValueError, yaml.YAMLError) as err:  # ValueError: not UTF-8 text
+            raise ConfigError(f"{where}: cannot read config ({_reason(err)})") from err
         if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: config must be a mapping")
-    raw = apply_overrides(raw, overrides or [])
+            raise ConfigError(f"{where}: config must be a mapping of keys to values")
+    overrides = list(overrides or [])
+    raw = apply_overrides(raw, overrides)
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"{where}: {problems}") from err
+        set_keys = {item.split("=", 1)[0].strip(): item for item in overrides}
+        problems = []
+        for e in err.errors():
+            key = ".".join(map(str, e["loc"])) or "(top)"
+            source = f"--set {set_keys[key]}" if key in set_keys else where
+            problems.append(f"{source}: {key}: {_pydantic_msg(e)}")
+        raise ConfigError("; ".join(problems)) from err
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return "not a text file"
+    return getattr(err, "strerror", None) or str(err).splitlines()[0]
+
+
+def _pydantic_msg(e: dict) -> str:
+    msg = e["msg"]
+    if e.get("type") == "extra_forbidden":
+        return "unknown key (see `segmix config show` for the known ones)"
+    return msg.removeprefix("Value error, ")
 
 
 def config_hash(cfg: BaseModel) -> str:
@@ -78,3 +103,23 @@ def save_config(cfg: BaseModel, path: str | Path, **extra) -> None:
         },
     }
     write_text(path, yaml.safe_dump(doc, sort_keys=False))
+
+
+def commented_yaml(cfg: BaseModel, indent: int = 0) -> str:
+    """``cfg`` as YAML with every key (defaults included), each followed by its description.
+
+    What ``segmix config show`` prints: the keys ``--set`` accepts and their current values.
+    """
+    lines = []
+    pad = "  " * indent
+    for name, field in type(cfg).model_fields.items():
+        value = getattr(cfg, name)
+        note = f"  # {field.description}" if field.description else ""
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:{note}")
+            lines.append(commented_yaml(value, indent + 1).rstrip("\n"))
+            continue
+        dumped = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+        dumped = dumped.removesuffix("\n...").removesuffix("...").strip()
+        lines.append(f"{pad}{name}: {dumped}{note}")
+    return "\n".join(lines) + "\n"

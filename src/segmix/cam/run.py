@@ -18,6 +18,7 @@ from segmix.config import save_config
 from segmix.data.dataset import TileDataset, collate_list
 from segmix.data.io import read_mask, write_mask, write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
+from segmix.errors import ModelFileError
 from segmix.eval.metrics import ConfusionMatrix, SegScores
 from segmix.train.stage1 import load_classifier
 
@@ -30,12 +31,12 @@ class CamConfig(BaseModel):
     scales: list[float] = [1.0, 1.5]
     flip: bool = True
     batch_size: int = Field(32, ge=1)
-    labels: str = Field("image", pattern="^(image|predicted)$")  # gate by file-name labels or predictions
-    threshold: float = Field(0.5, gt=0, lt=1)  # for predicted labels
-    white: float = Field(0.80, gt=0, le=1)  # glass: grey above this ...
-    saturation: float = Field(0.15, ge=0, le=1)  # ... and saturation below this
-    uncertain: float | None = Field(None, ge=0, le=1)  # best CAM below this -> 255 (ignored)
-    save_cams: bool = False  # also write float16 CAM arrays (.npy)
+    labels: str = Field("image", pattern="^(image|predicted)$", description="gate by file-name labels or predictions")
+    threshold: float = Field(0.5, gt=0, lt=1, description="for predicted labels")
+    white: float = Field(0.80, gt=0, le=1, description="glass: grey above this ...")
+    saturation: float = Field(0.15, ge=0, le=1, description="... and saturation below this")
+    uncertain: float | None = Field(None, ge=0, le=1, description="best CAM below this -> 255 (ignored)")
+    save_cams: bool = Field(False, description="also write float16 CAM arrays (.npy)")
 
 
 def generate_pseudo_masks(
@@ -58,7 +59,7 @@ def generate_pseudo_masks(
     out = Path(out_dir)
     model, s1cfg, classes = load_classifier(classifier)
     if classes != spec.classes:
-        raise ValueError(f"{classifier}: trained on classes {classes}, dataset has {spec.classes}")
+        raise ModelFileError(f"{classifier}: trained on classes {classes}, dataset has {spec.classes}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(dev).to(memory_format=torch.channels_last)
     dc = model.data_config

@@ -5,22 +5,28 @@ with its mask, so a wrong folder fails in seconds, not hours into training. Pixe
 lazily, one sample at a time, by :class:`TileDataset`.
 
 Files whose suffix is not an image (``.txt``, ``Thumbs.db``, hidden files) are skipped and
-counted in :attr:`Split.skipped`; everything else wrong stops with a :class:`DatasetError`.
+counted in :attr:`Split.skipped`; everything else wrong stops with a :class:`DatasetError`, or,
+when the caller passes a ``problems`` list (``segmix info --check``), is listed there and the
+sample left out, so one pass reports every problem.
+
+Truth masks of the train split (``train_gt/``) may be named like their tile
+(``x-[1 0 0 1].png``) or by the tile's name without the label (``x.png``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from segmix.data.errors import DatasetError
 from segmix.data.io import IMAGE_SUFFIXES, read_image, read_mask
 from segmix.data.labels import parse_label
 from segmix.data.spec import DatasetSpec, resolve_spec
+from segmix.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +51,15 @@ class Split:
     skipped: list[Path] = field(default_factory=list)  # stray non-image files
 
 
-def _list_images(folder: Path) -> tuple[list[Path], list[Path]]:
+def _list_images(folder: Path, problems: list[str] | None = None) -> tuple[list[Path], list[Path]]:
     if not folder.is_dir():
         raise DatasetError(folder, "folder does not exist")
     images, skipped = [], []
-    for f in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as err:
+        raise DatasetError(folder, f"cannot list the folder ({err.strerror or err})") from err
+    for f in entries:
         if f.is_dir():
             continue
         if f.name.startswith(".") or f.suffix.lower() not in IMAGE_SUFFIXES:
@@ -64,29 +74,58 @@ def _list_images(folder: Path) -> tuple[list[Path], list[Path]]:
     for f in images:
         # Outputs (pseudo masks, predictions) are named by stem: two files may not share one.
         if f.stem in seen:
-            raise DatasetError(f, f"duplicate name: {seen[f.stem].name} has the same name before the suffix")
+            first = seen[f.stem]
+            _collect(problems, lambda: _raise(f, f"duplicate name: {first.name} has the same name before the suffix"))
+            continue
         seen[f.stem] = f
-    return images, skipped
+    return list(seen.values()), skipped
+
+
+def _raise(path: Path, problem: str):
+    raise DatasetError(path, problem)
+
+
+_LABEL_SUFFIX = re.compile(r"[\s_-]*\[[^\[\]]*\]$")
 
 
 def _mask_for(image: Path, mask_dir: Path) -> Path:
-    for suffix in (image.suffix, ".png"):
-        candidate = mask_dir / (image.stem + suffix)
-        if candidate.is_file():
-            return candidate
-    raise DatasetError(image, f"no mask for this image in {mask_dir}")
+    stems = [image.stem]
+    bare = _LABEL_SUFFIX.sub("", image.stem)
+    if bare and bare != image.stem:
+        stems.append(bare)  # truth named by the tile without its label: x.png for x-[1 0].png
+    for stem in stems:
+        for suffix in dict.fromkeys((image.suffix, ".png")):
+            candidate = mask_dir / (stem + suffix)
+            if candidate.is_file():
+                return candidate
+    tried = " or ".join(f"{s}.png" for s in stems)
+    raise DatasetError(image, f"no mask for this image in {mask_dir} (looked for {tried})")
 
 
-def scan_split(root: str | Path, spec: DatasetSpec, split: str) -> Split:
+def _collect(problems: list[str] | None, make):
+    """``make()``, or None with its error appended to ``problems`` when the caller collects them."""
+    try:
+        return make()
+    except DatasetError as err:
+        if problems is None:
+            raise
+        problems.append(str(err))
+        return None
+
+
+def scan_split(root: str | Path, spec: DatasetSpec, split: str, problems: list[str] | None = None) -> Split:
     """List the samples of one split.
 
     Args:
         root: dataset root folder.
         spec: its description.
         split: ``"train"``, ``"val"`` or ``"test"``.
+        problems: when given, label and mask problems are appended here (the sample is left
+            out) instead of raised.
 
     Raises:
-        DatasetError: missing or empty folder, malformed label, image without mask.
+        DatasetError: missing or empty folder; malformed label or image without mask (unless
+            ``problems`` collects them).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -97,27 +136,34 @@ def scan_split(root: str | Path, spec: DatasetSpec, split: str) -> Split:
         raise DatasetError(root, f"dataset {spec.name!r} has no {split} split")
     if split == "train":
         folder = root / sub
-        images, skipped = _list_images(folder)
+        images, skipped = _list_images(folder, problems)
         gt_dir = root / dirs.train_gt if dirs.train_gt and (root / dirs.train_gt).is_dir() else None
-        samples = [
-            Sample(
-                name=f.name,
-                image=f,
-                label=parse_label(f, spec.num_classes),
-                mask=_mask_for(f, gt_dir) if gt_dir else None,
-            )
-            for f in images
-        ]
+        samples = []
+        for f in images:
+            label = _collect(problems, lambda: parse_label(f, spec.num_classes))
+            mask = _collect(problems, lambda: _mask_for(f, gt_dir)) if gt_dir else None
+            if label is not None and (gt_dir is None or mask is not None):
+                samples.append(Sample(name=f.name, image=f, label=label, mask=mask))
         return Split(split, folder, samples, skipped)
     folder = root / sub
-    images, skipped = _list_images(folder / dirs.image_dir)
+    images, skipped = _list_images(folder / dirs.image_dir, problems)
     mask_dir = folder / dirs.mask_dir
     has_masks = mask_dir.is_dir()
-    samples = [
-        Sample(name=f.name, image=f, label=None, mask=_mask_for(f, mask_dir) if has_masks else None)
-        for f in images
-    ]
+    if not has_masks and problems is not None:
+        problems.append(f"{mask_dir}: folder does not exist; the {split} images cannot be scored")
+    samples = []
+    for f in images:
+        mask = _collect(problems, lambda: _mask_for(f, mask_dir)) if has_masks else None
+        if mask is not None or not has_masks:
+            samples.append(Sample(name=f.name, image=f, label=None, mask=mask))
     return Split(split, folder, samples, skipped)
+
+
+def require_masks(tiles: "TileDataset", why: str) -> None:
+    """Raise when a val / test split has images without masks (labels come from masks there)."""
+    if any(s.mask is None for s in tiles.samples):
+        folder = tiles.split.folder / tiles.spec.splits.mask_dir
+        raise DatasetError(folder, f"no masks for the {tiles.split.name} split: {why}")
 
 
 class TileDataset(Dataset):

@@ -1,14 +1,7 @@
-"""Errors raised for bad dataset input; each names the offending file."""
+"""Errors raised for bad dataset input; each names the offending file (see :mod:`segmix.errors`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from segmix.errors import DatasetError
 
-
-class DatasetError(ValueError):
-    """A dataset file or folder cannot be used; the message names it and says why."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+__all__ = ["DatasetError"]

@@ -11,6 +11,10 @@ grayscale / 16-bit / palette image            converted to 8-bit RGB, logged onc
 mask not the size of its image                :class:`DatasetError` (stop)
 mask value outside the dataset's indices      :class:`DatasetError` (stop); 255 = ignore
 RGB colour mask                               mapped through the palette; unknown colour stops
+float (32-bit) image                          scaled to 8 bits ([0, 1] or [0, 255] kept), warned
+more pixels than the limit (header only)      :class:`DatasetError` with the limit; raise it with
+                                              ``segmix --max-pixels N`` / ``SEGMIX_MAX_PIXELS``
+broken symbolic link, link loop, unreadable   :class:`DatasetError` naming the file
 ============================================  =============================================
 
 A stop is the right call for data that decides benchmark numbers: training silently on a
@@ -27,26 +31,63 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from segmix.data.errors import DatasetError
+from segmix.errors import DatasetError, OutputError
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+MAX_PIXELS_ENV = "SEGMIX_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own refusal threshold (2x its MAX_IMAGE_PIXELS)
+
+
+def max_image_pixels() -> int:
+    """The largest image (width x height) read as a tile; ``SEGMIX_MAX_PIXELS`` raises it.
+
+    Read from the environment at each call so DataLoader workers see what the parent set.
+    """
+    value = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        return int(value) if value else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise OutputError(f"{MAX_PIXELS_ENV}={value!r}: not a whole number of pixels") from None
 
 
 def _open(path: Path, decode: bool = True) -> Image.Image:
-    if path.stat().st_size == 0:
+    try:
+        size = path.stat().st_size
+    except OSError as err:  # dangling link, link loop, no permission
+        raise DatasetError(path, f"cannot read the file ({err.strerror or err})") from err
+    if size == 0:
         raise DatasetError(path, "empty file (0 bytes)")
+    limit = max_image_pixels()
+    # Pillow's own bomb check would raise its own error type at its own limit: ours replaces it,
+    # on the header's size, before any pixel is decoded.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         img = Image.open(path)
+        width, height = img.size
+        if width * height > limit:
+            img.close()
+            raise DatasetError(
+                path,
+                f"image of {width}x{height} = {width * height:,} pixels is over the limit of {limit:,} "
+                f"(raise it with `segmix --max-pixels N` or {MAX_PIXELS_ENV})",
+            )
         if decode:
             img.load()
     except UnidentifiedImageError as err:
         raise DatasetError(path, "not an image (cannot identify the format)") from err
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(path, f"corrupt or truncated image ({err})") from err
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
+        if isinstance(err, DatasetError):
+            raise
+        raise DatasetError(path, f"corrupt or truncated image ({_first_line(err)})") from err
     return img
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -75,9 +116,26 @@ def read_image(path: str | Path) -> np.ndarray:
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         gray = np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode == "F":
+        return _float_to_rgb(path, np.asarray(img, dtype=np.float64))
     if img.mode in ("L", "1"):
         log.warning("%s: grayscale image converted to RGB", path)
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def _float_to_rgb(path: Path, arr: np.ndarray) -> np.ndarray:
+    """A float image as 8-bit gray RGB: [0, 1] data scaled by 255, [0, 255] kept, else min-max."""
+    finite = arr[np.isfinite(arr)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if lo >= 0 and hi <= 1:
+        scaled, how = arr * 255.0, "[0, 1] scaled by 255"
+    elif lo >= 0 and hi <= 255:
+        scaled, how = arr, "[0, 255] kept"
+    else:
+        scaled, how = (arr - lo) * (255.0 / max(hi - lo, 1e-12)), f"[{lo:g}, {hi:g}] stretched to [0, 255]"
+    log.warning("%s: float image converted to 8 bits (%s)", path, how)
+    gray = np.clip(np.round(np.nan_to_num(scaled)), 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
 
 
 def read_mask(
@@ -152,6 +210,38 @@ def _write_atomic(path: Path, save) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def prepare_output_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Create ``path`` (with parents) and prove it writable, before any long work.
+
+    Raises:
+        OutputError: naming the folder, when it is a file, lies under a file, or cannot be
+            created or written (read-only file system, permissions).
+    """
+    path = Path(path)
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.is_dir():
+            where = "it is a file" if parent == path else f"it lies under {parent}, which is a file"
+            raise OutputError(f"{path}: {what} is not writable: {where}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"{path}: {what} is not writable ({err.strerror or err})") from err
+    return path
+
+
+def prepare_output_file(path: str | Path, what: str = "output file") -> Path:
+    """Check that the file ``path`` can be written (its folder made first); see
+    :func:`prepare_output_dir`."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: {what} is not writable: it is a folder")
+    prepare_output_dir(path.parent, f"folder of the {what}")
+    return path
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:

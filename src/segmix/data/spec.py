@@ -70,6 +70,11 @@ class DatasetSpec(BaseModel):
         """Number of valid mask indices: the tissue classes plus the background index."""
         return max(self.num_classes, self.background_index + 1)
 
+    @property
+    def index_names(self) -> list[str]:
+        """A name for every mask index: the classes, then ``background``."""
+        return self.classes + ["background"] * (self.num_indices - self.num_classes)
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
 

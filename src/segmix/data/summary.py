@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from segmix.data.dataset import SPLITS, scan_split
-from segmix.data.errors import DatasetError
-from segmix.data.io import image_size, read_image, read_mask
+from segmix.data.io import IGNORE_INDEX, image_size, read_image, read_mask
 from segmix.data.spec import DatasetSpec
+from segmix.errors import DatasetError
 
 
 @dataclass
@@ -42,12 +43,12 @@ def summarize(
         sub = getattr(spec.splits, split)
         if sub is None or not (root / sub).is_dir():
             continue
-        listing = scan_split(root, spec, split)
+        problems: list[str] = []
+        listing = scan_split(root, spec, split, problems if check else None)
         k = spec.num_classes
         co = np.zeros((k, k), np.int64)
         pixels = np.zeros(spec.num_indices, np.int64)
         sizes: Counter = Counter()
-        problems: list[str] = []
         has_masks = False
         for s in listing.samples:
             try:
@@ -59,7 +60,7 @@ def summarize(
                 if s.mask is not None:
                     has_masks = True
                     mask = read_mask(s.mask, spec.num_indices, spec.palette, (size[1], size[0]))
-                    pixels += np.bincount(mask[mask != 255].ravel(), minlength=spec.num_indices)[: spec.num_indices]
+                    pixels += np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=spec.num_indices)[: spec.num_indices]
                     if label is None:
                         label = (np.bincount(mask.ravel(), minlength=256)[:k] > 0).astype(np.uint8)
                 if label is not None:

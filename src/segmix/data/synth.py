@@ -52,13 +52,13 @@ class SynthConfig(BaseModel):
     n_val: int = Field(100, ge=0)
     n_test: int = Field(100, ge=0)
     seed: int = 0
-    stain_jitter: float = Field(0.25, ge=0, le=1)  # per-tile spread of stain strength and hue
-    texture_jitter: float = Field(0.25, ge=0, le=1)  # per-tile spread of density / nucleus size
+    stain_jitter: float = Field(0.25, ge=0, le=1, description="per-tile spread of stain strength and hue")
+    texture_jitter: float = Field(0.25, ge=0, le=1, description="per-tile spread of density / nucleus size")
     single_class_prob: float = Field(0.3, ge=0, le=1)
     max_classes: int = Field(3, ge=1)
-    glass_prob: float = Field(0.35, ge=0, le=1)  # tiles holding a patch of near-white glass
-    min_region: float = Field(0.04, gt=0, lt=0.5)  # smallest class share of a tile
-    border_warp: float = Field(0.12, ge=0, le=0.5)  # border irregularity, share of tile edge
+    glass_prob: float = Field(0.35, ge=0, le=1, description="tiles holding a patch of near-white glass")
+    min_region: float = Field(0.04, gt=0, lt=0.5, description="smallest class share of a tile")
+    border_warp: float = Field(0.12, ge=0, le=0.5, description="border irregularity, share of tile edge")
 
     @field_validator("classes")
     @classmethod

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from segmix.data.dataset import TileDataset, collate_list
-from segmix.data.errors import DatasetError
+from segmix.errors import DatasetError, ModelFileError
 from segmix.data.io import write_image, write_mask, write_text
 from segmix.data.preview import contact_sheet, overlay
 from segmix.data.spec import resolve_spec
@@ -52,7 +52,7 @@ def evaluate(
     model, cfg, trained_spec = load_segmenter(segmenter)
     spec = resolve_spec(data_root)
     if spec.classes != trained_spec.classes:
-        raise ValueError(f"{segmenter}: trained on {trained_spec.classes}, dataset has {spec.classes}")
+        raise ModelFileError(f"{segmenter}: trained on {trained_spec.classes}, dataset has {spec.classes}")
     cfg = cfg.model_copy(update={k: v for k, v in {"stride": stride, "flip_tta": flip}.items() if v is not None})
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(dev).to(memory_format=torch.channels_last)

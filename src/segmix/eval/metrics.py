@@ -14,8 +14,13 @@ uncertain pixel) assigns no class: it is a miss of the true class and a false po
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from segmix.data.io import IMAGE_SUFFIXES, read_mask
+from segmix.data.spec import DatasetSpec
+from segmix.errors import DatasetError
 
 IGNORE_INDEX = 255
 
@@ -135,3 +140,31 @@ def score_masks(pairs, num_indices: int, class_names: list[str], exclude_index: 
     for pred, truth in pairs:
         cm.update(pred, truth)
     return cm.compute()
+
+
+def score_mask_folders(pred_dir: str | Path, truth_dir: str | Path, spec: DatasetSpec) -> tuple[SegScores, int]:
+    """Score every mask image of ``pred_dir`` against the same-named file of ``truth_dir``.
+
+    Returns:
+        (scores, number of masks scored).
+
+    Raises:
+        DatasetError: a missing or empty folder, a prediction without truth, a bad mask file.
+    """
+    pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
+    for folder in (pred_dir, truth_dir):
+        if not folder.is_dir():
+            raise DatasetError(folder, "folder does not exist")
+    preds = sorted(p for p in pred_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not preds:
+        raise DatasetError(pred_dir, "no mask images in folder")
+
+    def pairs():
+        for p in preds:
+            truth_path = truth_dir / p.name
+            if not truth_path.is_file():
+                raise DatasetError(p, f"no truth mask {truth_path}")
+            truth = read_mask(truth_path, spec.num_indices, spec.palette)
+            yield read_mask(p, spec.num_indices, spec.palette, truth.shape), truth
+
+    return score_masks(pairs(), spec.num_indices, spec.index_names, spec.exclude_index), len(preds)

@@ -5,6 +5,11 @@ glass is skipped, tiles are read ahead in a thread while the model runs, and the
 accumulated straight into a downsampled map, so memory depends on the map size, not on the
 slide size. Outputs: class-map PNG, overlay on the thumbnail, per-class area (mm^2 and %),
 GeoJSON polygons in level-0 pixel coordinates (importable in QuPath), a JSON summary.
+
+Outputs are named ``<input stem><suffix>`` in one folder (:data:`IMAGE_OUTPUTS`,
+:data:`SLIDE_OUTPUTS`). :func:`plan_outputs` refuses, before any work, a set of inputs where an
+output would replace an input file (``--out`` being the input folder) or two inputs would write
+the same output (same name in two folders): nothing the user has is ever overwritten.
 """
 
 from __future__ import annotations
@@ -25,12 +30,71 @@ import torch.nn.functional as F
 from PIL import Image
 
 from segmix.cam.background import tissue_mask
-from segmix.data.io import read_image, write_image, write_mask, write_text
+from segmix.data.io import IMAGE_SUFFIXES, read_image, write_image, write_mask, write_text
 from segmix.data.preview import overlay
 from segmix.data.spec import DatasetSpec
-from segmix.infer.slide import choose_level, open_slide
+from segmix.errors import DatasetError, OutputError
+from segmix.infer.slide import SLIDE_SUFFIXES, choose_level, open_slide
 from segmix.models import predict_probs, segmenter_input, window_grid
 
+IMAGE_OUTPUTS = ("_mask.png", "_overlay.png", "_areas.csv")
+SLIDE_OUTPUTS = ("_classmap.png", "_overlay.png", "_areas.csv", ".geojson", "_summary.json")
+
+
+def is_slide(path: Path) -> bool:
+    return path.suffix.lower() in SLIDE_SUFFIXES
+
+
+def prediction_inputs(inputs: list[Path]) -> list[Path]:
+    """The files to predict: files as given, folders' images and slides (not recursive), each
+    file once.
+
+    Raises:
+        DatasetError: an input that does not exist, or nothing to predict.
+    """
+    files: dict[Path, Path] = {}
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(
+                p for p in item.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES
+            )
+        elif item.is_file():
+            found = [item]
+        else:
+            raise DatasetError(item, "input does not exist")
+        for f in found:
+            files.setdefault(f.resolve(), f)
+    if not files:
+        raise DatasetError(inputs[0], "no images or slides to predict")
+    return list(files.values())
+
+
+def output_paths(path: Path, out: Path) -> list[Path]:
+    """The files :func:`predict_image` / :func:`predict_slide` write for the input ``path``."""
+    return [out / f"{path.stem}{suffix}" for suffix in (SLIDE_OUTPUTS if is_slide(path) else IMAGE_OUTPUTS)]
+
+
+def plan_outputs(files: list[Path], out: Path) -> None:
+    """Refuse inputs whose outputs would replace an input or each other (see the module doc).
+
+    Raises:
+        OutputError: naming the output and the inputs involved.
+    """
+    inputs = {f.resolve(): f for f in files}
+    writer: dict[Path, Path] = {}
+    for f in files:
+        for target in output_paths(f, out):
+            key = target.resolve()
+            if key in inputs:
+                raise OutputError(
+                    f"{target}: the prediction of {f} would replace the input {inputs[key]}; write to another --out folder"
+                )
+            if key in writer:
+                raise OutputError(
+                    f"{target}: {writer[key]} and {f} would both write it (same name); predict them into separate --out folders"
+                )
+            writer[key] = f
 
 
 def class_names(spec: DatasetSpec) -> list[str]:
@@ -114,11 +178,11 @@ def predict_image(model, cfg, spec: DatasetSpec, path: Path, out: Path, device) 
     mask = segment(model, [image], cfg, device, spec.num_indices)[0]
     if spec.glass_is_background:
         mask[~tissue_mask(image)] = spec.background_index
-    stem = path.stem
-    write_mask(out / f"{stem}_mask.png", mask, spec.palette)
-    write_image(out / f"{stem}_overlay.png", overlay(image, mask, spec.palette))
+    mask_path, overlay_path, areas_path = output_paths(path, out)
+    write_mask(mask_path, mask, spec.palette)
+    write_image(overlay_path, overlay(image, mask, spec.palette))
     rows = area_rows(mask, spec, None)
-    write_text(out / f"{stem}_areas.csv", _csv(rows))
+    write_text(areas_path, _csv(rows))
     return {"input": str(path), "areas": rows}
 
 
@@ -207,11 +271,11 @@ def predict_slide(
         classmap[outside] = spec.background_index
         scale = d * ds_level  # level-0 pixels per map pixel
         pixel_mm2 = (reader.mpp * scale / 1000.0) ** 2 if reader.mpp else None
-        stem = path.stem
-        write_mask(out / f"{stem}_classmap.png", classmap, spec.palette)
-        write_image(out / f"{stem}_overlay.png", overlay(thumb, classmap, spec.palette))
-        write_text(out / f"{stem}_areas.csv", _csv(area_rows(classmap, spec, pixel_mm2)))
-        write_text(out / f"{stem}.geojson", json.dumps(mask_polygons(classmap, spec, scale)))
+        classmap_path, overlay_path, areas_path, geojson_path, summary_path = output_paths(path, out)
+        write_mask(classmap_path, classmap, spec.palette)
+        write_image(overlay_path, overlay(thumb, classmap, spec.palette))
+        write_text(areas_path, _csv(area_rows(classmap, spec, pixel_mm2)))
+        write_text(geojson_path, json.dumps(mask_polygons(classmap, spec, scale)))
         result = SlideResult(
             slide=str(path),
             level=lvl,
@@ -223,7 +287,7 @@ def predict_slide(
             seconds=round(seconds, 3),
             tiles_per_second=round(len(run) / seconds, 3) if seconds > 0 else 0.0,
         )
-        write_text(out / f"{stem}_summary.json", json.dumps(asdict(result), indent=2))
+        write_text(summary_path, json.dumps(asdict(result), indent=2))
         return result
     finally:
         reader.close()

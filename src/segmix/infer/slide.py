@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from segmix.data.errors import DatasetError
+from segmix.errors import ConfigError, DatasetError
 
 
 class SlideReader(Protocol):
@@ -131,11 +131,11 @@ def choose_level(reader: SlideReader, mpp: float | None = None, level: int | Non
     (microns per pixel), else level 0."""
     if level is not None:
         if not 0 <= level < len(reader.level_dimensions):
-            raise ValueError(f"{reader.path}: level {level} not in 0..{len(reader.level_dimensions) - 1}")
+            raise ConfigError(f"{reader.path}: level {level} not in 0..{len(reader.level_dimensions) - 1}")
         return level
     if mpp is None:
         return 0
     if reader.mpp is None:
-        raise ValueError(f"{reader.path}: the slide records no microns per pixel; pass a level instead")
+        raise ConfigError(f"{reader.path}: the slide records no microns per pixel; pass a level instead")
     mpps = [reader.mpp * d for d in reader.level_downsamples]
     return int(np.argmin([abs(np.log(m / mpp)) for m in mpps]))

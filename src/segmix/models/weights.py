@@ -10,6 +10,8 @@ import timm
 import torch
 from torch import nn
 
+from segmix.errors import MissingModelFile, ModelFileError
+
 log = logging.getLogger(__name__)
 
 
@@ -29,11 +31,11 @@ def resolve_weights(value: str | Path) -> Path:
     if text.startswith("pkg:"):
         name = text[4:]
         if name not in PACKAGED_WEIGHTS:
-            raise ValueError(f"unknown packaged weights {name!r}; known: {', '.join(PACKAGED_WEIGHTS)}")
+            raise ModelFileError(f"unknown packaged weights {name!r}; known: {', '.join(PACKAGED_WEIGHTS)}")
         try:
             return Path(PACKAGED_WEIGHTS[name]())
         except ModuleNotFoundError as err:
-            raise ValueError(f"packaged weights {name!r} need the package {err.name!r} installed") from err
+            raise ModelFileError(f"packaged weights {name!r} need the package {err.name!r} installed") from err
     return Path(text)
 
 
@@ -44,18 +46,18 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = resolve_weights(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file does not exist")
+        raise MissingModelFile(f"{path}: weights file does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(f"{path}: refused, the file holds objects other than tensors and plain data ({err})") from err
-    except (RuntimeError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable weights file ({err})") from err
+        raise ModelFileError(f"{path}: refused, the file holds objects other than tensors and plain data ({err})") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise ModelFileError(f"{path}: not a readable weights file ({err})") from err
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: no state dict of tensors inside")
+        raise ModelFileError(f"{path}: no state dict of tensors inside")
     return state
 
 
@@ -77,7 +79,7 @@ def load_backbone_weights(encoder: nn.Module, backbone: str, path: str | Path, m
             renamed = {name: tensor for (name, _), (_, tensor) in zip(ref_items, src_items)}
             matched = {k: v for k, v in renamed.items() if k in target and target[k].shape == v.shape}
     if len(matched) < min_share * len(target):
-        raise ValueError(
+        raise ModelFileError(
             f"{path}: only {len(matched)} of the {len(target)} tensors of {backbone} match by name or in order"
         )
     encoder.load_state_dict(matched, strict=False)

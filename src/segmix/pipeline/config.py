@@ -19,8 +19,8 @@ class EvaluateConfig(BaseModel):
 
 class ReportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    gallery: int = Field(6, ge=0)  # train tiles shown as image / truth / CAM / pseudo mask / prediction
-    mixed: int = Field(4, ge=0)  # mixed training images shown with their source maps
+    gallery: int = Field(6, ge=0, description="train tiles shown as image / truth / CAM / pseudo mask / prediction")
+    mixed: int = Field(4, ge=0, description="mixed training images shown with their source maps")
 
 
 class RunConfig(BaseModel):
@@ -39,7 +39,7 @@ class RunConfig(BaseModel):
     stage1: Stage1Config = Stage1Config()
     cams: CamConfig = CamConfig()
     stage2: Stage2Config = Stage2Config()
-    fully_supervised: bool = True  # also train stage 2 on train_gt when the dataset has it
+    fully_supervised: bool = Field(True, description="also train stage 2 on train_gt when the dataset has it")
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
 

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,9 +28,9 @@ from rich.console import Console
 
 from segmix.config import save_config
 from segmix.data.dataset import TileDataset
-from segmix.data.errors import DatasetError
-from segmix.data.io import write_text
+from segmix.data.io import prepare_output_dir, write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
+from segmix.errors import ConfigError, OutputError
 from segmix.pipeline.config import RunConfig
 
 console = Console(stderr=True)
@@ -91,7 +90,8 @@ def run_data(ctx: Context) -> dict:
 def run_stage1(ctx: Context) -> dict:
     from segmix.train.stage1 import train_classifier
 
-    train_classifier(ctx.cfg.stage1, ctx.data_root, ctx.dir("stage1"), ctx.spec, progress=ctx.progress)
+    # The stage's hash (chained from the data's) already decided that this folder is this run.
+    train_classifier(ctx.cfg.stage1, ctx.data_root, ctx.dir("stage1"), ctx.spec, progress=ctx.progress, claim=False)
     return {}
 
 
@@ -105,7 +105,7 @@ def run_cams(ctx: Context) -> dict:
 def run_stage2(ctx: Context) -> dict:
     from segmix.train.stage2 import train_segmenter
 
-    train_segmenter(ctx.cfg.stage2, ctx.data_root, ctx.dir("cams") / "masks", ctx.dir("stage2"), ctx.spec, ctx.progress)
+    train_segmenter(ctx.cfg.stage2, ctx.data_root, ctx.dir("cams") / "masks", ctx.dir("stage2"), ctx.spec, ctx.progress, claim=False)
     return {}
 
 
@@ -115,7 +115,7 @@ def run_supervised(ctx: Context) -> dict:
     if not (ctx.cfg.fully_supervised and ctx.has_train_truth):
         return {}
     truth = ctx.data_root / ctx.spec.splits.train_gt
-    train_segmenter(ctx.cfg.stage2, ctx.data_root, truth, ctx.dir("supervised"), ctx.spec, ctx.progress)
+    train_segmenter(ctx.cfg.stage2, ctx.data_root, truth, ctx.dir("supervised"), ctx.spec, ctx.progress, claim=False)
     return {}
 
 
@@ -165,16 +165,11 @@ def _scores(scores, with_dice: bool = False) -> dict:
 # Driver
 # ---------------------------------------------------------------------------------------------
 def check_writable(folder: Path) -> None:
-    """Fail before the long work when the run folder cannot be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise DatasetError(folder, f"run folder is not writable ({err.strerror or err})") from err
+    """Fail before the long work when the run folder cannot be written or its disk is full."""
+    prepare_output_dir(folder, "run folder")
     free = shutil.disk_usage(folder).free
     if free < 200 * 2**20:
-        raise DatasetError(folder, f"only {free // 2**20} MiB free on the disk of the run folder (need >= 200 MiB)")
+        raise OutputError(f"{folder}: only {free // 2**20} MiB free on the disk of the run folder (need >= 200 MiB)")
 
 
 def _read(path: Path) -> dict | None:
@@ -208,13 +203,13 @@ def run_pipeline(
     """
     for name in (start, until):
         if name is not None and name not in STAGES:
-            raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+            raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
     cfg = cfg.seeded()
     for name, stage in (("stage1", cfg.stage1), ("stage2", cfg.stage2)):
         if "ddp" in stage.strategy or stage.num_nodes > 1:
             # Lightning's DDP launcher re-runs the command line in every child: the stage commands
             # (train-cls, cams, train-seg) are built for that, the whole pipeline is not.
-            raise ValueError(
+            raise ConfigError(
                 f"{name}.strategy={stage.strategy!r}: run multi-process training with the stage commands "
                 "(segmix train-cls / cams / train-seg, see README 'Several GPUs and nodes'), not segmix run"
             )

@@ -14,7 +14,7 @@ def fit_square(image: np.ndarray, size: int, resample: int = Image.BILINEAR) -> 
     """uint8 (H, W) or (H, W, 3) resized to (size, size); returned as is when it already is."""
     if image.shape[:2] == (size, size):
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), resample))
+    return np.array(Image.fromarray(image).resize((size, size), resample))  # writable: torch.from_numpy warns otherwise
 
 
 class TrainTiles(Dataset):

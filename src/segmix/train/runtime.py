@@ -8,9 +8,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from pydantic import BaseModel
 
+from segmix.errors import ModelFileError, MissingModelFile, OutputError, TrainingDiverged
 from segmix.train.config import RunOptions
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,58 @@ def fit_or_resume(trainer: L.Trainer, module: L.LightningModule, train_loader, v
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None, weights_only=False)
 
 
+# Keys that say where a run executes, not what it learns: a run may resume with other values.
+PLACEMENT_KEYS = frozenset({"num_workers", "devices", "num_nodes", "strategy", "accelerator"})
+
+
+def claim_run_folder(out: Path, cfg: BaseModel, model_file: str, **inputs: str | Path) -> None:
+    """Refuse to resume, in ``out``, a run of another config or on other inputs.
+
+    A stage command re-run into its folder resumes from ``checkpoints/last.ckpt``; were the
+    config different, the old weights would be exported under the new config. Keys of
+    :data:`PLACEMENT_KEYS` may differ, ``epochs`` may grow (train longer); ``inputs`` (dataset,
+    masks) are compared as resolved paths.
+
+    Raises:
+        OutputError: naming the folder and the keys that differ.
+    """
+    saved = out / "config.yaml"
+    if not saved.is_file() or not ((out / "checkpoints" / "last.ckpt").is_file() or (out / model_file).is_file()):
+        return
+    try:
+        old = yaml.safe_load(saved.read_text())
+        old_meta = old.pop("_meta", {}) or {}
+    except (OSError, ValueError, AttributeError, yaml.YAMLError) as err:
+        raise OutputError(f"{saved}: unreadable config of the earlier run in this folder; use another --out") from err
+    new = cfg.model_dump(mode="json")
+    diffs = [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+        for k in sorted(set(old) | set(new))
+        if k not in PLACEMENT_KEYS and old.get(k) != new.get(k) and not _extends(k, old.get(k), new.get(k))
+    ]
+    for name, value in inputs.items():
+        before = old_meta.get(name)
+        if before is not None and Path(before).resolve() != Path(value).resolve():
+            diffs.append(f"{name}: {before} -> {Path(value).resolve()}")
+    if diffs:
+        shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+        raise OutputError(
+            f"{out}: holds a run of another config ({shown}); resume it with its own config, "
+            "or write this run to another --out"
+        )
+
+
+def _extends(key: str, before, after) -> bool:
+    # More epochs continue the run where it stopped (Lightning's usual "train longer").
+    return key == "epochs" and isinstance(before, int) and isinstance(after, int) and after > before
+
+
+def check_finite(loss: torch.Tensor, step: int) -> None:
+    """Stop training on a NaN / infinite loss (the last good checkpoint stays on disk)."""
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"training loss became {loss.item()} at step {step}; the last good checkpoint is kept")
+
+
 def save_payload(payload: dict, path: Path) -> None:
     """torch.save of plain data and tensors, atomically (temp file + rename)."""
     tmp = path.with_name(f".tmp-{path.name}")
@@ -108,11 +163,12 @@ def load_payload(path: str | Path, keys: set[str], what: str) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} file does not exist")
+        raise MissingModelFile(f"{path}: {what} file does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in several types
-        raise ValueError(f"{path}: not a segmix {what} file, or unsafe to load ({err})") from err
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelFileError(f"{path}: not a segmix {what} file, or unsafe to load ({reason})") from err
     if not isinstance(payload, dict) or not keys <= set(payload):
-        raise ValueError(f"{path}: not a segmix {what} file (needs {', '.join(sorted(keys))})")
+        raise ModelFileError(f"{path}: not a segmix {what} file (needs {', '.join(sorted(keys))})")
     return payload

@@ -21,16 +21,25 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
 
 from segmix.config import save_config
-from segmix.data.dataset import TileDataset
+from segmix.data.dataset import TileDataset, require_masks
 from segmix.data.io import write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
+from segmix.errors import DatasetError, ModelFileError
 from segmix.models import CamClassifier
 from segmix.shuffle import METHODS, build_levels, create_method, patch_ladder
 from segmix.train.augment import dihedral, hed_jitter
 from segmix.train.config import Stage1Config
 from segmix.train.data import EpochShuffle, TrainTiles, split_holdout
 from segmix.train.losses import patch_cam_loss
-from segmix.train.runtime import EpochCheckpoint, build_trainer, fit_or_resume, load_payload, save_payload
+from segmix.train.runtime import (
+    EpochCheckpoint,
+    build_trainer,
+    check_finite,
+    claim_run_folder,
+    fit_or_resume,
+    load_payload,
+    save_payload,
+)
 
 log = logging.getLogger(__name__)
 CLASSIFIER_FILE = "classifier.pt"
@@ -105,10 +114,7 @@ class Stage1Module(L.LightningModule):
             loss_cell = patch_cam_loss(maps.float(), info.source, info.patch_size, labels, x.shape[-2:])
             loss = loss + self.cfg.cell_loss * loss_cell
             self.log("train/cell_loss", loss_cell, on_step=False, on_epoch=True, batch_size=len(x))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss became {loss.item()} at step {self.global_step}; the last good checkpoint is kept"
-            )
+        check_finite(loss, self.global_step)
         self._loss_sum = self._loss_sum + loss_img.detach()
         self._loss_count += 1
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
@@ -193,6 +199,7 @@ def train_classifier(
     spec: DatasetSpec | None = None,
     progress: bool = True,
     callbacks: list | None = None,
+    claim: bool = True,
 ) -> Path:
     """Train (or resume) stage 1; returns the exported ``classifier.pt``.
 
@@ -200,20 +207,31 @@ def train_classifier(
     (resumed from when present), ``curriculum.csv``, ``logs/version_N/metrics.csv`` (one folder
     per attempt), ``tensorboard/``,
     and ``classifier.pt`` (weights + config + class names, loadable with ``weights_only=True``).
+
+    A folder holding a run of another config is refused (:func:`claim_run_folder`); ``claim=False``
+    skips that check for callers that decide resumption themselves (``segmix run``'s hashes).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if claim:
+        claim_run_folder(out, cfg, CLASSIFIER_FILE, dataset=data_root)
     spec = spec or resolve_spec(data_root)
     train_tiles = TileDataset(data_root, "train", spec, with_masks=False)
     has_val = spec.splits.val is not None and (Path(data_root) / spec.splits.val).is_dir()
     if has_val:
+        val_tiles = TileDataset(data_root, "val", spec)
+        require_masks(
+            val_tiles,
+            "stage 1 reads the validation labels from them (add them, or set `splits: {val: null}` in "
+            "dataset.yaml to hold out 10 % of the train tiles instead)",
+        )
         train_set = TrainTiles(train_tiles, cfg.image_size)
-        val_set = TrainTiles(TileDataset(data_root, "val", spec), cfg.image_size)
+        val_set = TrainTiles(val_tiles, cfg.image_size)
     else:
         train_set, val_set = split_holdout(TrainTiles(train_tiles, cfg.image_size), 0.1, cfg.seed)
     if len(train_set) < cfg.batch_size:
-        raise ValueError(f"{data_root}: {len(train_set)} training tiles, fewer than one batch of {cfg.batch_size}")
+        raise DatasetError(data_root, f"{len(train_set)} training tiles, fewer than one batch of {cfg.batch_size}")
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     loader_args = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers, "persistent_workers": cfg.num_workers > 0}
     train_loader = DataLoader(train_set, sampler=EpochShuffle(len(train_set), cfg.seed), drop_last=True, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
@@ -226,7 +244,7 @@ def train_classifier(
     ]
     trainer = build_trainer(cfg, cfg.epochs, out, callbacks, progress)
     if trainer.is_global_zero:
-        save_config(cfg, out / "config.yaml", dataset=str(data_root), classes=spec.classes)
+        save_config(cfg, out / "config.yaml", dataset=str(Path(data_root).resolve()), classes=spec.classes)
     fit_or_resume(trainer, module, train_loader, val_loader, checkpoints)
     target = out / CLASSIFIER_FILE
     if trainer.is_global_zero:
@@ -249,7 +267,10 @@ def save_classifier(model: CamClassifier, cfg: Stage1Config, classes: list[str],
 def load_classifier(path: str | Path) -> tuple[CamClassifier, Stage1Config, list[str]]:
     """Rebuild the classifier from ``classifier.pt`` (``weights_only=True``; no download)."""
     payload = load_payload(path, {"state_dict", "config", "classes"}, "classifier")
-    cfg = Stage1Config.model_validate(payload["config"])
-    model = CamClassifier(cfg.backbone, len(payload["classes"]), False, None, cfg.output_stride, cfg.pool)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        cfg = Stage1Config.model_validate(payload["config"])
+        model = CamClassifier(cfg.backbone, len(payload["classes"]), False, None, cfg.output_stride, cfg.pool)
+        model.load_state_dict(payload["state_dict"])
+    except (ValueError, RuntimeError, TypeError) as err:  # invalid config, weights of another model
+        raise ModelFileError(f"{path}: the classifier cannot be rebuilt ({str(err).splitlines()[0]})") from err
     return model.eval(), cfg, list(payload["classes"])

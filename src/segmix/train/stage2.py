@@ -19,16 +19,24 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from segmix.config import save_config
-from segmix.data.dataset import TileDataset, collate_list
-from segmix.data.errors import DatasetError
+from segmix.data.dataset import TileDataset, collate_list, require_masks
 from segmix.data.io import IGNORE_INDEX, read_mask
 from segmix.data.spec import DatasetSpec, resolve_spec
+from segmix.errors import DatasetError, ModelFileError
 from segmix.eval.metrics import ConfusionMatrix
 from segmix.models import create_segmenter, predict_probs, segmenter_input, sliding_window_probs
 from segmix.train.augment import dihedral_pair, hed_jitter
 from segmix.train.config import Stage2Config
 from segmix.train.data import EpochShuffle, fit_square
-from segmix.train.runtime import EpochCheckpoint, build_trainer, fit_or_resume, load_payload, save_payload
+from segmix.train.runtime import (
+    EpochCheckpoint,
+    build_trainer,
+    check_finite,
+    claim_run_folder,
+    fit_or_resume,
+    load_payload,
+    save_payload,
+)
 
 SEGMENTER_FILE = "segmenter.pt"
 
@@ -90,8 +98,7 @@ class Stage2Module(L.LightningModule):
         loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
         if self.cfg.dice > 0:
             loss = loss + self.cfg.dice * dice_loss(logits, masks)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at step {self.global_step}; the last good checkpoint is kept")
+        check_finite(loss, self.global_step)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
 
@@ -149,6 +156,7 @@ def train_segmenter(
     spec: DatasetSpec | None = None,
     progress: bool = True,
     extra_callbacks: list | None = None,
+    claim: bool = True,
 ) -> Path:
     """Train (or resume) stage 2 on the masks in ``mask_dir``; returns ``segmenter.pt`` (best epoch).
 
@@ -156,10 +164,12 @@ def train_segmenter(
     the dataset's ``train_gt`` for the fully supervised upper bound.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if claim:  # as in train_classifier: segmix run decides resumption by its own hashes
+        claim_run_folder(out, cfg, SEGMENTER_FILE, dataset=data_root, masks=mask_dir)
     spec = spec or resolve_spec(data_root)
     train_set = MaskedTiles(TileDataset(data_root, "train", spec, with_masks=False), mask_dir, cfg.image_size)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     loader_args = {"num_workers": cfg.num_workers, "persistent_workers": cfg.num_workers > 0}
     train_loader = DataLoader(
         train_set,
@@ -170,9 +180,9 @@ def train_segmenter(
     )
     val_loader = None
     if spec.splits.val and (Path(data_root) / spec.splits.val).is_dir():
-        val_loader = DataLoader(
-            TileDataset(data_root, "val", spec), batch_size=cfg.batch_size, collate_fn=collate_list, **loader_args
-        )
+        val_tiles = TileDataset(data_root, "val", spec)
+        require_masks(val_tiles, "stage 2 scores every epoch on them to keep the best one")
+        val_loader = DataLoader(val_tiles, batch_size=cfg.batch_size, collate_fn=collate_list, **loader_args)
     module = Stage2Module(cfg.model_dump(mode="json"), spec.model_dump(mode="json"))
     ckpt_dir = out / "checkpoints"
     callbacks = [EpochCheckpoint(ckpt_dir / "last.ckpt")]
@@ -180,7 +190,9 @@ def train_segmenter(
         callbacks.append(ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val_miou", mode="max", save_top_k=1))
     trainer = build_trainer(cfg, cfg.epochs, out, callbacks + list(extra_callbacks or []), progress, num_sanity_val_steps=0)
     if trainer.is_global_zero:
-        save_config(cfg, out / "config.yaml", dataset=str(data_root), masks=str(mask_dir))
+        save_config(
+            cfg, out / "config.yaml", dataset=str(Path(data_root).resolve()), masks=str(Path(mask_dir).resolve())
+        )
     fit_or_resume(trainer, module, train_loader, val_loader, ckpt_dir)
     target = out / SEGMENTER_FILE
     if trainer.is_global_zero:
@@ -207,8 +219,11 @@ def save_segmenter(state: dict, cfg: Stage2Config, spec: DatasetSpec, path: Path
 def load_segmenter(path: str | Path):
     """``(model, Stage2Config, DatasetSpec)`` from ``segmenter.pt`` (``weights_only=True``)."""
     payload = load_payload(path, {"state_dict", "config", "spec"}, "segmenter")
-    cfg = Stage2Config.model_validate(payload["config"])
-    spec = DatasetSpec.model_validate(payload["spec"])
-    model = create_segmenter(cfg.arch, cfg.encoder, spec.num_indices)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        cfg = Stage2Config.model_validate(payload["config"])
+        spec = DatasetSpec.model_validate(payload["spec"])
+        model = create_segmenter(cfg.arch, cfg.encoder, spec.num_indices)
+        model.load_state_dict(payload["state_dict"])
+    except (ValueError, RuntimeError, TypeError) as err:  # invalid config, weights of another model
+        raise ModelFileError(f"{path}: the segmenter cannot be rebuilt ({str(err).splitlines()[0]})") from err
     return model.eval(), cfg, spec
