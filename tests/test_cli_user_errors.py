@@ -164,7 +164,7 @@ def _bad_outputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     found = {"a file": (blocker, "not writable: it is a file"), "under a file": (blocker / "sub", "not writable: it lies under")}
-    readonly = Path("/proc/segmix-out")  # a read-only file system even for root
+    readonly = Path("/proc/segmix-out")  # no folder can be made there, even by root
     found["read-only"] = (readonly, "not writable (")
     return found
 
@@ -239,7 +239,7 @@ def test_symlink_loop_and_dangling_link(world, tmp_path):
 def test_score_masks_user_errors(world, tmp_path):
     masks, data = world["masks"], world["data"]
     r = segmix("score-masks", masks, masks, "--preset", "foo", cwd=tmp_path)
-    assert_user_error(r, "unknown preset 'foo'", "luad-histoseg")
+    assert_user_error(r, "--preset foo: unknown preset", "luad-histoseg")
     r = segmix("score-masks", tmp_path / "nope", masks, "--dataset", data, cwd=tmp_path)
     assert_user_error(r, str(tmp_path / "nope"), "folder does not exist")
     r = segmix("score-masks", masks, masks, cwd=tmp_path)

@@ -498,12 +498,14 @@ def score_masks_cmd(
 ) -> None:
     """Score predicted masks against truth: per-class IoU, mIoU, FwIoU, Dice, pixel accuracy."""
     from segmix.data.io import write_text
-    from segmix.data.spec import resolve_spec
+    from segmix.data.spec import PRESETS, resolve_spec
     from segmix.eval.metrics import score_mask_folders
 
     if dataset is None and preset is None:
         raise ConfigError("the classes decide the scores: pass --dataset DIR or --preset NAME")
-    spec = resolve_spec(dataset if dataset is not None else Path("."), preset)
+    if dataset is None and preset not in PRESETS:
+        raise ConfigError(f"--preset {preset}: unknown preset; known: {', '.join(PRESETS)}")
+    spec = PRESETS[preset] if dataset is None else resolve_spec(dataset, preset)
     if json_out is not None:
         prepare_output_file(json_out, "--json file")
     scores, count = score_mask_folders(pred_dir, gt_dir, spec)
