@@ -151,7 +151,7 @@ def resolve_spec(root: str | Path, preset: str | None = None) -> DatasetSpec:
     if (root / SPEC_FILE).is_file():
         return load_spec(root / SPEC_FILE)
     if not root.is_dir():
-        raise DatasetError(root, "dataset folder does not exist")
+        raise DatasetError(root, "is a file, not a dataset folder" if root.exists() else "dataset folder does not exist")
     if (root / "1.training").is_dir():
         return PRESETS["wsss4luad"]
     train = root / "train"

@@ -201,9 +201,9 @@ def run_pipeline(
         start: re-run from this stage on, even where done (its old folders are moved aside).
         until: stop after this stage.
     """
-    for name in (start, until):
+    for flag, name in (("--from", start), ("--until", until)):
         if name is not None and name not in STAGES:
-            raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+            raise ConfigError(f"{flag} {name}: unknown stage; stages: {', '.join(STAGES)}")
     cfg = cfg.seeded()
     for name, stage in (("stage1", cfg.stage1), ("stage2", cfg.stage2)):
         if "ddp" in stage.strategy or stage.num_nodes > 1:
