@@ -151,10 +151,9 @@ def _main(
         None, "--max-pixels", min=1, help=f"Largest image (width x height) read as a tile [default: Pillow's 178956970; env {MAX_PIXELS_ENV}]."
     ),
 ) -> None:
-    _global["verbose"] = verbose
+    _global["verbose"] = verbose  # each command's _guarded sets the verbosity from it
     if max_pixels is not None:
         os.environ[MAX_PIXELS_ENV] = str(max_pixels)  # read by the image reader, in workers too
-    _set_verbosity(_debug(verbose))
 
 
 def _configured(model, config: Optional[Path], overrides: list[str]):

@@ -70,8 +70,7 @@ def generate_pseudo_masks(
     # Each rank takes every world-th image: no image is missed or written twice.
     shard = Subset(tiles, list(range(rank, len(tiles), world))) if world > 1 else tiles
     loader = DataLoader(shard, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate_list, num_workers=0)
-    names = spec.classes + ["background"] * (spec.num_indices - spec.num_classes)
-    scorer = ConfusionMatrix(spec.num_indices, names, spec.exclude_index)
+    scorer = ConfusionMatrix(spec.num_indices, spec.index_names, spec.exclude_index)
     scored = False
     truth_paths = {s.name: s.mask for s in tiles.samples}
     if cfg.save_cams:

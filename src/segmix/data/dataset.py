@@ -74,15 +74,10 @@ def _list_images(folder: Path, problems: list[str] | None = None) -> tuple[list[
     for f in images:
         # Outputs (pseudo masks, predictions) are named by stem: two files may not share one.
         if f.stem in seen:
-            first = seen[f.stem]
-            _collect(problems, lambda: _raise(f, f"duplicate name: {first.name} has the same name before the suffix"))
+            _report(problems, DatasetError(f, f"duplicate name: {seen[f.stem].name} has the same name before the suffix"))
             continue
         seen[f.stem] = f
     return list(seen.values()), skipped
-
-
-def _raise(path: Path, problem: str):
-    raise DatasetError(path, problem)
 
 
 _LABEL_SUFFIX = re.compile(r"[\s_-]*\[[^\[\]]*\]$")
@@ -102,14 +97,19 @@ def _mask_for(image: Path, mask_dir: Path) -> Path:
     raise DatasetError(image, f"no mask for this image in {mask_dir} (looked for {tried})")
 
 
+def _report(problems: list[str] | None, err: DatasetError) -> None:
+    """Raise ``err``, or append it to ``problems`` when the caller collects them."""
+    if problems is None:
+        raise err
+    problems.append(str(err))
+
+
 def _collect(problems: list[str] | None, make):
-    """``make()``, or None with its error appended to ``problems`` when the caller collects them."""
+    """``make()``, or None with its error reported (see :func:`_report`)."""
     try:
         return make()
     except DatasetError as err:
-        if problems is None:
-            raise
-        problems.append(str(err))
+        _report(problems, err)
         return None
 
 
@@ -149,8 +149,8 @@ def scan_split(root: str | Path, spec: DatasetSpec, split: str, problems: list[s
     images, skipped = _list_images(folder / dirs.image_dir, problems)
     mask_dir = folder / dirs.mask_dir
     has_masks = mask_dir.is_dir()
-    if not has_masks and problems is not None:
-        problems.append(f"{mask_dir}: folder does not exist; the {split} images cannot be scored")
+    if not has_masks and problems is not None:  # listed only: predicting needs no masks
+        problems.append(str(DatasetError(mask_dir, f"folder does not exist; the {split} images cannot be scored")))
     samples = []
     for f in images:
         mask = _collect(problems, lambda: _mask_for(f, mask_dir)) if has_masks else None

@@ -59,8 +59,7 @@ def evaluate(
     tiles = TileDataset(data_root, split, spec)
     if any(s.mask is None for s in tiles.samples):
         raise DatasetError(tiles.split.folder, f"the {split} split has no masks to score against")
-    names = spec.classes + ["background"] * (spec.num_indices - spec.num_classes)
-    cm = ConfusionMatrix(spec.num_indices, names, spec.exclude_index)
+    cm = ConfusionMatrix(spec.num_indices, spec.index_names, spec.exclude_index)
     out = Path(out_dir) if out_dir else None
     shown = 0
     loader = DataLoader(tiles, batch_size=16, collate_fn=collate_list)

@@ -18,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from segmix.data.io import IMAGE_SUFFIXES, read_mask
+from segmix.data.io import IGNORE_INDEX, IMAGE_SUFFIXES, read_mask
 from segmix.data.spec import DatasetSpec
 from segmix.errors import DatasetError
-
-IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)

@@ -97,16 +97,12 @@ def plan_outputs(files: list[Path], out: Path) -> None:
             writer[key] = f
 
 
-def class_names(spec: DatasetSpec) -> list[str]:
-    return spec.classes + ["background"] * (spec.num_indices - spec.num_classes)
-
-
 def area_rows(mask: np.ndarray, spec: DatasetSpec, pixel_mm2: float | None) -> list[dict]:
     """Per class: pixels, area in mm^2 (when the pixel size is known) and % of tissue."""
     counts = np.bincount(mask.ravel(), minlength=256)[: spec.num_indices]
     tissue = counts[: spec.num_classes].sum()
     rows = []
-    for i, name in enumerate(class_names(spec)):
+    for i, name in enumerate(spec.index_names):
         rows.append(
             {
                 "class": name,

@@ -103,8 +103,7 @@ class Stage2Module(L.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        names = self.spec.classes + ["background"] * (self.num_out - self.spec.num_classes)
-        self._cm = ConfusionMatrix(self.num_out, names, self.spec.exclude_index)
+        self._cm = ConfusionMatrix(self.num_out, self.spec.index_names, self.spec.exclude_index)
 
     def validation_step(self, batch: list[dict], batch_idx: int) -> None:
         for pred, item in zip(segment(self.model, [it["image"] for it in batch], self.cfg, self.device, self.num_out), batch):
