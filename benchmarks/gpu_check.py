@@ -68,13 +68,23 @@ def main() -> None:
     t0 = time.perf_counter()
     generate(SynthConfig(n_train=args.tiles, n_val=64, n_test=64, tile_size=args.size, seed=0), data)
     synth_s = time.perf_counter() - t0
-    results = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
-               "tiles": args.tiles, "size": args.size, "synth_seconds": round(synth_s, 1)}
+    results = {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "tiles": args.tiles,
+        "size": args.size,
+        "synth_seconds": round(synth_s, 1),
+    }
 
     timer1 = EpochTimer()
     reset_peak()
-    cfg1 = Stage1Config(backbone=args.backbone, image_size=args.size, batch_size=min(64, args.tiles), epochs=args.epochs,
-                        num_workers=8, patch_min=16, method="segmix")
+    cfg1 = Stage1Config(
+        model={"backbone": args.backbone},
+        num_workers=8,
+        ladder={"patch_min": 16},
+        mixing={"method": "segmix"},
+        train={"image_size": args.size, "batch_size": min(64, args.tiles), "epochs": args.epochs},
+    )
     clf = s1.train_classifier(cfg1, data, args.out / "stage1", progress=False, callbacks=[timer1])
     per_epoch = args.tiles // cfg1.batch_size * cfg1.batch_size  # drop_last
     results["stage1_img_per_s"] = round(per_epoch / min(timer1.times[1:] or timer1.times), 1)
@@ -89,17 +99,29 @@ def main() -> None:
 
     timer2 = EpochTimer()
     reset_peak()
-    cfg2 = Stage2Config(encoder=args.encoder, image_size=args.size, batch_size=32, epochs=args.epochs, num_workers=8)
-    seg = s2.train_segmenter(cfg2, data, args.out / "cams" / "masks", args.out / "stage2", progress=False, extra_callbacks=[timer2])
+    cfg2 = Stage2Config(
+        model={"encoder": args.encoder},
+        train={"image_size": args.size, "batch_size": 32, "epochs": args.epochs},
+        num_workers=8,
+    )
+    seg = s2.train_segmenter(
+        cfg2, data, args.out / "cams" / "masks", args.out / "stage2", progress=False, extra_callbacks=[timer2]
+    )
     n2 = len(list((data / "train").iterdir()))
     results["stage2_img_per_s"] = round(n2 / min(timer2.times[1:] or timer2.times), 1)
     results["stage2_peak_gib"] = peak_gib()
     results["test_miou"] = round(evaluate(seg, data, "test").miou, 4)
     print(json.dumps(results, indent=2))
     print("\n| stage | images/s | peak GPU memory GiB |\n|---|---|---|")
-    print(f"| stage 1 train ({args.backbone}, {args.size} px, batch 64, bf16) | {results['stage1_img_per_s']} | {results['stage1_peak_gib']} |")
+    print(
+        f"| stage 1 train ({args.backbone}, {args.size} px, batch 64, bf16) | {results['stage1_img_per_s']} "
+        f"| {results['stage1_peak_gib']} |"
+    )
     print(f"| pseudo masks (CAM, 2 scales + flip) | {results['cams_img_per_s']} | {results['cams_peak_gib']} |")
-    print(f"| stage 2 train (DeepLabV3+ {args.encoder}, batch 32, bf16) | {results['stage2_img_per_s']} | {results['stage2_peak_gib']} |")
+    print(
+        f"| stage 2 train (DeepLabV3+ {args.encoder}, batch 32, bf16) | {results['stage2_img_per_s']} "
+        f"| {results['stage2_peak_gib']} |"
+    )
 
 
 if __name__ == "__main__":

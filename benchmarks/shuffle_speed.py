@@ -60,8 +60,10 @@ def main() -> None:
 
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, ratio 0.5\n")
-    print("| batch | patch | clone ms | segmix ms | segmix (cl) ms | cellmix ms | train step ms | "
-          "segmix / clone | cellmix / segmix | segmix / step | sources per image |")
+    print(
+        "| batch | patch | clone ms | segmix ms | segmix (cl) ms | cellmix ms | train step ms | "
+        "segmix / clone | cellmix / segmix | segmix / step | sources per image |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for b, edge in ((32, 224), (64, 112)):
         x = torch.rand(b, 3, edge, edge)
@@ -79,8 +81,10 @@ def main() -> None:
             cm = median_ms(lambda: cell(x, labels, fix_position_ratio=0.5, puzzle_patch_size=ps), args.repeats)
             src = mixer(x, multi, g)[2].source
             distinct = statistics.mean(len(set(s.flatten().tolist())) for s in src)
-            print(f"| {b}x3x{edge}x{edge} | {ps} | {clone:.2f} | {ours:.2f} | {ours_cl:.2f} | {cm:.2f} | {step:.0f} | "
-                  f"{ours / clone:.2f} | {cm / ours:.1f} | {ours / step:.2%} | {distinct:.1f} |")
+            print(
+                f"| {b}x3x{edge}x{edge} | {ps} | {clone:.2f} | {ours:.2f} | {ours_cl:.2f} | {cm:.2f} | {step:.0f} | "
+                f"{ours / clone:.2f} | {cm / ours:.1f} | {ours / step:.2%} | {distinct:.1f} |"
+            )
 
 
 if __name__ == "__main__":

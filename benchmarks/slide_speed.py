@@ -77,7 +77,7 @@ def measure(slide: str, level: int, window: int, batch: int, repeats: int) -> di
     from segmix.train import Stage2Config
 
     spec = dataset_spec(SynthConfig())
-    cfg = Stage2Config(image_size=window)
+    cfg = Stage2Config(train={"image_size": window})
     model = create_segmenter("DeepLabV3Plus", "resnet18", spec.num_indices).eval().to(memory_format=torch.channels_last)
     out = Path(slide).parent / "slide_out"
     res = predict_slide(model, cfg, spec, slide, out, level=level, batch_size=batch)
@@ -110,16 +110,35 @@ def main() -> None:
     if not slide.is_file():
         t0 = time.perf_counter()
         write_slide(slide, args.size)
-        print(f"wrote {slide} ({slide.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    cmd = [sys.executable, __file__, "--measure", str(slide), "--level", str(args.level), "--window", str(args.window),
-           "--batch", str(args.batch), "--repeats", str(args.repeats)]
+        print(
+            f"wrote {slide} ({slide.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.0f} s", file=sys.stderr
+        )
+    cmd = [
+        sys.executable,
+        __file__,
+        "--measure",
+        str(slide),
+        "--level",
+        str(args.level),
+        "--window",
+        str(args.window),
+        "--batch",
+        str(args.batch),
+        "--repeats",
+        str(args.repeats),
+    ]
     r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
     ratio = r["tiles_per_second"] / r["raw_tiles_per_second"]
-    print("| slide | level (size) | tissue tiles / all | predict tiles/s | raw forward tiles/s | ratio | peak RSS MB | wall s |")
+    print(
+        "| slide | level (size) | tissue tiles / all | predict tiles/s | raw forward tiles/s | ratio "
+        "| peak RSS MB | wall s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {args.size}x{args.size} pyramidal TIFF | {r['level']} ({r['level_size'][0]}x{r['level_size'][1]}) | "
-          f"{r['tiles_run']} / {r['tiles_total']} | {r['tiles_per_second']:.2f} | {r['raw_tiles_per_second']:.2f} | "
-          f"{ratio:.2f} | {r['peak_rss_mb']:.0f} | {r['seconds']:.0f} |")
+    print(
+        f"| {args.size}x{args.size} pyramidal TIFF | {r['level']} ({r['level_size'][0]}x{r['level_size'][1]}) | "
+        f"{r['tiles_run']} / {r['tiles_total']} | {r['tiles_per_second']:.2f} | {r['raw_tiles_per_second']:.2f} | "
+        f"{ratio:.2f} | {r['peak_rss_mb']:.0f} | {r['seconds']:.0f} |"
+    )
     print(f"\nwindow {r['window']} px, batch {r['batch']}, DeepLabV3+ resnet18, bf16 autocast, channels_last")
 
 

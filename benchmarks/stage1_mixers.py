@@ -21,13 +21,13 @@ import statistics
 from pathlib import Path
 
 VARIANTS = {
-    "none": ["method=none"],
-    "cutmix": ["method=cutmix"],
-    "shuffle-fixed": ["method=shuffle-fixed"],
-    "segmix": ["method=segmix"],
-    "segmix-union": ["method=segmix", "label_mix=union"],
-    "segmix-nocell": ["method=segmix", "cell_loss=0"],
-    "shuffle-fixed-nocell": ["method=shuffle-fixed", "cell_loss=0"],
+    "none": ["mixing.method=none"],
+    "cutmix": ["mixing.method=cutmix"],
+    "shuffle-fixed": ["mixing.method=shuffle-fixed"],
+    "segmix": ["mixing.method=segmix"],
+    "segmix-union": ["mixing.method=segmix", "mixing.label_mix=union"],
+    "segmix-nocell": ["mixing.method=segmix", "loss.patch_cam_weight=0"],
+    "shuffle-fixed-nocell": ["mixing.method=shuffle-fixed", "loss.patch_cam_weight=0"],
 }
 
 
@@ -73,9 +73,14 @@ def main() -> None:
     weights = default_weights() if args.weights == "auto" else (None if args.weights == "none" else args.weights)
     # Grid methods use area targets unless the variant says otherwise: the numbers in
     # benchmarks/results were measured so (and made "union" the library default).
-    base = [f"backbone={args.backbone}", f"epochs={args.epochs}", "num_workers=0", "label_mix=area"] + args.overrides
+    base = [
+        f"model.backbone={args.backbone}",
+        f"train.epochs={args.epochs}",
+        "num_workers=0",
+        "mixing.label_mix=area",
+    ] + args.overrides
     if weights:
-        base.append(f"weights={weights}")
+        base.append(f"model.weights={weights}")
     seeds = [int(x) for x in args.seeds.split(",") if x] if "," in args.seeds else list(range(int(args.seeds)))
     rows = []
     for name in args.variants.split(","):
@@ -96,19 +101,24 @@ def main() -> None:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
+    print(f"\n{args.backbone}, {args.epochs} epochs, seeds {seeds}, {data}, device {device}")
+    print_table(rows, args.variants.split(","))
 
+
+def print_table(rows: list[dict], variants: list[str]) -> None:
     def ms(vals):
         return f"{statistics.mean(vals) * 100:.2f} +- {statistics.stdev(vals) * 100 if len(vals) > 1 else 0:.2f}"
 
-    device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
-    print(f"\n{args.backbone}, {args.epochs} epochs, seeds {seeds}, {data}, device {device}")
     print("| variant | classifier val F1 (%) | pseudo-mask mIoU on train (%) | FwIoU (%) |")
     print("|---|---|---|---|")
-    for name in args.variants.split(","):
+    for name in variants:
         sel = [r for r in rows if r["variant"] == name]
-        if not sel:
-            continue
-        print(f"| {name} | {ms([r['val_f1'] for r in sel])} | {ms([r['miou'] for r in sel])} | {ms([r['fwiou'] for r in sel])} |")
+        if sel:
+            print(
+                f"| {name} | {ms([r['val_f1'] for r in sel])} | {ms([r['miou'] for r in sel])} | "
+                f"{ms([r['fwiou'] for r in sel])} |"
+            )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,10 @@ def make_tree(root: Path, preset: str, n_train: int = 4, n_eval: int = 2, sizes=
         label = np.zeros(k, np.uint8)
         label[rng.choice(k, size=1 + i % k, replace=False)] = 1
         h, w = sizes[i % len(sizes)]
-        write_image(root / d.train / f"img{i}-{format_label(label, spec.label_format)}.png", rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        write_image(
+            root / d.train / f"img{i}-{format_label(label, spec.label_format)}.png",
+            rng.integers(0, 255, (h, w, 3), dtype=np.uint8),
+        )
     for split in (d.val, d.test):
         for i in range(n_eval):
             h, w = sizes[i % len(sizes)]

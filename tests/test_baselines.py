@@ -57,3 +57,22 @@ def test_every_method_builds_and_mixes(name):
 def test_unknown_method_lists_known():
     with pytest.raises(ValueError, match="known: none, cutmix"):
         create_method("mosaic")
+
+
+def test_factories_refuse_unknown_arguments_and_list_the_known_ones():
+    from segmix.shuffle import Mixer, NoMix, SegMix, create_curriculum, create_mixer
+
+    with pytest.raises(ValueError, match=r"patchsize; known: patch_size, ratio, p, label_mix"):
+        create_method("segmix", build_levels([56], 0.25, 0.5), {"patchsize": 16})
+    with pytest.raises(ValueError, match="unknown argument"):
+        create_mixer("cutmix", patch_size=8)
+    with pytest.raises(ValueError, match="has no curriculum"):
+        create_method("none", None, {}, {"level": 0})
+    with pytest.raises(ValueError, match=r"warmup_of; known: mode, advance"):
+        create_curriculum("feedback", SegMix(), build_levels([56], 0.25, 0.5), warmup_of=True)
+    with pytest.raises(ValueError, match="unknown mixer 'segmx'; known: none, cutmix, mixup, segmix"):
+        create_mixer("segmx")
+    args = {"shuffle-scheduled": {"total_steps": 4}}
+    levels = build_levels([56], 0.25, 0.5)
+    assert all(isinstance(create_method(m, levels, None, args.get(m))[0], Mixer) for m in METHODS)
+    assert isinstance(NoMix(), Mixer) and not isinstance(object(), Mixer)

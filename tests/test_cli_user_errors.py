@@ -24,7 +24,10 @@ from segmix.data.io import write_image, write_mask
 from segmix.data.synth import SynthConfig, generate
 from segmix.train import Stage1Config, Stage2Config, train_classifier, train_segmenter
 
-TINY = ["--set", "epochs=1", "--set", "image_size=32", "--set", "batch_size=8"]
+TINY = ["--set", "train.epochs=1", "--set", "train.image_size=32", "--set", "train.batch_size=8"]
+
+# Every test here trains models or runs the command line in subprocesses.
+pytestmark = pytest.mark.slow
 
 
 def segmix(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -32,7 +35,11 @@ def segmix(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -
     full_env.pop("SEGMIX_DEBUG", None)
     return subprocess.run(
         [sys.executable, "-m", "segmix.cli", *map(str, args)],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -55,7 +62,11 @@ def assert_user_error(r: subprocess.CompletedProcess, *needles: str, only_line: 
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +75,18 @@ def world(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("cli")
     data = base / "data"
     generate(SynthConfig(tile_size=32, n_train=24, n_val=4, n_test=4, seed=0), data, workers=1)
-    s1 = Stage1Config(epochs=1, image_size=32, batch_size=8, num_workers=0)
+    s1 = Stage1Config(train={"epochs": 1, "image_size": 32, "batch_size": 8}, num_workers=0)
     classifier = train_classifier(s1, data, base / "cls", progress=False)
     generate_pseudo_masks(classifier, data, base / "cams", CamConfig(scales=[1.0], flip=False))
-    s2 = Stage2Config(epochs=1, image_size=32, batch_size=8, num_workers=0)
+    s2 = Stage2Config(train={"epochs": 1, "image_size": 32, "batch_size": 8}, num_workers=0)
     segmenter = train_segmenter(s2, data, base / "cams" / "masks", base / "seg", progress=False)
-    return {"base": base, "data": data, "classifier": classifier, "masks": base / "cams" / "masks", "segmenter": segmenter}
+    return {
+        "base": base,
+        "data": data,
+        "classifier": classifier,
+        "masks": base / "cams" / "masks",
+        "segmenter": segmenter,
+    }
 
 
 def copy_data(world, dest: Path) -> Path:
@@ -100,7 +117,9 @@ def test_predict_refuses_two_inputs_with_one_output_name(world, tmp_path):
     rng = np.random.default_rng(1)
     for sub in ("pin", "other"):
         write_image(tmp_path / sub / "ok.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-    r = segmix("predict", "--checkpoint", world["segmenter"], "pin/ok.png", "other/ok.png", "--out", "pout", cwd=tmp_path)
+    r = segmix(
+        "predict", "--checkpoint", world["segmenter"], "pin/ok.png", "other/ok.png", "--out", "pout", cwd=tmp_path
+    )
     assert_user_error(r, "ok_mask.png", "pin/ok.png", "other/ok.png", "separate --out")
     assert not (tmp_path / "pout").exists()
 
@@ -114,11 +133,24 @@ def test_stage_command_rerun_with_another_config_is_refused(world, tmp_path):
 
     saved = torch.load(run / "classifier.pt", weights_only=True)
     r = segmix(
-        "train-cls", "--data", world["data"], "--out", run, *TINY,
-        "--set", "lr=0.5", "--set", "seed=7", "--set", "method=none", cwd=tmp_path,
+        "train-cls",
+        "--data",
+        world["data"],
+        "--out",
+        run,
+        *TINY,
+        "--set",
+        "train.lr=0.5",
+        "--set",
+        "seed=7",
+        "--set",
+        "mixing.method=none",
+        cwd=tmp_path,
     )
     assert_user_error(r, str(run), "another config", "lr: 0.001 -> 0.5", "seed: 0 -> 7", "method")
-    r = segmix("train-cls", "--data", world["data"], "--out", run, *TINY, "--set", "backbone=resnet34", cwd=tmp_path)
+    r = segmix(
+        "train-cls", "--data", world["data"], "--out", run, *TINY, "--set", "model.backbone=resnet34", cwd=tmp_path
+    )
     assert_user_error(r, "backbone: 'resnet18' -> 'resnet34'")
     assert digest(run) == before
     # the same config (workers may differ) resumes: nothing left to train, same weights
@@ -145,7 +177,19 @@ def test_bad_pseudo_mask_in_a_dataloader_worker_is_one_line(world, tmp_path):
     shutil.copytree(world["masks"], masks)
     bad = sorted(masks.iterdir())[3]
     write_mask(bad, np.zeros((20, 20), np.uint8), [(0, 0, 0)] * 5)
-    r = segmix("train-seg", "--data", world["data"], "--masks", masks, "--out", tmp_path / "S", *TINY, "--set", "num_workers=2", cwd=tmp_path)
+    r = segmix(
+        "train-seg",
+        "--data",
+        world["data"],
+        "--masks",
+        masks,
+        "--out",
+        tmp_path / "S",
+        *TINY,
+        "--set",
+        "num_workers=2",
+        cwd=tmp_path,
+    )
     assert_user_error(r, bad.name, "mask is 20x20", only_line=False)
 
 
@@ -163,22 +207,35 @@ def test_val_split_without_masks(world, tmp_path):
 def _bad_outputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    found = {"a file": (blocker, "not writable: it is a file"), "under a file": (blocker / "sub", "not writable: it lies under")}
+    found = {
+        "a file": (blocker, "not writable: it is a file"),
+        "under a file": (blocker / "sub", "not writable: it lies under"),
+    }
     readonly = Path("/proc/segmix-out")  # no folder can be made there, even by root
     found["read-only"] = (readonly, "not writable (")
     return found
 
 
-@pytest.mark.parametrize("command", ["train-cls", "train-seg", "cams", "evaluate", "predict", "score-masks", "synth", "run"])
+@pytest.mark.parametrize(
+    "command", ["train-cls", "train-seg", "cams", "evaluate", "predict", "score-masks", "synth", "run"]
+)
 def test_unusable_output_folders(world, tmp_path, command):
-    for what, (out, needle) in _bad_outputs(tmp_path).items():
+    for _what, (out, needle) in _bad_outputs(tmp_path).items():
         args = {
             "train-cls": ["train-cls", "--data", world["data"], "--out", out, *TINY],
             "train-seg": ["train-seg", "--data", world["data"], "--masks", world["masks"], "--out", out, *TINY],
             "cams": ["cams", "--classifier", world["classifier"], "--data", world["data"], "--out", out],
             "evaluate": ["evaluate", "--checkpoint", world["segmenter"], "--data", world["data"], "--out", out],
             "predict": ["predict", "--checkpoint", world["segmenter"], world["data"] / "test" / "img", "--out", out],
-            "score-masks": ["score-masks", world["masks"], world["masks"], "--dataset", world["data"], "--json", out / "s.json"],
+            "score-masks": [
+                "score-masks",
+                world["masks"],
+                world["masks"],
+                "--dataset",
+                world["data"],
+                "--json",
+                out / "s.json",
+            ],
             "synth": ["synth", "--out", out, "--train", "4"],
             "run": ["run", "configs/demo.yaml", "--out", out],
         }[command]
@@ -188,11 +245,22 @@ def test_unusable_output_folders(world, tmp_path, command):
 
 def test_unknown_model_names_and_unreadable_configs(world, tmp_path):
     out = tmp_path / "R"
-    r = segmix("train-cls", "--data", world["data"], "--out", out, "--set", "backbone=resnt18", cwd=tmp_path)
-    assert_user_error(r, "--set backbone=resnt18", "unknown timm model 'resnt18'", "resnet18")
+    r = segmix("train-cls", "--data", world["data"], "--out", out, "--set", "model.backbone=resnt18", cwd=tmp_path)
+    assert_user_error(r, "--set model.backbone=resnt18", "unknown timm model 'resnt18'", "resnet18")
     assert not out.exists()
-    r = segmix("train-seg", "--data", world["data"], "--masks", world["masks"], "--out", out, "--set", "encoder=resnt18", cwd=tmp_path)
-    assert_user_error(r, "--set encoder=resnt18", "unknown smp encoder")
+    r = segmix(
+        "train-seg",
+        "--data",
+        world["data"],
+        "--masks",
+        world["masks"],
+        "--out",
+        out,
+        "--set",
+        "model.encoder=resnt18",
+        cwd=tmp_path,
+    )
+    assert_user_error(r, "--set model.encoder=resnt18", "unknown smp encoder")
     assert not out.exists()
     binary = tmp_path / "cfg.yaml"
     binary.write_bytes(bytes(range(256)) * 4)
@@ -205,7 +273,9 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def test_huge_image_header_and_the_pixel_limit(world, tmp_path):
@@ -244,7 +314,9 @@ def test_score_masks_user_errors(world, tmp_path):
     assert_user_error(r, str(tmp_path / "nope"), "folder does not exist")
     r = segmix("score-masks", masks, masks, cwd=tmp_path)
     assert_user_error(r, "--dataset", "--preset")
-    r = segmix("score-masks", masks, data / "train_gt", "--dataset", data, "--json", tmp_path / "new" / "s.json", cwd=tmp_path)
+    r = segmix(
+        "score-masks", masks, data / "train_gt", "--dataset", data, "--json", tmp_path / "new" / "s.json", cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "new" / "s.json").is_file()
 
@@ -281,8 +353,10 @@ def test_info_check_lists_label_and_mask_problems_together(world, tmp_path):
 
 
 def test_wrong_words_fixed(world, tmp_path):
-    r = segmix("train-cls", "--data", world["data"], "--out", tmp_path / "R", "--set", "epochs=zero", cwd=tmp_path)
-    assert_user_error(r, "--set epochs=zero: epochs:")
+    r = segmix(
+        "train-cls", "--data", world["data"], "--out", tmp_path / "R", "--set", "train.epochs=zero", cwd=tmp_path
+    )
+    assert_user_error(r, "--set train.epochs=zero: train.epochs:")
     r = segmix("train-cls", "--data", world["data"], "--out", tmp_path / "R", "--set", "epoch=3", cwd=tmp_path)
     assert_user_error(r, "--set epoch=3: epoch: unknown key")
     r = segmix("synth", "--out", tmp_path / "s", "--train", "0", "--size", "8", cwd=tmp_path)
@@ -305,25 +379,83 @@ def test_train_truth_named_without_the_label(world, tmp_path):
     data = copy_data(world, tmp_path / "d")
     for mask in (data / "train_gt").iterdir():
         mask.rename(mask.with_name(mask.name.split("-[")[0] + ".png"))
-    r = segmix("cams", "--classifier", world["classifier"], "--data", data, "--out", tmp_path / "c", "--set", "scales=[1.0]", cwd=tmp_path)
+    r = segmix(
+        "cams",
+        "--classifier",
+        world["classifier"],
+        "--data",
+        data,
+        "--out",
+        tmp_path / "c",
+        "--set",
+        "scales=[1.0]",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "pseudo masks vs truth" in r.stdout
 
 
 def test_normal_runs_print_no_library_noise(tmp_path):
     r = segmix(
-        "demo", "--out", tmp_path / "demo",
-        "--set", "synth.n_train=24", "--set", "synth.n_val=4", "--set", "synth.n_test=4", "--set", "synth.tile_size=32",
-        "--set", "stage1.epochs=1", "--set", "stage1.image_size=32", "--set", "stage1.batch_size=8",
-        "--set", "stage2.epochs=1", "--set", "stage2.image_size=32", "--set", "stage2.batch_size=8",
-        "--set", "report.gallery=1", "--set", "report.mixed=1", cwd=tmp_path,
+        "demo",
+        "--out",
+        tmp_path / "demo",
+        "--set",
+        "synth.n_train=24",
+        "--set",
+        "synth.n_val=4",
+        "--set",
+        "synth.n_test=4",
+        "--set",
+        "synth.tile_size=32",
+        "--set",
+        "stage1.train.epochs=1",
+        "--set",
+        "stage1.train.image_size=32",
+        "--set",
+        "stage1.train.batch_size=8",
+        "--set",
+        "stage2.train.epochs=1",
+        "--set",
+        "stage2.train.image_size=32",
+        "--set",
+        "stage2.train.batch_size=8",
+        "--set",
+        "report.gallery=1",
+        "--set",
+        "report.mixed=1",
+        cwd=tmp_path,
     )
     text = r.stdout + r.stderr
     assert r.returncode == 0, text
-    for noise in ("Tip", "litlogger", "litmodels", "deprecated", "weights_only", "UserWarning", "INFO", "GPU available"):
+    for noise in (
+        "Tip",
+        "litlogger",
+        "litmodels",
+        "deprecated",
+        "weights_only",
+        "UserWarning",
+        "INFO",
+        "GPU available",
+    ):
         assert noise not in text, (noise, text)
     assert "pseudo masks mIoU" in text and "report:" in text
-    r = segmix("synth", "--out", tmp_path / "s", "--train", "4", "--val", "0", "--test", "0", "--size", "32", "--no-sheet", "-v", cwd=tmp_path)
+    r = segmix(
+        "synth",
+        "--out",
+        tmp_path / "s",
+        "--train",
+        "4",
+        "--val",
+        "0",
+        "--test",
+        "0",
+        "--size",
+        "32",
+        "--no-sheet",
+        "-v",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0  # -v is accepted after the sub-command as well as before it
 
 
@@ -332,7 +464,7 @@ def test_help_and_config_show(tmp_path):
         r = segmix(command, "--help", cwd=tmp_path)
         assert r.returncode == 0 and "<bool>" not in r.stdout, r.stdout
     assert "--run" in segmix("predict", "--help", cwd=tmp_path).stdout
-    r = segmix("config", "show", "demo", "--set", "stage1.epochs=3", cwd=tmp_path)
+    r = segmix("config", "show", "demo", "--set", "stage1.train.epochs=3", cwd=tmp_path)
     assert r.returncode == 0
     assert "  epochs: 3" in r.stdout and "backbone: efficientnet_lite0" in r.stdout and "# " in r.stdout
     r = segmix("config", "show", "nope", cwd=tmp_path)

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from segmix.data.errors import DatasetError
 from segmix.data.io import read_image, read_mask
 from segmix.data.spec import PRESETS
 from segmix.data.summary import summarize
+from segmix.errors import DatasetError
 
 rng = np.random.default_rng(0)
 _PIXELS = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
@@ -44,7 +44,7 @@ def corrupted(draw) -> tuple[str, bytes]:
             data[i] ^= 1 << draw(st.integers(0, 7))
     elif kind == "header":
         head = draw(st.sampled_from(HEADERS))
-        data = bytearray(head) + data[len(head):]
+        data = bytearray(head) + data[len(head) :]
     else:
         data = data[: len(data) // 2] + bytearray(draw(st.binary(max_size=64)))
     return suffix, bytes(data)

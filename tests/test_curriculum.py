@@ -15,7 +15,12 @@ def test_patch_ladder_is_coarse_to_fine_divisors():
 
 def test_levels_step_ratio_within_patch_size():
     assert build_levels([56, 28], 0.25, 0.75, 3) == [
-        Level(56, 0.25), Level(56, 0.5), Level(56, 0.75), Level(28, 0.25), Level(28, 0.5), Level(28, 0.75)
+        Level(56, 0.25),
+        Level(56, 0.5),
+        Level(56, 0.75),
+        Level(28, 0.25),
+        Level(28, 0.5),
+        Level(28, 0.75),
     ]
 
 
@@ -28,16 +33,16 @@ def _feedback(**kw):
 def test_feedback_rule_on_a_scripted_loss_sequence():
     mixer, cur = _feedback()
     script = [1.0, 0.9, 0.85, 0.80, 0.60, 0.70, 0.75, 0.90, 0.85]
-    actions = [cur.step(s)["action"] for s in script]
+    actions = [cur.step(s).action for s in script]
     # warm-up; reference 0.9 at level 0; 0.85 > 0.81 hold; 0.80 <= 0.81 advance -> level 1;
     # 0.60 new reference; 0.70 hold (not >= 0.72); 0.75 >= 0.6*1.2 back -> level 0;
     # 0.90 reference; 0.85 > 0.81 hold
     assert actions == ["warmup", "hold", "hold", "advance", "hold", "hold", "back", "hold", "hold"]
-    levels = [r["level"] for r in cur.history]
+    levels = [r.level for r in cur.history]
     assert levels == [0, 0, 0, 1, 1, 1, 0, 0, 0]
     assert (mixer.patch_size, mixer.ratio) == (56, 0.25)
     row = cur.history[3]
-    assert row["threshold"] == pytest.approx(0.81) and row["patch_size"] == 56 and row["ratio"] == 0.5
+    assert row.threshold == pytest.approx(0.81) and row.patch_size == 56 and row.ratio == 0.5
 
 
 def test_threshold_tightens_with_steps():
@@ -52,8 +57,8 @@ def test_threshold_tightens_with_steps():
 def test_score_mode_uses_one_minus_score_and_top_level_holds():
     mixer = SegMix(56, 0.1)
     cur = FeedbackCurriculum(mixer, build_levels([56, 28], 0.5, 0.5, 1), mode="score", advance=0.1, tighten=0, warmup=0)
-    assert [cur.step(s)["action"] for s in (0.5, 0.6, 0.7, 0.9)] == ["hold", "advance", "hold", "advance"][:3] + ["hold"]
-    assert cur.level == 1 and cur.history[1]["error"] == pytest.approx(0.4)
+    assert [cur.step(s).action for s in (0.5, 0.6, 0.7, 0.9)] == ["hold", "advance", "hold", "advance"][:3] + ["hold"]
+    assert cur.level == 1 and cur.history[1].error == pytest.approx(0.4)
 
 
 def test_warmup_off_disables_shuffle_until_warmup_ends():
@@ -97,10 +102,10 @@ def test_scheduled_is_linear_and_fixed_holds():
     levels = build_levels([56, 28], 0.25, 0.5, 2)  # 4 levels
     mixer = SegMix()
     sched = create_curriculum("scheduled", mixer, levels, total_steps=8)
-    got = [sched.step()["level"] for _ in range(8)]
+    got = [sched.step().level for _ in range(8)]
     assert got == [0, 1, 1, 2, 2, 3, 3, 3]
     fixed = create_curriculum("fixed", mixer, levels, level=2)
-    assert [fixed.step(0.5)["action"] for _ in range(3)] == ["hold"] * 3
+    assert [fixed.step(0.5).action for _ in range(3)] == ["hold"] * 3
     assert (mixer.patch_size, mixer.ratio) == (28, 0.25)
 
 
@@ -108,3 +113,23 @@ def test_non_finite_signal_is_refused():
     _, cur = _feedback()
     with pytest.raises(ValueError, match="finite"):
         cur.step(float("nan"))
+
+
+def test_history_rows_are_typed_and_round_trip_through_csv(tmp_path):
+    from segmix.shuffle import HistoryRow, read_history_csv, write_history_csv
+
+    cur = FeedbackCurriculum(SegMix(), build_levels([56, 28], 0.25, 0.5), warmup=1)
+    for s in (1.0, 0.9, 0.5):
+        assert isinstance(cur.step(s), HistoryRow)
+    write_history_csv(cur.history, tmp_path / "c.csv")
+    assert read_history_csv(tmp_path / "c.csv") == cur.history
+    assert cur.history[0].action == "warmup" and cur.history[0].threshold is None
+
+
+def test_the_api_and_the_config_share_the_feedback_defaults():
+    from segmix.config import CurriculumConfig
+
+    cur = FeedbackCurriculum(SegMix(), build_levels([56], 0.25, 0.5))
+    cfg = CurriculumConfig()
+    assert cfg.rule() == {k: getattr(cur, k) for k in ("mode", "advance", "tighten", "backoff", "warmup", "warmup_off")}
+    assert cur.warmup_off is True

@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 
 from segmix.data.dataset import TileDataset, scan_split
-from segmix.data.errors import DatasetError
 from segmix.data.io import read_image, read_mask, write_image, write_mask
 from segmix.data.spec import PRESETS
+from segmix.errors import DatasetError
 from tests.conftest import make_tree
 
 
@@ -32,7 +32,9 @@ def test_layouts_read(tmp_path, preset):
 
 def test_train_gt_pairs_by_name(tmp_path):
     root = make_tree(tmp_path / "d", "luad-histoseg", n_train=2)
-    spec = PRESETS["luad-histoseg"].model_copy(update={"splits": PRESETS["luad-histoseg"].splits.model_copy(update={"train_gt": "train_gt"})})
+    spec = PRESETS["luad-histoseg"].model_copy(
+        update={"splits": PRESETS["luad-histoseg"].splits.model_copy(update={"train_gt": "train_gt"})}
+    )
     for f in (root / "train").iterdir():
         write_mask(root / "train_gt" / f.name, np.full((16, 16), 2, np.uint8), spec.palette)
     ds = TileDataset(root, "train", spec=spec)

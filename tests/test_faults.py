@@ -14,7 +14,10 @@ from segmix.pipeline import run_pipeline
 from segmix.train import Stage1Config, train_classifier
 from tests.test_pipeline import CONFIGS, TINY, tiny_config
 
-KILL = ["stage1.epochs=5", "stage2.epochs=1", "fully_supervised=false"]
+KILL = ["stage1.train.epochs=5", "stage2.train.epochs=1", "fully_supervised=false"]
+
+# Every test here trains models or runs the command line in subprocesses.
+pytestmark = pytest.mark.slow
 
 
 def _strip(metrics: dict) -> dict:
@@ -43,11 +46,27 @@ def _kill_when(args: list[str], ready, what: str) -> None:
     proc.wait()
 
 
+def _run_command(run, overrides: list[str]) -> list[str]:
+    """``segmix run`` of the demo config into ``run`` until evaluate, as a subprocess's argv."""
+    args = [
+        sys.executable,
+        "-m",
+        "segmix.cli",
+        "run",
+        str(CONFIGS / "demo.yaml"),
+        "--out",
+        str(run),
+        "--until",
+        "evaluate",
+    ]
+    for item in overrides:
+        args += ["--set", item]
+    return args
+
+
 def test_sigkill_during_stage1_then_rerun_gives_the_same_metrics(reference, tmp_path):
     run = tmp_path / "killed"
-    args = [sys.executable, "-m", "segmix.cli", "run", str(CONFIGS / "demo.yaml"), "--out", str(run), "--until", "evaluate"]
-    for item in TINY + KILL:
-        args += ["--set", item]
+    args = _run_command(run, TINY + KILL)
     ckpt = run / "stage1" / "checkpoints" / "last.ckpt"  # appears whole: written atomically
     _kill_when(args, ckpt.is_file, "during stage 1")  # mid-training: after the first checkpoint
     assert not (run / "stage1" / ".done.json").exists() and not (run / "stage1" / "classifier.pt").exists()
@@ -60,13 +79,12 @@ def test_sigkill_during_stage1_then_rerun_gives_the_same_metrics(reference, tmp_
 
 
 def test_sigkill_while_writing_pseudo_masks_then_rerun(tmp_path):
-    extra = KILL + ["synth.n_train=120", "stage1.epochs=1"]
+    extra = KILL + ["synth.n_train=120", "stage1.train.epochs=1"]
     reference = _strip(run_pipeline(tiny_config(*extra), tmp_path / "ref", progress=False, until="evaluate"))
     run = tmp_path / "killed"
-    args = [sys.executable, "-m", "segmix.cli", "run", str(CONFIGS / "demo.yaml"), "--out", str(run), "--until", "evaluate"]
-    for item in TINY + extra:
-        args += ["--set", item]
+    args = _run_command(run, TINY + extra)
     masks = run / "cams" / "masks"
+
     def some_mask_finished() -> bool:  # a finished mask, not only a temp file being written
         return masks.is_dir() and any(not p.name.startswith(".tmp-") for p in masks.iterdir())
 
@@ -121,20 +139,56 @@ def test_nan_loss_stops_clearly_and_keeps_the_last_good_checkpoint(tmp_path, mon
         return real(*a, **k) if calls["n"] <= 3 else torch.tensor(float("nan"))
 
     monkeypatch.setattr(s1, "patch_cam_loss", poisoned)
-    cfg = Stage1Config(backbone="resnet18", image_size=64, batch_size=8, epochs=3, num_workers=0, patch_min=16)
+    cfg = Stage1Config(
+        model={"backbone": "resnet18"},
+        train={"image_size": 64, "batch_size": 8, "epochs": 3},
+        num_workers=0,
+        ladder={"patch_min": 16},
+    )
     with pytest.raises(FloatingPointError, match="training loss became nan .* last good checkpoint is kept"):
         train_classifier(cfg, data, tmp_path / "run", progress=False)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert ckpt["epoch"] == 0 and all(
+        torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
+    )
 
 
 def test_ddp_two_processes_decide_alike_and_shard_pseudo_masks(tmp_path):
     run_pipeline(tiny_config(), tmp_path / "d", progress=False, until="data")
     data = tmp_path / "d" / "data"
-    common = ["--set", "backbone=resnet18", "--set", "image_size=64", "--set", "epochs=3", "--set", "num_workers=0",
-              "--set", "patch_min=16", "--set", "curriculum.warmup=0"]
-    ddp = [sys.executable, "-m", "segmix.cli", "train-cls", "--data", str(data), "--out", str(tmp_path / "ddp"),
-           "--set", "strategy=ddp", "--set", "devices=2", "--set", "accelerator=cpu", "--set", "batch_size=4", *common]
+    common = [
+        "--set",
+        "model.backbone=resnet18",
+        "--set",
+        "train.image_size=64",
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "num_workers=0",
+        "--set",
+        "ladder.patch_min=16",
+        "--set",
+        "curriculum.warmup=0",
+    ]
+    ddp = [
+        sys.executable,
+        "-m",
+        "segmix.cli",
+        "train-cls",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--set",
+        "strategy=ddp",
+        "--set",
+        "devices=2",
+        "--set",
+        "accelerator=cpu",
+        "--set",
+        "train.batch_size=4",
+        *common,
+    ]
     r = subprocess.run(ddp, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     ranks = sorted((tmp_path / "ddp" / "ranks").glob("curriculum.rank*.csv"))
@@ -143,13 +197,46 @@ def test_ddp_two_processes_decide_alike_and_shard_pseudo_masks(tmp_path):
     assert len(ranks[0].read_text().strip().splitlines()) == 4
     # pseudo masks sharded over 2 ranks: every mask exactly once, same scores as 1 process
     clf = tmp_path / "ddp" / "classifier.pt"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                "-m", "segmix.cli", "cams", "--classifier", str(clf), "--data", str(data), "--out", str(tmp_path / "pm2"),
-                "--set", "scales=[1.0]", "--set", "flip=false"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "segmix.cli",
+        "cams",
+        "--classifier",
+        str(clf),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "pm2"),
+        "--set",
+        "scales=[1.0]",
+        "--set",
+        "flip=false",
+    ]
     r = subprocess.run(torchrun, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    one = [sys.executable, "-m", "segmix.cli", "cams", "--classifier", str(clf), "--data", str(data), "--out",
-           str(tmp_path / "pm1"), "--set", "scales=[1.0]", "--set", "flip=false"]
+    one = [
+        sys.executable,
+        "-m",
+        "segmix.cli",
+        "cams",
+        "--classifier",
+        str(clf),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "pm1"),
+        "--set",
+        "scales=[1.0]",
+        "--set",
+        "flip=false",
+    ]
     assert subprocess.run(one, capture_output=True, text=True, timeout=600).returncode == 0
     two = sorted(p.name for p in (tmp_path / "pm2" / "masks").iterdir())
     assert two == sorted(p.name for p in (tmp_path / "pm1" / "masks").iterdir()) and len(two) == 24
@@ -159,9 +246,16 @@ def test_ddp_two_processes_decide_alike_and_shard_pseudo_masks(tmp_path):
     # the 2-process model (2 x 4 per batch) against a 1-process one (8 per batch), same seed:
     # BatchNorm statistics differ per rank, so close, not equal (tolerance fixed beforehand)
     single = train_classifier(
-        Stage1Config(backbone="resnet18", image_size=64, epochs=3, num_workers=0, patch_min=16, batch_size=8,
-                     curriculum={"warmup": 0}),
-        data, tmp_path / "single", progress=False,
+        Stage1Config(
+            model={"backbone": "resnet18"},
+            train={"image_size": 64, "epochs": 3, "batch_size": 8},
+            num_workers=0,
+            ladder={"patch_min": 16},
+            curriculum={"warmup": 0},
+        ),
+        data,
+        tmp_path / "single",
+        progress=False,
     )
     from segmix.cam import CamConfig, generate_pseudo_masks
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from segmix.data.errors import DatasetError
 from segmix.data.labels import format_label, parse_label
+from segmix.errors import DatasetError
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,9 @@ def test_avg_pool_logits_are_the_mean_of_the_class_maps():
     assert maps.shape == (2, 3, 4, 4)
     torch.testing.assert_close(logits, maps.mean(dim=(2, 3)))
     # CAMs are the maps without the head bias
-    torch.testing.assert_close(m.cams(torch.zeros(1, 3, 64, 64)) + m.head.bias.view(1, 3, 1, 1), m.class_maps(torch.zeros(1, 3, 64, 64)))
+    torch.testing.assert_close(
+        m.cams(torch.zeros(1, 3, 64, 64)) + m.head.bias.view(1, 3, 1, 1), m.class_maps(torch.zeros(1, 3, 64, 64))
+    )
 
 
 def test_weights_with_foreign_names_map_in_order(tmp_path):
@@ -88,3 +90,25 @@ def test_cams_are_normalised_per_class():
     assert cams.shape == (2, 2, 64, 64) and cams.min() >= 0
     peaks = cams.flatten(2).amax(2)
     assert ((peaks - 1).abs() < 1e-4).logical_or(peaks == 0).all()
+
+
+def test_model_files_of_the_flat_config_layout_still_load(tmp_path):
+    from segmix.models import load_classifier, save_payload
+
+    model = CamClassifier("resnet18", 2, output_stride=16)
+    flat = {
+        "backbone": "resnet18",
+        "image_size": 64,
+        "epochs": 3,
+        "p": 0.5,
+        "cell_loss": 0.0,
+        "signal": "val_f1",
+        "curriculum": {"advance": 0.1},
+    }
+    save_payload({"state_dict": model.state_dict(), "config": flat, "classes": ["A", "B"]}, tmp_path / "old.pt")
+    loaded, cfg, classes = load_classifier(tmp_path / "old.pt")
+    assert classes == ["A", "B"] and cfg.train.image_size == 64 and cfg.train.epochs == 3
+    assert cfg.mixing.probability == 0.5 and cfg.loss.patch_cam_weight == 0.0
+    assert cfg.curriculum.signal == "val_f1" and cfg.curriculum.advance == 0.1
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.equal(loaded(x)[0], model.eval()(x)[0])

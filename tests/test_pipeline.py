@@ -15,12 +15,28 @@ from tests.conftest import make_tree
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "segmix" / "configs"
 TINY = [
-    "synth.n_train=24", "synth.n_val=4", "synth.n_test=4", "synth.tile_size=64", "synth.glass_prob=0.5",
-    "stage1.backbone=resnet18", "stage1.weights=null", "stage1.image_size=64", "stage1.batch_size=8",
-    "stage1.epochs=1", "stage1.num_workers=0", "stage1.patch_min=16",
-    "cams.scales=[1.0]", "cams.flip=false",
-    "stage2.encoder=resnet18", "stage2.weights=null", "stage2.image_size=64", "stage2.batch_size=8",
-    "stage2.epochs=1", "stage2.num_workers=0", "report.gallery=2", "report.mixed=2",
+    "synth.n_train=24",
+    "synth.n_val=4",
+    "synth.n_test=4",
+    "synth.tile_size=64",
+    "synth.glass_prob=0.5",
+    "stage1.model.backbone=resnet18",
+    "stage1.model.weights=null",
+    "stage1.train.image_size=64",
+    "stage1.train.batch_size=8",
+    "stage1.train.epochs=1",
+    "stage1.num_workers=0",
+    "stage1.ladder.patch_min=16",
+    "cams.scales=[1.0]",
+    "cams.flip=false",
+    "stage2.model.encoder=resnet18",
+    "stage2.model.weights=null",
+    "stage2.train.image_size=64",
+    "stage2.train.batch_size=8",
+    "stage2.train.epochs=1",
+    "stage2.num_workers=0",
+    "report.gallery=2",
+    "report.mixed=2",
 ]
 
 
@@ -35,6 +51,7 @@ def tiny_run(tmp_path_factory):
     return run, metrics
 
 
+@pytest.mark.slow
 def test_full_run_writes_stable_metrics_and_report(tiny_run):
     run, metrics = tiny_run
     saved = json.loads((run / "metrics.json").read_text())
@@ -54,6 +71,7 @@ def test_full_run_writes_stable_metrics_and_report(tiny_run):
     assert (run / "config.yaml").is_file() and (run / "stage1" / "config.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_rerun_skips_done_stages(tiny_run):
     run, metrics = tiny_run
     before = {s: (run / s / ".done.json").stat().st_mtime_ns for s in STAGES}
@@ -63,6 +81,7 @@ def test_rerun_skips_done_stages(tiny_run):
     assert again["test"] == metrics["test"]
 
 
+@pytest.mark.slow
 def test_changed_config_redoes_only_downstream_and_keeps_old_outputs(tiny_run, tmp_path):
     import shutil
 
@@ -76,6 +95,7 @@ def test_changed_config_redoes_only_downstream_and_keeps_old_outputs(tiny_run, t
     assert (run / f"cams.stale-{old_cams_hash}" / "masks").is_dir()  # moved aside, not deleted
 
 
+@pytest.mark.slow
 def test_until_and_from(tmp_path):
     run = tmp_path / "r"
     run_pipeline(tiny_config(), run, progress=False, until="stage1")
@@ -87,6 +107,7 @@ def test_until_and_from(tmp_path):
     assert len(list(run.glob("stage1.stale-*"))) == 1
 
 
+@pytest.mark.slow
 def test_interrupted_stage_resumes_from_its_checkpoint(tiny_run, tmp_path):
     import shutil
 
@@ -107,23 +128,37 @@ def test_pipeline_refuses_ddp_and_points_to_stage_commands(tmp_path):
 
 
 def test_cli_errors_name_the_key_and_unwritable_folder(tmp_path):
-    r = CliRunner().invoke(app, ["run", str(CONFIGS / "demo.yaml"), "--out", str(tmp_path / "x"), "--set", "stage1.epochs=-1"])
-    assert r.exit_code == 2 and "stage1.epochs" in r.output
+    r = CliRunner().invoke(
+        app, ["run", str(CONFIGS / "demo.yaml"), "--out", str(tmp_path / "x"), "--set", "stage1.train.epochs=-1"]
+    )
+    assert r.exit_code == 2 and "stage1.train.epochs" in r.output
     blocker = tmp_path / "file"
     blocker.write_text("")
     r = CliRunner().invoke(app, ["run", str(CONFIGS / "demo.yaml"), "--out", str(blocker / "run")])
     assert r.exit_code == 2 and "not writable" in r.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["luad-histoseg", "bcss-wsss", "wsss4luad"])
 def test_shipped_presets_run_each_stage_on_a_tiny_fixture(preset, tmp_path):
     sizes = ((72, 80), (64, 64)) if preset == "wsss4luad" else ((64, 64),)
     data = make_tree(tmp_path / "data", preset, n_train=8, n_eval=2, sizes=sizes)
     tiny = [
-        "stage1.backbone=resnet18", "stage1.pretrained=false", "stage1.image_size=64", "stage1.batch_size=4",
-        "stage1.epochs=1", "stage1.num_workers=0", "cams.scales=[1.0]", "cams.batch_size=4",
-        "stage2.encoder=resnet18", "stage2.encoder_weights=null", "stage2.image_size=64", "stage2.batch_size=4",
-        "stage2.epochs=1", "stage2.num_workers=0", f"data={data}",
+        "stage1.model.backbone=resnet18",
+        "stage1.model.pretrained=false",
+        "stage1.train.image_size=64",
+        "stage1.train.batch_size=4",
+        "stage1.train.epochs=1",
+        "stage1.num_workers=0",
+        "cams.scales=[1.0]",
+        "cams.batch_size=4",
+        "stage2.model.encoder=resnet18",
+        "stage2.model.encoder_weights=null",
+        "stage2.train.image_size=64",
+        "stage2.train.batch_size=4",
+        "stage2.train.epochs=1",
+        "stage2.num_workers=0",
+        f"data={data}",
     ]
     cfg = load_config(RunConfig, CONFIGS / f"{preset}.yaml", tiny)
     assert cfg.preset == preset

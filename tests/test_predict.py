@@ -9,8 +9,8 @@ import pytest
 import tifffile
 import torch
 
-from segmix.data.errors import DatasetError
 from segmix.data.synth import SynthConfig, dataset_spec
+from segmix.errors import DatasetError
 from segmix.infer import choose_level, open_slide, predict_image, predict_slide
 from segmix.train import Stage2Config
 
@@ -63,7 +63,7 @@ def test_pyramidal_tiff_reader_levels_mpp_and_regions(tmp_path):
 
 def test_slide_prediction_areas_and_polygons_match_the_layout(tmp_path):
     make_slide(tmp_path / "s.tif")
-    cfg = Stage2Config(image_size=64)
+    cfg = Stage2Config(train={"image_size": 64})
     res = predict_slide(ColourModel(), cfg, SPEC, tmp_path / "s.tif", tmp_path / "out", level=0, map_size=256)
     assert res.tiles_run < res.tiles_total  # glass-only tiles skipped
     rows = {r["class"]: r for r in csv.DictReader((tmp_path / "out" / "s_areas.csv").open())}
@@ -90,7 +90,9 @@ def test_plain_image_prediction_writes_mask_overlay_and_areas(tmp_path):
     img[:, :48] = RED
     img[:, 48:] = BLUE
     write_image(tmp_path / "tile.png", img)
-    predict_image(ColourModel(), Stage2Config(image_size=64), SPEC, tmp_path / "tile.png", tmp_path / "o", "cpu")
+    predict_image(
+        ColourModel(), Stage2Config(train={"image_size": 64}), SPEC, tmp_path / "tile.png", tmp_path / "o", "cpu"
+    )
     mask = read_mask(tmp_path / "o" / "tile_mask.png", 5)
     assert (mask[:, :40] == 0).all() and (mask[:, 56:] == 2).all()
     rows = {r["class"]: r for r in csv.DictReader((tmp_path / "o" / "tile_areas.csv").open())}
@@ -112,7 +114,9 @@ def test_real_svs_through_openslide(tmp_path):
     assert type(r).__name__ == "OpenSlideReader" and r.level_dimensions[0] == (2220, 2967)
     assert r.mpp == pytest.approx(0.499, abs=0.01)
     r.close()
-    res = predict_slide(ColourModel(), Stage2Config(image_size=112), SPEC, SHARED_SLIDE, tmp_path, map_size=512)
+    res = predict_slide(
+        ColourModel(), Stage2Config(train={"image_size": 112}), SPEC, SHARED_SLIDE, tmp_path, map_size=512
+    )
     assert 0 < res.tiles_run < res.tiles_total
     rows = list(csv.DictReader((tmp_path / "CMU-1-Small-Region_areas.csv").open()))
     tissue_mm2 = sum(float(r["area_mm2"]) for r in rows if r["class"] != "background")

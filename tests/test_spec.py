@@ -1,7 +1,7 @@
 import pytest
 
-from segmix.data.errors import DatasetError
 from segmix.data.spec import PRESETS, load_spec, resolve_spec
+from segmix.errors import DatasetError
 from tests.conftest import make_tree
 
 
@@ -20,7 +20,10 @@ def test_dataset_yaml_wins_and_presets_extend(tmp_path):
 
 def test_invalid_yaml_names_file_and_key(tmp_path):
     f = tmp_path / "dataset.yaml"
-    f.write_text("name: x\nclasses: [A, B]\npalette: [[0,0,0]]\nbackground_index: 2\nexclude_index: 2\nglass_is_background: true\n")
+    f.write_text(
+        "name: x\nclasses: [A, B]\npalette: [[0,0,0]]\nbackground_index: 2\nexclude_index: 2\n"
+        "glass_is_background: true\n"
+    )
     with pytest.raises(DatasetError, match="palette has 1 colours") as err:
         load_spec(f)
     assert str(f) in str(err.value)

@@ -2,6 +2,7 @@
 
 import csv
 import logging
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -11,11 +12,19 @@ from segmix.cam import CamConfig, generate_pseudo_masks
 from segmix.config import ConfigError, load_config
 from segmix.data.dataset import TileDataset
 from segmix.data.synth import SynthConfig, generate
-from segmix.train import Stage1Config, load_classifier, train_classifier
+from segmix.models import load_classifier
+from segmix.train import Stage1Config, train_classifier
 from segmix.train.losses import patch_cam_loss
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-TINY = ["backbone=resnet18", "image_size=64", "batch_size=8", "num_workers=0", "patch_min=16", "output_stride=16"]
+TINY = [
+    "model.backbone=resnet18",
+    "train.image_size=64",
+    "train.batch_size=8",
+    "num_workers=0",
+    "ladder.patch_min=16",
+    "model.output_stride=16",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +37,11 @@ def tiny_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tiny_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    cfg = load_config(Stage1Config, None, TINY + ["epochs=2", "method=segmix", "curriculum.warmup=0"])
+    cfg = load_config(Stage1Config, None, TINY + ["train.epochs=2", "mixing.method=segmix", "curriculum.warmup=0"])
     return run, train_classifier(cfg, tiny_data, run, progress=False)
 
 
+@pytest.mark.slow
 def test_end_to_end_pseudo_masks_are_written_gated_and_scored(tiny_data, trained, tmp_path):
     run, clf = trained
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
@@ -58,6 +68,7 @@ def test_end_to_end_pseudo_masks_are_written_gated_and_scored(tiny_data, trained
     assert saw_background  # glass is background on this dataset
 
 
+@pytest.mark.slow
 def test_background_policy_off_gives_no_background_channel(tiny_data, trained, tmp_path):
     _, clf = trained
     import shutil
@@ -74,6 +85,7 @@ def test_background_policy_off_gives_no_background_channel(tiny_data, trained, t
         assert 4 not in read_mask(f, 5)
 
 
+@pytest.mark.slow
 def test_predicted_labels_and_uncertain_pixels(tiny_data, trained, tmp_path):
     _, clf = trained
     cfg = CamConfig(split="test", labels="predicted", uncertain=0.99, scales=[1.0], flip=False)
@@ -86,17 +98,19 @@ def test_predicted_labels_and_uncertain_pixels(tiny_data, trained, tmp_path):
     assert 255 in values  # pixels whose best CAM is below 0.99 are left to stage 2's ignore index
     assert scores is not None and scores.pixels > 0  # the test split has truth masks: scored too
 
+
+@pytest.mark.slow
 def test_resume_restores_curriculum_state(tiny_data, tmp_path):
-    base = TINY + ["method=segmix", "curriculum.warmup=0", "curriculum.advance=0.0"]
+    base = TINY + ["mixing.method=segmix", "curriculum.warmup=0", "curriculum.advance=0.0"]
     run = tmp_path / "run"
-    train_classifier(load_config(Stage1Config, None, base + ["epochs=1"]), tiny_data, run, progress=False)
+    train_classifier(load_config(Stage1Config, None, base + ["train.epochs=1"]), tiny_data, run, progress=False)
     ckpt_path = run / "checkpoints" / "last.ckpt"
     ckpt = torch.load(ckpt_path, weights_only=False)
     assert len(ckpt["curriculum"]["history"]) == 1
     # plant a sentinel: only a run that really restores the curriculum from the checkpoint keeps it
     ckpt["curriculum"]["history"][0]["signal"] = 123.0
     torch.save(ckpt, ckpt_path)
-    train_classifier(load_config(Stage1Config, None, base + ["epochs=2"]), tiny_data, run, progress=False)
+    train_classifier(load_config(Stage1Config, None, base + ["train.epochs=2"]), tiny_data, run, progress=False)
     resumed = torch.load(ckpt_path, weights_only=False)
     assert len(resumed["curriculum"]["history"]) == 2
     assert resumed["curriculum"]["history"][0]["signal"] == 123.0
@@ -108,14 +122,15 @@ def test_resume_restores_curriculum_state(tiny_data, tmp_path):
     module = Stage1Module(load_config(Stage1Config, None, base).model_dump(), ["TE", "NEC", "LYM", "TAS"])
     module.on_load_checkpoint({"curriculum": resumed["curriculum"]})
     last = resumed["curriculum"]["history"][-1]
-    assert module.curriculum.history == resumed["curriculum"]["history"]
+    assert [asdict(r) for r in module.curriculum.history] == resumed["curriculum"]["history"]
     assert (module.mixer.patch_size, module.mixer.ratio) == (last["patch_size"], last["ratio"])
 
 
+@pytest.mark.slow
 def test_classifier_file_round_trips_and_unsafe_pickles_are_refused(trained, tmp_path):
     _, clf = trained
     model, cfg, classes = load_classifier(clf)
-    assert classes == ["TE", "NEC", "LYM", "TAS"] and cfg.image_size == 64
+    assert classes == ["TE", "NEC", "LYM", "TAS"] and cfg.train.image_size == 64
     logits, maps = model(torch.rand(1, 3, 64, 64))
     assert logits.shape == (1, 4) and maps.shape[1] == 4
 
@@ -155,3 +170,16 @@ def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="key=value"):
         load_config(Stage1Config, None, ["epochs"])
     assert load_config(Stage1Config, None, ["curriculum.backoff=0.3", "devices=2"]).curriculum.backoff == 0.3
+
+
+def test_old_flat_keys_are_refused_with_their_new_place_and_ladders_are_checked():
+    from segmix.pipeline import RunConfig
+
+    with pytest.raises(ConfigError, match=r"--set epochs=3: epochs: moved to train\.epochs"):
+        load_config(Stage1Config, None, ["epochs=3"])
+    with pytest.raises(ConfigError, match=r"stage1\.cell_loss: moved to stage1\.loss\.patch_cam_weight"):
+        load_config(RunConfig, None, ["stage1.cell_loss=0"])
+    with pytest.raises(ConfigError, match="patch_min 40 is more than half of train.image_size 64"):
+        load_config(Stage1Config, None, ["train.image_size=64", "ladder.patch_min=40"])
+    with pytest.raises(ConfigError, match=r"fixed_level 9: the ladder has levels 0\.\.5"):
+        load_config(Stage1Config, None, ["ladder.fixed_level=9"])

@@ -20,7 +20,7 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, NoReturn, Optional
 
 import click
 import typer
@@ -31,7 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from segmix.data.io import MAX_PIXELS_ENV, prepare_output_dir, prepare_output_file
-from segmix.errors import ConfigError, user_message
+from segmix.errors import ConfigError, user_message, validation_problems
 
 app = typer.Typer(
     help="segmix: pixel-level tissue maps of H&E images from image-level labels.",
@@ -125,31 +125,52 @@ def _command(name: str | None = None, group: typer.Typer = app):
 
     def register(fn):
         sig = inspect.signature(fn, eval_str=True)
-        verbose = inspect.Parameter(
-            "verbose",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(False, "--verbose", "-v", help="Show library logs, warnings and tracebacks."),
-            annotation=bool,
-        )
+        verbose = inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Verbose)
 
         @functools.wraps(fn)
         def wrapper(*args, verbose: bool = False, **kwargs):
             return _guarded(fn, verbose, args, kwargs)
 
         wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), verbose])
-        wrapper.__annotations__ = {**{p.name: p.annotation for p in sig.parameters.values()}, "verbose": bool}
+        wrapper.__annotations__ = {**{p.name: p.annotation for p in sig.parameters.values()}, "verbose": Verbose}
         group.command(name)(wrapper)
         return fn
 
     return register
 
 
+# Options shared by several commands: declared once, with one help text.
+DataDir = Annotated[Path, typer.Option("--data", "-d", help="Dataset root folder.")]
+RunDir = Annotated[
+    Path, typer.Option("--out", "-o", help="Run folder (resumed when it holds a run of the same config).")
+]
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder (made when missing).")]
+ConfigFile = Annotated[
+    Optional[Path], typer.Option("--config", "-c", help="YAML config (every key: segmix config show).")
+]
+Overrides = Annotated[
+    list[str],
+    typer.Option(
+        "--set", help="Override a config key, KEY=VALUE, dotted for sections (every key: segmix config show)."
+    ),
+]
+Preset = Annotated[
+    Optional[str], typer.Option(help="Dataset preset: luad-histoseg, bcss-wsss or wsss4luad (default: detect).")
+]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show library logs, warnings and tracebacks.")]
+
+
 @app.callback()
 def _main(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs, warnings and tracebacks."),
-    max_pixels: Optional[int] = typer.Option(
-        None, "--max-pixels", min=1, help=f"Largest image (width x height) read as a tile [default: Pillow's 178956970; env {MAX_PIXELS_ENV}]."
-    ),
+    verbose: Verbose = False,
+    max_pixels: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-pixels",
+            min=1,
+            help=f"Largest image (width x height) read as a tile [default: Pillow's 178956970; env {MAX_PIXELS_ENV}].",
+        ),
+    ] = None,
 ) -> None:
     _global["verbose"] = verbose  # each command's _guarded sets the verbosity from it
     if max_pixels is not None:
@@ -162,42 +183,54 @@ def _configured(model, config: Optional[Path], overrides: list[str]):
     return load_config(model, config, overrides)
 
 
-SYNTH_FLAGS = {"n_train": "--train", "n_val": "--val", "n_test": "--test", "tile_size": "--size",
-               "stain_jitter": "--stain-jitter", "classes": "--classes", "seed": "--seed"}
+def _fail(message: str) -> NoReturn:
+    raise ConfigError(message)
+
+
+SYNTH_FLAGS = {
+    "n_train": "--train",
+    "n_val": "--val",
+    "n_test": "--test",
+    "tile_size": "--size",
+    "stain_jitter": "--stain-jitter",
+    "classes": "--classes",
+    "seed": "--seed",
+}
 
 
 @_command()
 def synth(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the benchmark into."),
-    n_train: int = typer.Option(800, "--train", help="Training tiles (image-level labels in names)."),
-    n_val: int = typer.Option(100, "--val", help="Validation tiles with masks."),
-    n_test: int = typer.Option(100, "--test", help="Test tiles with masks."),
-    tile_size: int = typer.Option(112, "--size", help="Tile edge in pixels."),
-    seed: int = typer.Option(0, help="Same seed, byte-identical files."),
-    classes: str = typer.Option("TE,NEC,LYM,TAS", help="Tissue classes, comma separated."),
-    stain_jitter: float = typer.Option(0.25, help="Per-tile stain variation, 0-1."),
-    workers: Optional[int] = typer.Option(None, help="Processes (default: all cores)."),
-    sheet: bool = typer.Option(True, help="Write contact_sheet.png."),
+    out: OutDir,
+    n_train: Annotated[int, typer.Option("--train", help="Training tiles (image-level labels in names).")] = 800,
+    n_val: Annotated[int, typer.Option("--val", help="Validation tiles with masks.")] = 100,
+    n_test: Annotated[int, typer.Option("--test", help="Test tiles with masks.")] = 100,
+    tile_size: Annotated[int, typer.Option("--size", help="Tile edge in pixels.")] = 112,
+    seed: Annotated[int, typer.Option(help="Same seed, byte-identical files.")] = 0,
+    classes: Annotated[str, typer.Option(help="Tissue classes, comma separated.")] = "TE,NEC,LYM,TAS",
+    stain_jitter: Annotated[float, typer.Option(help="Per-tile stain variation, 0-1.")] = 0.25,
+    workers: Annotated[Optional[int], typer.Option(help="Processes (default: all cores).")] = None,
+    sheet: Annotated[bool, typer.Option(help="Write contact_sheet.png.")] = True,
 ) -> None:
     """Generate the synthetic H&E tissue benchmark (generic layout, exact pixel truth)."""
     from pydantic import ValidationError
 
+    from segmix.data.preview import write_contact_sheet
     from segmix.data.synth import SynthConfig, generate
 
+    names = [c.strip() for c in classes.split(",") if c.strip()]
+    fields = dict(
+        tile_size=tile_size,
+        classes=names,
+        n_train=n_train,
+        n_val=n_val,
+        n_test=n_test,
+        seed=seed,
+        stain_jitter=stain_jitter,
+    )
     try:
-        cfg = SynthConfig(
-            tile_size=tile_size,
-            classes=[c.strip() for c in classes.split(",") if c.strip()],
-            n_train=n_train,
-            n_val=n_val,
-            n_test=n_test,
-            seed=seed,
-            stain_jitter=stain_jitter,
-        )
+        cfg = SynthConfig(**fields)
     except ValidationError as err:
-        raise ConfigError(
-            "; ".join(f"{SYNTH_FLAGS.get(str(e['loc'][0]), e['loc'][0])}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors())
-        ) from None
+        _fail("; ".join(validation_problems(err, SynthConfig, lambda key: SYNTH_FLAGS.get(key, key), show_key=False)))
     prepare_output_dir(out)
     total = cfg.n_train + cfg.n_val + cfg.n_test
     with _progress() as bar:
@@ -208,27 +241,11 @@ def synth(
     _say(f"wrote {total} tiles to {out} (classes: {', '.join(spec.classes)})")
 
 
-def write_contact_sheet(root: Path, spec, rows: int = 4, cols: int = 6) -> Path:
-    from segmix.data.dataset import TileDataset
-    from segmix.data.io import write_image
-    from segmix.data.preview import contact_sheet, overlay
-
-    ds = TileDataset(root, "train", spec=spec)
-    pics: list = []
-    for i in range(min(rows * cols, len(ds))):
-        item = ds[i]
-        pics += [item["image"], overlay(item["image"], item["mask"], spec.palette)]
-    grid = [pics[r : r + 2 * cols] for r in range(0, len(pics), 2 * cols)]
-    path = Path(root) / "contact_sheet.png"
-    write_image(path, contact_sheet(grid))
-    return path
-
-
 @_command()
 def info(
-    dataset: Path = typer.Argument(..., help="Dataset root folder."),
-    preset: Optional[str] = typer.Option(None, help="luad-histoseg, bcss-wsss or wsss4luad (default: detect)."),
-    check: bool = typer.Option(False, help="Decode every image and list all problems."),
+    dataset: Annotated[Path, typer.Argument(help="Dataset root folder.")],
+    preset: Preset = None,
+    check: Annotated[bool, typer.Option(help="Decode every image and list all problems.")] = False,
 ) -> None:
     """Summarise a dataset: per-split counts, label co-occurrence, pixel frequencies, sizes."""
     from segmix.data.spec import resolve_spec
@@ -240,6 +257,17 @@ def info(
         splits = summarize(dataset, spec, check=check, on_file=lambda: bar.advance(task))
     out = Console(soft_wrap=True)
     out.print(Text.assemble((str(dataset), "bold"), f"  dataset: {spec.name}  classes: {', '.join(spec.classes)}"))
+    out.print(_splits_table(splits))
+    for s in splits:
+        for table in _split_tables(s, spec):
+            out.print(table)
+        for problem in s.problems:
+            out.print(Text.assemble(("problem: ", "red"), problem))
+    if any(s.problems for s in splits):
+        raise typer.Exit(1)
+
+
+def _splits_table(splits) -> Table:
     counts = Table(title="splits")
     for col in ("split", "images", "skipped files", "sizes (WxH: count)"):
         counts.add_column(col)
@@ -248,39 +276,37 @@ def info(
         if len(s.sizes) > 4:
             sizes += f", ... ({len(s.sizes)} sizes)"
         counts.add_row(s.name, str(s.images), str(s.skipped), sizes)
-    out.print(counts)
-    for s in splits:
-        if s.cooccurrence is not None and s.cooccurrence.any():
-            t = Table(title=f"{s.name}: tiles carrying both labels (diagonal: the label)")
-            t.add_column("")
-            for c in spec.classes:
-                t.add_column(c, justify="right")
-            for i, c in enumerate(spec.classes):
-                t.add_row(c, *[str(v) for v in s.cooccurrence[i]])
-            out.print(t)
-        if s.pixels is not None:
-            total = max(int(s.pixels.sum()), 1)
-            t = Table(title=f"{s.name}: mask pixel frequencies")
-            t.add_column("class")
-            t.add_column("share", justify="right")
-            for name, v in zip(spec.index_names, s.pixels):
-                t.add_row(name, f"{v / total:.1%}")
-            out.print(t)
-        for problem in s.problems:
-            out.print(Text.assemble(("problem: ", "red"), problem))
-    if any(s.problems for s in splits):
-        raise typer.Exit(1)
+    return counts
+
+
+def _split_tables(s, spec) -> list[Table]:
+    """A split's label co-occurrence and mask pixel frequencies, where it has them."""
+    tables = []
+    if s.cooccurrence is not None and s.cooccurrence.any():
+        t = Table(title=f"{s.name}: tiles carrying both labels (diagonal: the label)")
+        t.add_column("")
+        for c in spec.classes:
+            t.add_column(c, justify="right")
+        for i, c in enumerate(spec.classes):
+            t.add_row(c, *[str(v) for v in s.cooccurrence[i]])
+        tables.append(t)
+    if s.pixels is not None:
+        total = max(int(s.pixels.sum()), 1)
+        t = Table(title=f"{s.name}: mask pixel frequencies")
+        t.add_column("class")
+        t.add_column("share", justify="right")
+        for name, v in zip(spec.index_names, s.pixels):
+            t.add_row(name, f"{v / total:.1%}")
+        tables.append(t)
+    return tables
 
 
 @_command("train-cls")
 def train_cls(
-    data: Path = typer.Option(..., "--data", "-d", help="Dataset root."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder (resumed when it holds a run of the same config)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Stage-1 YAML config."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a config key: --set epochs=5 (keys: segmix config show stage1)."),
-    preset: Optional[str] = typer.Option(None, help="Dataset preset (default: detect)."),
+    data: DataDir, out: RunDir, config: ConfigFile = None, overrides: Overrides = [], preset: Preset = None
 ) -> None:
-    """Stage 1: train the multi-label CAM classifier with the configured mixer and curriculum."""
+    """Stage 1: train the multi-label CAM classifier with the configured mixer and curriculum
+    (keys: segmix config show stage1)."""
     from segmix.data.spec import resolve_spec
     from segmix.train import Stage1Config, train_classifier
 
@@ -293,14 +319,15 @@ def train_cls(
 
 @_command()
 def cams(
-    classifier: Path = typer.Option(..., "--classifier", help="classifier.pt from train-cls."),
-    data: Path = typer.Option(..., "--data", "-d", help="Dataset root."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (masks/ inside)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="CAM YAML config."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a key: --set uncertain=0.2 (keys: segmix config show cams)."),
-    preset: Optional[str] = typer.Option(None, help="Dataset preset (default: detect)."),
+    classifier: Annotated[Path, typer.Option("--classifier", help="classifier.pt from train-cls.")],
+    data: DataDir,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (masks/ inside).")],
+    config: ConfigFile = None,
+    overrides: Overrides = [],
+    preset: Preset = None,
 ) -> None:
-    """Pseudo masks from CAMs (label-gated, background policy of the dataset); scored when truth exists."""
+    """Pseudo masks from CAMs (label-gated, background policy of the dataset); scored when truth
+    exists (keys: segmix config show cams)."""
     from segmix.cam import CamConfig, generate_pseudo_masks
     from segmix.data.dataset import TileDataset
     from segmix.data.spec import resolve_spec
@@ -319,14 +346,17 @@ def cams(
 
 @_command("train-seg")
 def train_seg(
-    data: Path = typer.Option(..., "--data", "-d", help="Dataset root."),
-    masks: Path = typer.Option(..., "--masks", "-m", help="Folder of <image stem>.png training masks (pseudo or truth)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder (resumed when it holds a run of the same config)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Stage-2 YAML config."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a config key: --set epochs=5 (keys: segmix config show stage2)."),
-    preset: Optional[str] = typer.Option(None, help="Dataset preset (default: detect)."),
+    data: DataDir,
+    masks: Annotated[
+        Path, typer.Option("--masks", "-m", help="Folder of <image stem>.png training masks (pseudo or truth).")
+    ],
+    out: RunDir,
+    config: ConfigFile = None,
+    overrides: Overrides = [],
+    preset: Preset = None,
 ) -> None:
-    """Stage 2: train the segmentation network on pseudo masks (or truth: the upper bound)."""
+    """Stage 2: train the segmentation network on pseudo masks (or truth: the upper bound)
+    (keys: segmix config show stage2)."""
     from segmix.data.spec import resolve_spec
     from segmix.train import Stage2Config, train_segmenter
 
@@ -339,19 +369,21 @@ def train_seg(
 
 @_command()
 def evaluate(
-    segmenter: Path = typer.Option(..., "--checkpoint", help="segmenter.pt from train-seg."),
-    data: Path = typer.Option(..., "--data", "-d", help="Dataset root."),
-    split: str = typer.Option("test", help="val or test."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write scores, predictions, overlays here."),
-    stride: Optional[float] = typer.Option(None, help="Sliding-window stride, share of the window."),
-    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Flip test-time augmentation."),
+    segmenter: Annotated[Path, typer.Option("--checkpoint", help="segmenter.pt from train-seg.")],
+    data: DataDir,
+    split: Annotated[str, typer.Option(help="val or test.")] = "test",
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Write scores, predictions, overlays here.")
+    ] = None,
+    stride: Annotated[Optional[float], typer.Option(help="Sliding-window stride, share of the window.")] = None,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Flip test-time augmentation.")] = None,
 ) -> None:
     """Score a segmenter under the dataset's protocol: per-class IoU, mIoU, FwIoU, Dice, pixel accuracy."""
     from segmix.data.dataset import TileDataset
-    from segmix.eval.evaluate import evaluate as run_evaluate
+    from segmix.eval import evaluate as run_evaluate
 
     if split not in ("val", "test"):
-        raise ConfigError(f"--split {split}: must be val or test")
+        _fail(f"--split {split}: must be val or test")
     total = len(TileDataset(data, split))
     if out is not None:
         prepare_output_dir(out)
@@ -363,14 +395,27 @@ def evaluate(
 
 @_command()
 def predict(
-    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Images, folders of images, or whole slides (.svs, .tif, ...)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (best not an input folder: outputs never replace inputs)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="segmenter.pt from train-seg (this or --run is needed)."),
-    run_dir: Optional[Path] = typer.Option(None, "--run", help="A segmix run folder: uses its best stage-2 model (this or --checkpoint)."),
-    level: Optional[int] = typer.Option(None, help="Slides: pyramid level to predict at."),
-    mpp: Optional[float] = typer.Option(None, help="Slides: target microns per pixel (picks the level)."),
-    overlap: float = typer.Option(0.25, min=0.0, max=0.9, help="Slides: share of each tile shared with its neighbours."),
-    batch_size: int = typer.Option(16, min=1, help="Tiles per forward pass."),
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(metavar="INPUT...", help="Images, folders of images, or whole slides (.svs, .tif, ...)."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Output folder (best not an input folder: outputs never replace inputs)."),
+    ],
+    checkpoint: Annotated[
+        Optional[Path], typer.Option("--checkpoint", help="segmenter.pt from train-seg (this or --run is needed).")
+    ] = None,
+    run_dir: Annotated[
+        Optional[Path],
+        typer.Option("--run", help="A segmix run folder: uses its best stage-2 model (this or --checkpoint)."),
+    ] = None,
+    level: Annotated[Optional[int], typer.Option(help="Slides: pyramid level to predict at.")] = None,
+    mpp: Annotated[Optional[float], typer.Option(help="Slides: target microns per pixel (picks the level).")] = None,
+    overlap: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Slides: share of each tile shared with its neighbours.")
+    ] = 0.25,
+    batch_size: Annotated[int, typer.Option(min=1, help="Tiles per forward pass.")] = 16,
 ) -> None:
     """Segment images (mask, overlay, area CSV) and whole slides (class map, overlay, mm^2, GeoJSON).
 
@@ -380,32 +425,39 @@ def predict(
     (two inputs of the same name) are refused before any work.
     """
     from segmix.infer import is_slide, plan_outputs, predict_image, predict_slide, prediction_inputs
-    from segmix.train.stage2 import load_segmenter
+    from segmix.models import SEGMENTER_FILE, load_segmenter, pick_device
 
     if checkpoint is None and run_dir is not None:
-        checkpoint = run_dir / "stage2" / "segmenter.pt"
+        checkpoint = run_dir / "stage2" / SEGMENTER_FILE
     if checkpoint is None:
-        raise ConfigError("no model: pass --checkpoint segmenter.pt or --run RUN_DIR")
+        _fail("no model: pass --checkpoint segmenter.pt or --run RUN_DIR")
     files = prediction_inputs(inputs)
     plan_outputs(files, out)
     prepare_output_dir(out)
-    import torch
-
     model, cfg, spec = load_segmenter(checkpoint)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = pick_device()
     model = model.to(device)
     for f in files:
-        if is_slide(f):
-            with _progress() as bar:
-                task = bar.add_task(f.name, total=None)
-                r = predict_slide(
-                    model, cfg, spec, f, out, level, mpp, overlap, batch_size, device=device,
-                    on_tiles=lambda done, total: bar.update(task, completed=done, total=total),
-                )
-            _say(f"{f}: level {r.level}, {r.tiles_run}/{r.tiles_total} tissue tiles, {r.tiles_per_second:.1f} tiles/s")
-        else:
+        if not is_slide(f):
             predict_image(model, cfg, spec, f, out, device)
             _say(f"{f}: done")
+            continue
+        with _progress() as bar:
+            task = bar.add_task(f.name, total=None)
+            r = predict_slide(
+                model,
+                cfg,
+                spec,
+                f,
+                out,
+                level,
+                mpp,
+                overlap,
+                batch_size,
+                device=device,
+                on_tiles=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        _say(f"{f}: level {r.level}, {r.tiles_run}/{r.tiles_total} tissue tiles, {r.tiles_per_second:.1f} tiles/s")
     _say(f"outputs in {out}")
 
 
@@ -416,14 +468,24 @@ def _run_config(config: Optional[Path], data: Optional[Path], overrides: list[st
     return _configured(RunConfig, config, extra + list(overrides))
 
 
+PipelineConfig = Annotated[
+    Path, typer.Argument(help="Pipeline YAML (see configs/; every key: segmix config show demo).")
+]
+PipelineData = Annotated[
+    Optional[Path], typer.Option("--data", "-d", help="Dataset root (overrides the config's data).")
+]
+
+
 @_command()
 def run(
-    config: Path = typer.Argument(..., help="Pipeline YAML (see configs/; all keys: segmix config show demo)."),
-    out: Path = typer.Option(Path("runs/run"), "--out", "-o", help="Run folder; re-running resumes and skips done stages."),
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset root (overrides the config's data)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override any key: --set stage1.epochs=5."),
-    start: Optional[str] = typer.Option(None, "--from", help="Re-run from this stage on."),
-    until: Optional[str] = typer.Option(None, "--until", help="Stop after this stage."),
+    config: PipelineConfig,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run folder; re-running resumes and skips done stages.")
+    ] = Path("runs/run"),
+    data: PipelineData = None,
+    overrides: Overrides = [],
+    start: Annotated[Optional[str], typer.Option("--from", help="Re-run from this stage on.")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")] = None,
 ) -> None:
     """The whole pipeline: (synthesise) -> stage 1 -> pseudo masks -> stage 2 -> evaluate -> report."""
     from segmix.pipeline import run_pipeline
@@ -453,8 +515,8 @@ def _packaged_config(name: str) -> Path:
 
 @_command()
 def demo(
-    out: Path = typer.Option(Path("demo-run"), "--out", "-o", help="Run folder."),
-    overrides: list[str] = typer.Option([], "--set", help="Override any key of configs/demo.yaml (keys: segmix config show demo)."),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("demo-run"),
+    overrides: Overrides = [],
 ) -> None:
     """Synthetic H&E benchmark end to end on the CPU (configs/demo.yaml), with report.html."""
     from segmix.pipeline import run_pipeline
@@ -466,12 +528,16 @@ def demo(
 
 @_command()
 def ablate(
-    config: Path = typer.Argument(..., help="Pipeline YAML (e.g. configs/demo.yaml)."),
-    methods: str = typer.Option("none,segmix", help="Comma-separated: none, cutmix, mixup, shuffle-fixed, shuffle-scheduled, segmix."),
-    seeds: int = typer.Option(3, min=1, help="Seeds per method (0..N-1)."),
-    out: Path = typer.Option(Path("runs/ablation"), "--out", "-o", help="Output folder (ablation.csv, ablation.md)."),
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset root (overrides the config's data)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override any key."),
+    config: PipelineConfig,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: none, cutmix, mixup, shuffle-fixed, shuffle-scheduled, segmix.")
+    ] = "none,segmix",
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per method (0..N-1).")] = 3,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (ablation.csv, ablation.md).")] = Path(
+        "runs/ablation"
+    ),
+    data: PipelineData = None,
+    overrides: Overrides = [],
 ) -> None:
     """Mixing methods x seeds through the pipeline; writes ablation.csv / ablation.md."""
     from segmix.pipeline import run_ablation
@@ -480,7 +546,7 @@ def ablate(
     names = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
-        raise ConfigError(f"--methods {methods}: unknown {unknown}; known: {', '.join(METHODS)}")
+        _fail(f"--methods {methods}: unknown {unknown}; known: {', '.join(METHODS)}")
     cfg = _run_config(config, data, overrides)
     prepare_output_dir(out)
     run_ablation(cfg, names, seeds, out)
@@ -489,21 +555,27 @@ def ablate(
 
 @_command("score-masks")
 def score_masks_cmd(
-    pred_dir: Path = typer.Argument(..., help="Folder of predicted palette PNG masks."),
-    gt_dir: Path = typer.Argument(..., help="Folder of truth masks with the same file names."),
-    dataset: Optional[Path] = typer.Option(None, help="Dataset root whose description gives the classes (this or --preset)."),
-    preset: Optional[str] = typer.Option(None, help="Preset giving the classes: luad-histoseg, bcss-wsss, wsss4luad."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON (folders are made)."),
+    pred_dir: Annotated[Path, typer.Argument(help="Folder of predicted palette PNG masks.")],
+    gt_dir: Annotated[Path, typer.Argument(help="Folder of truth masks with the same file names.")],
+    dataset: Annotated[
+        Optional[Path], typer.Option(help="Dataset root whose description gives the classes (this or --preset).")
+    ] = None,
+    preset: Annotated[
+        Optional[str], typer.Option(help="Preset giving the classes: luad-histoseg, bcss-wsss, wsss4luad.")
+    ] = None,
+    json_out: Annotated[
+        Optional[Path], typer.Option("--json", help="Also write the scores as JSON (folders are made).")
+    ] = None,
 ) -> None:
     """Score predicted masks against truth: per-class IoU, mIoU, FwIoU, Dice, pixel accuracy."""
     from segmix.data.io import write_text
     from segmix.data.spec import PRESETS, resolve_spec
-    from segmix.eval.metrics import score_mask_folders
+    from segmix.eval import score_mask_folders
 
     if dataset is None and preset is None:
-        raise ConfigError("the classes decide the scores: pass --dataset DIR or --preset NAME")
+        _fail("the classes decide the scores: pass --dataset DIR or --preset NAME")
     if dataset is None and preset not in PRESETS:
-        raise ConfigError(f"--preset {preset}: unknown preset; known: {', '.join(PRESETS)}")
+        _fail(f"--preset {preset}: unknown preset; known: {', '.join(PRESETS)}")
     spec = PRESETS[preset] if dataset is None else resolve_spec(dataset, preset)
     if json_out is not None:
         prepare_output_file(json_out, "--json file")
@@ -518,19 +590,18 @@ CONFIG_NAMES = ("demo", "luad-histoseg", "bcss-wsss", "wsss4luad", "stage1", "st
 
 @_command("show", group=config_app)
 def config_show(
-    name: str = typer.Argument("demo", help=f"One of {', '.join(CONFIG_NAMES)}, or a YAML file of yours."),
-    overrides: list[str] = typer.Option([], "--set", help="Show the config with these overrides applied."),
+    name: Annotated[str, typer.Argument(help=f"One of {', '.join(CONFIG_NAMES)}, or a YAML file of yours.")] = "demo",
+    overrides: Overrides = [],
 ) -> None:
     """Print a config in full (every key, its value and what it means): the keys `--set` takes.
 
     demo / luad-histoseg / bcss-wsss / wsss4luad and YAML files are `segmix run` configs
-    (--set stage1.epochs=5); stage1, stage2 and cams are the defaults of train-cls, train-seg
-    and cams (--set epochs=5); run is the defaults of `segmix run`.
+    (--set stage1.train.epochs=5); stage1, stage2 and cams are the defaults of train-cls,
+    train-seg and cams (--set train.epochs=5); run is the defaults of `segmix run`.
     """
     from segmix.cam import CamConfig
-    from segmix.config import commented_yaml
+    from segmix.config import Stage1Config, Stage2Config, commented_yaml
     from segmix.pipeline import RunConfig
-    from segmix.train import Stage1Config, Stage2Config
 
     models = {"stage1": Stage1Config, "stage2": Stage2Config, "cams": CamConfig, "run": RunConfig}
     if name in models:
@@ -540,7 +611,7 @@ def config_show(
     elif Path(name).is_file():
         cfg = _configured(RunConfig, Path(name), overrides)
     else:
-        raise ConfigError(f"{name}: no such config file or name; names: {', '.join(CONFIG_NAMES)}")
+        _fail(f"{name}: no such config file or name; names: {', '.join(CONFIG_NAMES)}")
     sys.stdout.write(commented_yaml(cfg))
 
 

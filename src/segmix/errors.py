@@ -12,7 +12,10 @@ fails); :func:`user_message` recovers the original one-line message from either 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
 
 
 class UserError(ValueError):
@@ -57,6 +60,13 @@ class TrainingDiverged(UserError, FloatingPointError):
 _WORKER = re.compile(r"^Caught (\w+) in DataLoader worker process \d+\.", re.S)
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): the reason
+    quoted in a one-line user error."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _user_error_names() -> set[str]:
     names, todo = set(), [UserError]
     while todo:
@@ -79,3 +89,39 @@ def user_message(err: BaseException) -> str | None:
     if isinstance(err, UserError):
         return text
     return None
+
+
+def validation_problems(
+    err: ValidationError, model: type[BaseModel], source: Callable[[str], str] | None = None, show_key: bool = True
+) -> list[str]:
+    """One line per problem of a pydantic error: ``"<source>: <dotted key>: <message>"``.
+
+    ``source(key)`` names where the value came from (a file, a ``--set``, a command-line flag);
+    ``show_key=False`` leaves the key out (when the source is the flag that set it). A key that
+    a config's ``moved_keys`` maps to a new place is reported with that place.
+    """
+    lines = []
+    for e in err.errors():
+        key = ".".join(map(str, e["loc"])) or "(top)"
+        line = f"{key}: {_message(e, model)}" if show_key else _message(e, model)
+        lines.append(f"{source(key)}: {line}" if source else line)
+    return lines
+
+
+def _message(e: dict, model: type[BaseModel]) -> str:
+    if e.get("type") == "extra_forbidden":
+        moved = _owner(model, e["loc"][:-1]).__dict__.get("moved_keys", {}) if e["loc"] else {}
+        new = moved.get(str(e["loc"][-1]))
+        where = "".join(f"{part}." for part in e["loc"][:-1])
+        return f"moved to {where}{new}" if new else "unknown key (see `segmix config show` for the known ones)"
+    return e["msg"].removeprefix("Value error, ")
+
+
+def _owner(model: type[BaseModel], loc: tuple) -> type:
+    """The config class that holds the key at ``loc`` (a nested section's class)."""
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return object
+        model = field.annotation
+    return model

@@ -6,7 +6,9 @@ import numpy as np
 from scipy import ndimage
 
 
-def tissue_mask(image: np.ndarray, white: float = 0.80, saturation: float = 0.15, min_area: float = 0.005) -> np.ndarray:
+def tissue_mask(
+    image: np.ndarray, white: float = 0.80, saturation: float = 0.15, min_area: float = 0.005
+) -> np.ndarray:
     """Tissue (True) vs glass (False) for one tile.
 
     Glass is bright *and* colourless: grey level above ``white`` (fraction of 255) and

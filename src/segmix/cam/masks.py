@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
-IGNORE_INDEX = 255
+from segmix.data.io import IGNORE_INDEX
 
 
 def pseudo_masks(
@@ -43,7 +42,3 @@ def pseudo_masks(
             raise ValueError("a tissue mask needs background_index")
         mask[~tissue.to(mask.device)] = background_index
     return mask
-
-
-def to_numpy_masks(masks: Tensor) -> list[np.ndarray]:
-    return [m.cpu().numpy() for m in masks]

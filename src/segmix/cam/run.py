@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +16,11 @@ from segmix.cam.cams import class_activation_maps
 from segmix.cam.masks import pseudo_masks
 from segmix.config import save_config
 from segmix.data.dataset import TileDataset, collate_list
-from segmix.data.io import read_mask, write_mask, write_text
+from segmix.data.io import read_mask, write_atomic, write_mask, write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
 from segmix.errors import ModelFileError
 from segmix.eval.metrics import ConfusionMatrix, SegScores
-from segmix.train.stage1 import load_classifier
+from segmix.models import CamClassifier, load_classifier, pick_device
 
 
 class CamConfig(BaseModel):
@@ -48,84 +48,130 @@ def generate_pseudo_masks(
     device: str | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> SegScores | None:
-    """Write ``out_dir/masks/<image name>.png`` for every image of the split.
+    """Write ``out_dir/masks/<image stem>.png`` for every image of the split.
 
     Images are streamed in batches (grouped by size); at most one batch of CAMs is in memory.
     When the split has pixel truth (the synthetic ``train_gt/``), the masks are scored and
-    ``scores.json`` written; the scores are returned.
+    ``scores.json`` written; the scores are returned. Under torchrun each process takes every
+    world-th image and the scores are summed over processes.
     """
     cfg = cfg or CamConfig()
     spec = spec or resolve_spec(data_root)
     out = Path(out_dir)
-    model, s1cfg, classes = load_classifier(classifier)
-    if classes != spec.classes:
-        raise ModelFileError(f"{classifier}: trained on classes {classes}, dataset has {spec.classes}")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model.to(dev).to(memory_format=torch.channels_last)
-    dc = model.data_config
-    mean = torch.tensor(dc["mean"], device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(dc["std"], device=dev).view(1, 3, 1, 1)
+    dev = pick_device(device)
+    model = _classifier_for(classifier, spec, dev)
     tiles = TileDataset(data_root, cfg.split, spec, with_masks=False)
     rank, world = _rank_and_world()
-    # Each rank takes every world-th image: no image is missed or written twice.
-    shard = Subset(tiles, list(range(rank, len(tiles), world))) if world > 1 else tiles
-    loader = DataLoader(shard, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate_list, num_workers=0)
-    scorer = ConfusionMatrix(spec.num_indices, spec.index_names, spec.exclude_index)
-    scored = False
-    truth_paths = {s.name: s.mask for s in tiles.samples}
-    if cfg.save_cams:
-        (out / "cams").mkdir(parents=True, exist_ok=True)
     if rank == 0:
-        save_config(cfg, out / "cam_config.yaml", classifier=str(classifier), dataset=str(data_root))
-        for stale in (out / "masks").glob(".tmp-*"):  # left by a process killed mid-write
-            stale.unlink(missing_ok=True)
-    for items in loader:
-        by_shape: dict[tuple, list[dict]] = {}
-        for it in items:
-            by_shape.setdefault(it["image"].shape, []).append(it)
-        for group in by_shape.values():
-            images = torch.from_numpy(np.stack([g["image"] for g in group])).to(dev).permute(0, 3, 1, 2)
-            x = (images.float() / 255 - mean) / std
-            with torch.autocast(dev.type, dtype=torch.bfloat16):
-                cams = class_activation_maps(model, x, cfg.scales, cfg.flip)
-                if cfg.labels == "predicted" or group[0]["label"] is None:
-                    logits, _ = model(x.contiguous(memory_format=torch.channels_last))
-            if cfg.labels == "image" and group[0]["label"] is not None:
-                labels = torch.from_numpy(np.stack([g["label"] for g in group])).to(dev)
-            else:
-                probs = logits.float().sigmoid()
-                labels = (probs > cfg.threshold) | (probs == probs.max(dim=1, keepdim=True).values)
-            tissue = None
-            if spec.glass_is_background:
-                tissue = torch.from_numpy(
-                    np.stack([tissue_mask(g["image"], cfg.white, cfg.saturation) for g in group])
-                )
-            masks = pseudo_masks(cams, labels, tissue, spec.background_index, cfg.uncertain).cpu().numpy()
-            for g, mask, cam in zip(group, masks, cams):
-                stem = Path(g["name"]).stem
-                write_mask(out / "masks" / f"{stem}.png", mask, spec.palette)
-                if cfg.save_cams:
-                    np.save(out / "cams" / f"{stem}.npy", cam.half().cpu().numpy())
-                if truth_paths[g["name"]] is not None:
-                    scorer.update(mask, read_mask(truth_paths[g["name"]], spec.num_indices, spec.palette, mask.shape))
-                    scored = True
+        _start_outputs(out, cfg, classifier, data_root)
+    scorer = _MaskScorer(spec, {s.name: s.mask for s in tiles.samples})
+    for items in _shard(tiles, cfg.batch_size, rank, world):
+        for group in _same_size_groups(items):
+            masks, cams = pseudo_masks_of(model, group, cfg, spec, dev)
+            _write_group(out, group, masks, cams if cfg.save_cams else None, spec)
+            scorer.update(group, masks)
         if on_batch:
             on_batch(len(items))
-    if world > 1:
-        import torch.distributed as dist
+    return scorer.result(world, out / "scores.json" if rank == 0 else None)
 
-        total = torch.as_tensor(scorer.matrix)
-        dist.all_reduce(total)
-        scorer.matrix = total.numpy()
-        flag = torch.tensor([int(scored)])
-        dist.all_reduce(flag)
-        scored = bool(flag.item())
-    if not scored:
-        return None
-    scores = scorer.compute()
-    if rank == 0:
-        write_text(out / "scores.json", json.dumps(scores.as_dict(), indent=2))
-    return scores
+
+def pseudo_masks_of(
+    model: CamClassifier, group: list[dict], cfg: CamConfig, spec: DatasetSpec, device: torch.device
+) -> tuple[np.ndarray, torch.Tensor]:
+    """Pseudo masks uint8 (B, H, W) and CAMs float (B, K, H, W) of same-size dataset items."""
+    images = torch.from_numpy(np.stack([g["image"] for g in group])).to(device).permute(0, 3, 1, 2)
+    x = model.normalize(images)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        cams = class_activation_maps(model, x, cfg.scales, cfg.flip)
+        logits = None if _has_labels(group, cfg) else model(x.contiguous(memory_format=torch.channels_last))[0]
+    labels = _gate(group, logits, cfg, device)
+    tissue = None
+    if spec.glass_is_background:
+        tissue = torch.from_numpy(np.stack([tissue_mask(g["image"], cfg.white, cfg.saturation) for g in group]))
+    return pseudo_masks(cams, labels, tissue, spec.background_index, cfg.uncertain).cpu().numpy(), cams
+
+
+def _has_labels(group: list[dict], cfg: CamConfig) -> bool:
+    return cfg.labels == "image" and group[0]["label"] is not None
+
+
+def _gate(group: list[dict], logits: torch.Tensor | None, cfg: CamConfig, device: torch.device) -> torch.Tensor:
+    """The classes each mask may use: the image labels, or the predicted ones (those above
+    ``cfg.threshold``, and always the most likely one)."""
+    if logits is None:
+        return torch.from_numpy(np.stack([g["label"] for g in group])).to(device)
+    probs = logits.float().sigmoid()
+    return (probs > cfg.threshold) | (probs == probs.max(dim=1, keepdim=True).values)
+
+
+def _classifier_for(path: str | Path, spec: DatasetSpec, device: torch.device) -> CamClassifier:
+    model, _, classes = load_classifier(path)
+    if classes != spec.classes:
+        raise ModelFileError(f"{path}: trained on classes {classes}, dataset has {spec.classes}")
+    return model.to(device).to(memory_format=torch.channels_last)
+
+
+def _start_outputs(out: Path, cfg: CamConfig, classifier: str | Path, data_root: str | Path) -> None:
+    save_config(cfg, out / "cam_config.yaml", classifier=str(classifier), dataset=str(data_root))
+    for stale in (out / "masks").glob(".tmp-*"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
+
+
+def _shard(tiles: TileDataset, batch_size: int, rank: int, world: int) -> DataLoader:
+    # Each rank takes every world-th image: no image is missed or written twice.
+    shard = Subset(tiles, list(range(rank, len(tiles), world))) if world > 1 else tiles
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate_list, num_workers=0)
+
+
+def _same_size_groups(items: list[dict]) -> Iterator[list[dict]]:
+    by_shape: dict[tuple, list[dict]] = {}
+    for it in items:
+        by_shape.setdefault(it["image"].shape, []).append(it)
+    yield from by_shape.values()
+
+
+def _write_group(out: Path, group: list[dict], masks: np.ndarray, cams: torch.Tensor | None, spec: DatasetSpec) -> None:
+    for i, g in enumerate(group):
+        stem = Path(g["name"]).stem
+        write_mask(out / "masks" / f"{stem}.png", masks[i], spec.palette)
+        if cams is not None:
+            cam = cams[i].half().cpu().numpy()
+            write_atomic(out / "cams" / f"{stem}.npy", lambda fh, cam=cam: np.save(fh, cam))
+
+
+class _MaskScorer:
+    """Scores pseudo masks against the split's truth masks, where it has them."""
+
+    def __init__(self, spec: DatasetSpec, truth: dict[str, Path | None]) -> None:
+        self.spec, self.truth = spec, truth
+        self.matrix = ConfusionMatrix(spec.num_indices, spec.index_names, spec.exclude_index)
+        self.scored = False
+
+    def update(self, group: list[dict], masks: np.ndarray) -> None:
+        for g, mask in zip(group, masks):
+            path = self.truth[g["name"]]
+            if path is not None:
+                self.matrix.update(mask, read_mask(path, self.spec.num_indices, self.spec.palette, mask.shape))
+                self.scored = True
+
+    def result(self, world: int, json_path: Path | None) -> SegScores | None:
+        """The scores over all processes (also written to ``json_path`` when given); None when
+        no image had truth."""
+        if world > 1:
+            import torch.distributed as dist
+
+            def summed(t: torch.Tensor) -> torch.Tensor:
+                dist.all_reduce(t)
+                return t
+
+            self.matrix.sum_across(summed)
+            self.scored = bool(summed(torch.tensor([int(self.scored)])).item())
+        if not self.scored:
+            return None
+        scores = self.matrix.compute()
+        if json_path is not None:
+            write_text(json_path, json.dumps(scores.as_dict(), indent=2))
+        return scores
 
 
 def _rank_and_world() -> tuple[int, int]:

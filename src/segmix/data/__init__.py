@@ -1,10 +1,10 @@
 """Datasets: the three WSSS histopathology benchmarks, the generic layout, the synthetic generator."""
 
 from segmix.data.dataset import Sample, Split, TileDataset, labels_from_mask, scan_split
-from segmix.data.errors import DatasetError
 from segmix.data.io import read_image, read_mask, write_image, write_mask
 from segmix.data.labels import format_label, parse_label
 from segmix.data.spec import PRESETS, DatasetSpec, load_spec, resolve_spec
+from segmix.errors import DatasetError
 
 __all__ = [
     "DatasetError",

@@ -74,7 +74,9 @@ def _list_images(folder: Path, problems: list[str] | None = None) -> tuple[list[
     for f in images:
         # Outputs (pseudo masks, predictions) are named by stem: two files may not share one.
         if f.stem in seen:
-            _report(problems, DatasetError(f, f"duplicate name: {seen[f.stem].name} has the same name before the suffix"))
+            _report(
+                problems, DatasetError(f, f"duplicate name: {seen[f.stem].name} has the same name before the suffix")
+            )
             continue
         seen[f.stem] = f
     return list(seen.values()), skipped
@@ -159,7 +161,7 @@ def scan_split(root: str | Path, spec: DatasetSpec, split: str, problems: list[s
     return Split(split, folder, samples, skipped)
 
 
-def require_masks(tiles: "TileDataset", why: str) -> None:
+def require_masks(tiles: TileDataset, why: str) -> None:
     """Raise when a val / test split has images without masks (labels come from masks there)."""
     if any(s.mask is None for s in tiles.samples):
         folder = tiles.split.folder / tiles.spec.splits.mask_dir

@@ -23,19 +23,23 @@ shrunken or mislabelled set makes results incomparable with the published protoc
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from segmix.errors import DatasetError, OutputError
+from segmix.errors import DatasetError, OutputError, first_line
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = 255  # mask value left out of losses and scores (uncertain / unlabelled pixels)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 MAX_PIXELS_ENV = "SEGMIX_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own refusal threshold (2x its MAX_IMAGE_PIXELS)
@@ -81,13 +85,8 @@ def _open(path: Path, decode: bool = True) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
         if isinstance(err, DatasetError):
             raise
-        raise DatasetError(path, f"corrupt or truncated image ({_first_line(err)})") from err
+        raise DatasetError(path, f"corrupt or truncated image ({first_line(err)})") from err
     return img
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -198,8 +197,12 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp makes its files 0600
 
 
-def _write_atomic(path: Path, save) -> None:
-    # Temp file in the same folder + rename: a reader never sees half a PNG, even after a kill.
+def write_atomic(path: str | Path, save: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` through ``save(file)``: a temp file in the same folder, then renamed.
+
+    A reader never sees half a file, even after a kill; the one way segmix writes outputs.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     try:
@@ -246,7 +249,7 @@ def prepare_output_file(path: str | Path, what: str = "output file") -> Path:
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
     """Write a uint8 (H, W, 3) array as PNG, atomically."""
-    _write_atomic(Path(path), lambda fh: Image.fromarray(image, "RGB").save(fh, format="PNG"))
+    write_atomic(Path(path), lambda fh: Image.fromarray(image, "RGB").save(fh, format="PNG"))
 
 
 def write_mask(path: str | Path, mask: np.ndarray, palette: list[tuple[int, int, int]]) -> None:
@@ -254,9 +257,18 @@ def write_mask(path: str | Path, mask: np.ndarray, palette: list[tuple[int, int,
     img = Image.fromarray(mask.astype(np.uint8), "P")
     flat = [c for rgb in palette for c in rgb]
     img.putpalette(flat + [0] * (768 - len(flat)))
-    _write_atomic(Path(path), lambda fh: img.save(fh, format="PNG"))
+    write_atomic(Path(path), lambda fh: img.save(fh, format="PNG"))
 
 
 def write_text(path: str | Path, text: str) -> None:
     """Write text atomically."""
-    _write_atomic(Path(path), lambda fh: fh.write(text.encode()))
+    write_atomic(Path(path), lambda fh: fh.write(text.encode()))
+
+
+def csv_text(rows: list[dict], fieldnames: list[str] | None = None) -> str:
+    """``rows`` as CSV text with a header (``fieldnames``, default the first row's keys)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fieldnames or list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

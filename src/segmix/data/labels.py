@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segmix.data.errors import DatasetError
+from segmix.errors import DatasetError
 
 _BRACKET = re.compile(r"\[([^\[\]]*)\]$")
 _SEPARATED = re.compile(r"^[01](?:\s*,\s*|\s+)(?:[01](?:\s*,\s*|\s+))*[01]$|^[01]$")

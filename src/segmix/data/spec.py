@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from segmix.data.errors import DatasetError
+from segmix.errors import DatasetError, validation_problems
 
 SPEC_FILE = "dataset.yaml"
 LabelFormat = Literal["space", "compact", "comma"]
@@ -49,11 +49,9 @@ class DatasetSpec(BaseModel):
     splits: SplitDirs = SplitDirs()
 
     @model_validator(mode="after")
-    def _check(self) -> "DatasetSpec":
+    def _check(self) -> DatasetSpec:
         if len(self.palette) < self.num_indices:
-            raise ValueError(
-                f"palette has {len(self.palette)} colours, masks use {self.num_indices} indices"
-            )
+            raise ValueError(f"palette has {len(self.palette)} colours, masks use {self.num_indices} indices")
         if not 0 <= self.background_index < 255:
             raise ValueError("background_index must be in [0, 255)")
         if len(set(self.classes)) != len(self.classes):
@@ -130,9 +128,7 @@ def load_spec(path: str | Path) -> DatasetSpec:
     try:
         return DatasetSpec.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()
-        )
+        problems = "; ".join(validation_problems(err, DatasetSpec))
         raise DatasetError(path, f"invalid dataset description: {problems}") from err
 
 
@@ -151,7 +147,9 @@ def resolve_spec(root: str | Path, preset: str | None = None) -> DatasetSpec:
     if (root / SPEC_FILE).is_file():
         return load_spec(root / SPEC_FILE)
     if not root.is_dir():
-        raise DatasetError(root, "is a file, not a dataset folder" if root.exists() else "dataset folder does not exist")
+        raise DatasetError(
+            root, "is a file, not a dataset folder" if root.exists() else "dataset folder does not exist"
+        )
     if (root / "1.training").is_dir():
         return PRESETS["wsss4luad"]
     train = root / "train"
@@ -162,6 +160,5 @@ def resolve_spec(root: str | Path, preset: str | None = None) -> DatasetSpec:
                 return PRESETS["luad-histoseg" if " " in inside else "bcss-wsss"]
     raise DatasetError(
         root,
-        f"no {SPEC_FILE} and the layout matches no preset; pass a preset "
-        f"({', '.join(PRESETS)}) or add {SPEC_FILE}",
+        f"no {SPEC_FILE} and the layout matches no preset; pass a preset ({', '.join(PRESETS)}) or add {SPEC_FILE}",
     )

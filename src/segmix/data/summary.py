@@ -41,39 +41,49 @@ def summarize(
     out = []
     for split in SPLITS:
         sub = getattr(spec.splits, split)
-        if sub is None or not (root / sub).is_dir():
-            continue
-        problems: list[str] = []
-        listing = scan_split(root, spec, split, problems if check else None)
-        k = spec.num_classes
-        co = np.zeros((k, k), np.int64)
-        pixels = np.zeros(spec.num_indices, np.int64)
-        sizes: Counter = Counter()
-        has_masks = False
-        for s in listing.samples:
-            try:
-                size = image_size(s.image)
-                if check:
-                    read_image(s.image)
-                sizes[size] += 1
-                label = s.label
-                if s.mask is not None:
-                    has_masks = True
-                    mask = read_mask(s.mask, spec.num_indices, spec.palette, (size[1], size[0]))
-                    pixels += np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=spec.num_indices)[: spec.num_indices]
-                    if label is None:
-                        label = (np.bincount(mask.ravel(), minlength=256)[:k] > 0).astype(np.uint8)
-                if label is not None:
-                    co += np.outer(label, label).astype(np.int64)
-            except DatasetError as err:
-                if not check:
-                    raise
-                problems.append(str(err))
-            if on_file:
-                on_file()
-        out.append(
-            SplitSummary(
-                split, len(listing.samples), len(listing.skipped), sizes, co, pixels if has_masks else None, problems
-            )
-        )
+        if sub is not None and (root / sub).is_dir():
+            out.append(_summarize_split(root, spec, split, check, on_file))
     return out
+
+
+def _summarize_split(root: Path, spec: DatasetSpec, split: str, check: bool, on_file) -> SplitSummary:
+    problems: list[str] = []
+    listing = scan_split(root, spec, split, problems if check else None)
+    k = spec.num_classes
+    co = np.zeros((k, k), np.int64)
+    pixels = np.zeros(spec.num_indices, np.int64)
+    sizes: Counter = Counter()
+    has_masks = False
+    for s in listing.samples:
+        try:
+            size, label, counts = _sample_stats(s, spec, check)
+            sizes[size] += 1
+            if counts is not None:
+                has_masks, pixels = True, pixels + counts
+            if label is not None:
+                co += np.outer(label, label).astype(np.int64)
+        except DatasetError as err:
+            if not check:
+                raise
+            problems.append(str(err))
+        if on_file:
+            on_file()
+    return SplitSummary(
+        split, len(listing.samples), len(listing.skipped), sizes, co, pixels if has_masks else None, problems
+    )
+
+
+def _sample_stats(s, spec: DatasetSpec, check: bool) -> tuple[tuple[int, int], np.ndarray | None, np.ndarray | None]:
+    """A sample's (width, height), its label (from the mask when the name has none) and its
+    mask's pixels per index (None without a mask); decodes the image too with ``check``."""
+    size = image_size(s.image)
+    if check:
+        read_image(s.image)
+    if s.mask is None:
+        return size, s.label, None
+    mask = read_mask(s.mask, spec.num_indices, spec.palette, (size[1], size[0]))
+    counts = np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=spec.num_indices)[: spec.num_indices]
+    label = s.label
+    if label is None:
+        label = (np.bincount(mask.ravel(), minlength=256)[: spec.num_classes] > 0).astype(np.uint8)
+    return size, label, counts

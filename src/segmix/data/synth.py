@@ -43,7 +43,8 @@ _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 
 class SynthConfig(BaseModel):
-    """Options of the generator; ``difficulty`` knobs first."""
+    """Options of the generator: size and split counts, then what sets its difficulty (stain and
+    texture spread, classes per tile, glass, region size, border shape)."""
 
     model_config = ConfigDict(extra="forbid")
     tile_size: int = Field(112, ge=32)

@@ -1,9 +1,7 @@
-"""Evaluation protocol: confusion-matrix metrics (IoU, mIoU, FwIoU, Dice, pixel accuracy).
+"""Evaluation protocol: confusion-matrix metrics (IoU, mIoU, FwIoU, Dice, pixel accuracy), and
+``evaluate``, which scores a stage-2 model file on a split."""
 
-``segmix.eval.evaluate`` scores a stage-2 segmenter; it is imported on use, since it needs the
-trained model code while the metrics here serve every stage.
-"""
+from segmix.eval.evaluate import evaluate, scores_markdown
+from segmix.eval.metrics import ConfusionMatrix, SegScores, score_mask_folders, score_masks
 
-from segmix.eval.metrics import ConfusionMatrix, SegScores, score_masks
-
-__all__ = ["ConfusionMatrix", "SegScores", "score_masks"]
+__all__ = ["ConfusionMatrix", "SegScores", "evaluate", "score_mask_folders", "score_masks", "scores_markdown"]

@@ -15,11 +15,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from segmix.data.dataset import TileDataset, collate_list
-from segmix.errors import DatasetError, ModelFileError
 from segmix.data.io import write_image, write_mask, write_text
 from segmix.data.preview import contact_sheet, overlay
 from segmix.data.spec import resolve_spec
+from segmix.errors import DatasetError, ModelFileError
 from segmix.eval.metrics import ConfusionMatrix, SegScores
+from segmix.models import load_segmenter, pick_device, segment
 
 
 def scores_markdown(scores: SegScores, title: str) -> str:
@@ -46,15 +47,17 @@ def evaluate(
     device: str | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> SegScores:
-    """Scores of ``segmenter.pt`` on ``split``; outputs go to ``out_dir`` when given."""
-    from segmix.train.stage2 import load_segmenter, segment
+    """Scores of ``segmenter.pt`` on ``split``; outputs go to ``out_dir`` when given.
 
+    ``stride`` and ``flip`` override the model's ``inference`` settings when given.
+    """
     model, cfg, trained_spec = load_segmenter(segmenter)
     spec = resolve_spec(data_root)
     if spec.classes != trained_spec.classes:
         raise ModelFileError(f"{segmenter}: trained on {trained_spec.classes}, dataset has {spec.classes}")
-    cfg = cfg.model_copy(update={k: v for k, v in {"stride": stride, "flip_tta": flip}.items() if v is not None})
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    given = {k: v for k, v in {"window_stride": stride, "flip": flip}.items() if v is not None}
+    cfg = cfg.model_copy(update={"inference": cfg.inference.model_copy(update=given)})
+    dev = pick_device(device)
     model = model.to(dev).to(memory_format=torch.channels_last)
     tiles = TileDataset(data_root, split, spec)
     if any(s.mask is None for s in tiles.samples):
@@ -62,18 +65,12 @@ def evaluate(
     cm = ConfusionMatrix(spec.num_indices, spec.index_names, spec.exclude_index)
     out = Path(out_dir) if out_dir else None
     shown = 0
-    loader = DataLoader(tiles, batch_size=16, collate_fn=collate_list)
-    for batch in loader:
+    for batch in DataLoader(tiles, batch_size=16, collate_fn=collate_list):
         preds = segment(model, [it["image"] for it in batch], cfg, dev, spec.num_indices)
         for item, pred in zip(batch, preds):
             cm.update(pred, item["mask"])
-            if out is None:
-                continue
-            stem = Path(item["name"]).stem
-            write_mask(out / "pred" / f"{stem}.png", pred, spec.palette)
-            if shown < overlays:
-                row = [item["image"], overlay(item["image"], item["mask"], spec.palette), overlay(item["image"], pred, spec.palette)]
-                write_image(out / "overlays" / f"{stem}.png", contact_sheet([row]))
+            if out is not None:
+                _write_prediction(out, item, pred, spec.palette, overlay_too=shown < overlays)
                 shown += 1
         if on_batch:
             on_batch(len(batch))
@@ -82,3 +79,12 @@ def evaluate(
         write_text(out / "scores.json", json.dumps(scores.as_dict(), indent=2))
         write_text(out / "scores.md", scores_markdown(scores, f"{Path(segmenter).name} on {split}"))
     return scores
+
+
+def _write_prediction(out: Path, item: dict, pred, palette, overlay_too: bool) -> None:
+    """``pred/<stem>.png``, and the image | truth | prediction sheet in ``overlays/``."""
+    stem = Path(item["name"]).stem
+    write_mask(out / "pred" / f"{stem}.png", pred, palette)
+    if overlay_too:
+        row = [item["image"], overlay(item["image"], item["mask"], palette), overlay(item["image"], pred, palette)]
+        write_image(out / "overlays" / f"{stem}.png", contact_sheet([row]))

@@ -13,10 +13,12 @@ uncertain pixel) assigns no class: it is a miss of the true class and a false po
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from segmix.data.io import IGNORE_INDEX, IMAGE_SUFFIXES, read_mask
 from segmix.data.spec import DatasetSpec
@@ -100,8 +102,10 @@ class ConfusionMatrix:
         cols = self.num_indices + 1
         self.matrix += np.bincount(t * cols + p, minlength=self.num_indices * cols).reshape(self.num_indices, cols)
 
-    def merge(self, other: "ConfusionMatrix") -> None:
-        self.matrix += other.matrix
+    def sum_across(self, all_reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Replace the counts by their sum over processes (DDP): ``all_reduce_sum`` takes this
+        process's counts as an int64 tensor and returns the sum over all processes."""
+        self.matrix = all_reduce_sum(torch.as_tensor(self.matrix)).cpu().numpy()
 
     @property
     def scored(self) -> list[int]:

@@ -14,14 +14,12 @@ the same output (same name in two folders): nothing the user has is ever overwri
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +28,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from segmix.cam.background import tissue_mask
-from segmix.data.io import IMAGE_SUFFIXES, read_image, write_image, write_mask, write_text
+from segmix.config import Stage2Config
+from segmix.data.io import IMAGE_SUFFIXES, csv_text, read_image, write_image, write_mask, write_text
 from segmix.data.preview import overlay
 from segmix.data.spec import DatasetSpec
 from segmix.errors import DatasetError, OutputError
 from segmix.infer.slide import SLIDE_SUFFIXES, choose_level, open_slide
-from segmix.models import predict_probs, segmenter_input, window_grid
+from segmix.models import predict_probs, segment, segmenter_input, window_grid
 
 IMAGE_OUTPUTS = ("_mask.png", "_overlay.png", "_areas.csv")
 SLIDE_OUTPUTS = ("_classmap.png", "_overlay.png", "_areas.csv", ".geojson", "_summary.json")
@@ -56,7 +55,8 @@ def prediction_inputs(inputs: list[Path]) -> list[Path]:
     for item in inputs:
         if item.is_dir():
             found = sorted(
-                p for p in item.iterdir()
+                p
+                for p in item.iterdir()
                 if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES
             )
         elif item.is_file():
@@ -88,11 +88,13 @@ def plan_outputs(files: list[Path], out: Path) -> None:
             key = target.resolve()
             if key in inputs:
                 raise OutputError(
-                    f"{target}: the prediction of {f} would replace the input {inputs[key]}; write to another --out folder"
+                    f"{target}: the prediction of {f} would replace the input {inputs[key]}; "
+                    "write to another --out folder"
                 )
             if key in writer:
                 raise OutputError(
-                    f"{target}: {writer[key]} and {f} would both write it (same name); predict them into separate --out folders"
+                    f"{target}: {writer[key]} and {f} would both write it (same name); "
+                    "predict them into separate --out folders"
                 )
             writer[key] = f
 
@@ -112,14 +114,6 @@ def area_rows(mask: np.ndarray, spec: DatasetSpec, pixel_mm2: float | None) -> l
             }
         )
     return rows
-
-
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def mask_polygons(mask: np.ndarray, spec: DatasetSpec, scale: float) -> dict:
@@ -166,10 +160,8 @@ def mask_polygons(mask: np.ndarray, spec: DatasetSpec, scale: float) -> dict:
     return {"type": "FeatureCollection", "features": features}
 
 
-def predict_image(model, cfg, spec: DatasetSpec, path: Path, out: Path, device) -> dict:
+def predict_image(model, cfg: Stage2Config, spec: DatasetSpec, path: Path, out: Path, device) -> dict:
     """One tile or image file: mask PNG, overlay PNG, per-class area CSV."""
-    from segmix.train.stage2 import segment
-
     image = read_image(path)
     mask = segment(model, [image], cfg, device, spec.num_indices)[0]
     if spec.glass_is_background:
@@ -178,7 +170,7 @@ def predict_image(model, cfg, spec: DatasetSpec, path: Path, out: Path, device) 
     write_mask(mask_path, mask, spec.palette)
     write_image(overlay_path, overlay(image, mask, spec.palette))
     rows = area_rows(mask, spec, None)
-    write_text(areas_path, _csv(rows))
+    write_text(areas_path, csv_text(rows))
     return {"input": str(path), "areas": rows}
 
 
@@ -195,10 +187,90 @@ class SlideResult:
     tiles_per_second: float
 
 
+@dataclass(frozen=True)
+class SlidePlan:
+    """Where a slide is predicted: the level, the window grid, the class map's downsampling,
+    and the tissue found on the thumbnail (tiles on glass only are skipped)."""
+
+    level: int
+    width: int
+    height: int
+    window: int
+    d: int  # level pixels per class-map pixel
+    thumb: np.ndarray
+    tissue: np.ndarray
+    all_tiles: list[tuple[int, int]]
+    run: list[tuple[int, int]]
+
+    @property
+    def map_shape(self) -> tuple[int, int]:
+        return self.thumb.shape[0], self.thumb.shape[1]
+
+    def map_box(self, x: int, y: int) -> tuple[slice, slice]:
+        """The class-map pixels under the window at level pixel (x, y)."""
+        mh, mw = self.map_shape
+        y1, x1 = min(mh, (y + self.window - 1) // self.d + 1), min(mw, (x + self.window - 1) // self.d + 1)
+        return slice(y // self.d, y1), slice(x // self.d, x1)
+
+
+def plan_slide(reader, window: int, level: int | None, mpp: float | None, overlap: float, map_size: int) -> SlidePlan:
+    """The :class:`SlidePlan` of an open slide for windows of ``window`` level pixels."""
+    lvl = choose_level(reader, mpp, level)
+    width, height = reader.level_dimensions[lvl]
+    stride = max(1, int(round(window * (1 - overlap))))
+    d = max(1, math.ceil(max(width, height) / map_size))
+    thumb = _thumbnail(reader, math.ceil(width / d), math.ceil(height / d))
+    # Glass is skipped on every slide, whatever the tile-level background policy.
+    tissue = tissue_mask(thumb, min_area=0.0005)
+    all_tiles = [(x, y) for y, x in window_grid(height, width, window, stride)]
+    plan = SlidePlan(lvl, width, height, window, d, thumb, tissue, all_tiles, run=[])
+    return replace(plan, run=[(x, y) for x, y in all_tiles if tissue[plan.map_box(x, y)].any()])
+
+
 @torch.no_grad()
+def slide_probabilities(
+    model,
+    reader,
+    plan: SlidePlan,
+    num_classes: int,
+    flip: bool,
+    batch_size: int,
+    device: torch.device,
+    on_tiles: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax summed into the class map (K, mh, mw) and the windows per map pixel (1, mh, mw).
+
+    Tiles are read in a thread one batch ahead while the model runs.
+    """
+    mh, mw = plan.map_shape
+    acc, cnt = torch.zeros(num_classes, mh, mw), torch.zeros(1, mh, mw)
+    batches = [plan.run[i : i + batch_size] for i in range(0, len(plan.run), batch_size)]
+
+    def load(batch: list[tuple[int, int]]) -> np.ndarray:
+        return np.stack([reader.read_region(plan.level, x, y, plan.window, plan.window) for x, y in batch])
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, batches[0]) if batches else None
+        for i, batch in enumerate(batches):
+            pixels = pending.result()
+            pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
+            x = segmenter_input(torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2))
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                probs = predict_probs(model, x, flip).float().cpu()
+            for (tx, ty), prob in zip(batch, probs):
+                ys, xs = plan.map_box(tx, ty)
+                acc[:, ys, xs] += F.interpolate(prob[None], size=(ys.stop - ys.start, xs.stop - xs.start), mode="area")[
+                    0
+                ]
+                cnt[:, ys, xs] += 1
+            if on_tiles:
+                on_tiles(i * batch_size + len(batch), len(plan.run))
+    return acc, cnt
+
+
 def predict_slide(
     model,
-    cfg,
+    cfg: Stage2Config,
     spec: DatasetSpec,
     path: str | Path,
     out: str | Path,
@@ -213,80 +285,52 @@ def predict_slide(
     """Predict a whole slide; see the module docstring for the outputs written to ``out``.
 
     Args:
-        model, cfg, spec: from :func:`segmix.train.load_segmenter`.
+        model, cfg, spec: from :func:`segmix.models.load_segmenter`.
         level / mpp: pyramid level, or the target microns per pixel to pick one.
         overlap: share of the window shared by neighbouring tiles (softmax averaged there).
         map_size: longest side of the class map; sets its downsampling.
         on_tiles: called with (tiles done, tiles to run) after each batch.
     """
     path, out = Path(path), Path(out)
-    device = torch.device(device)
     reader = open_slide(path)
     try:
-        lvl = choose_level(reader, mpp, level)
-        width, height = reader.level_dimensions[lvl]
-        ds_level = reader.level_downsamples[lvl]
-        window = cfg.image_size
-        stride = max(1, int(round(window * (1 - overlap))))
-        d = max(1, math.ceil(max(width, height) / map_size))  # level pixels per map pixel
-        mh, mw = math.ceil(height / d), math.ceil(width / d)
-        thumb = _thumbnail(reader, mw, mh)
-        # Glass is skipped on every slide, whatever the tile-level background policy.
-        tissue = tissue_mask(thumb, min_area=0.0005)
-        all_tiles = [(x, y) for y, x in window_grid(height, width, window, stride)]
-        run = [t for t in all_tiles if tissue[t[1] // d : (t[1] + window - 1) // d + 1, t[0] // d : (t[0] + window - 1) // d + 1].any()]
-        k = spec.num_indices
-        acc = torch.zeros(k, mh, mw)
-        cnt = torch.zeros(1, mh, mw)
-        batches = [run[i : i + batch_size] for i in range(0, len(run), batch_size)]
+        plan = plan_slide(reader, cfg.train.image_size, level, mpp, overlap, map_size)
         start = time.perf_counter()
-        done = 0
-
-        def load(batch: list[tuple[int, int]]) -> np.ndarray:
-            return np.stack([reader.read_region(lvl, x, y, window, window) for x, y in batch])
-
-        with ThreadPoolExecutor(max_workers=1) as pool:  # read the next batch while the model runs
-            pending = pool.submit(load, batches[0]) if batches else None
-            for i, batch in enumerate(batches):
-                pixels = pending.result()
-                pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
-                x = segmenter_input(torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2))
-                with torch.autocast(device.type, dtype=torch.bfloat16):
-                    probs = predict_probs(model, x, cfg.flip_tta).float().cpu()
-                for (tx, ty), p in zip(batch, probs):
-                    y0, x0 = ty // d, tx // d
-                    y1, x1 = min(mh, (ty + window - 1) // d + 1), min(mw, (tx + window - 1) // d + 1)
-                    acc[:, y0:y1, x0:x1] += F.interpolate(p[None], size=(y1 - y0, x1 - x0), mode="area")[0]
-                    cnt[:, y0:y1, x0:x1] += 1
-                done += len(batch)
-                if on_tiles:
-                    on_tiles(done, len(run))
+        flip = cfg.inference.flip
+        acc, cnt = slide_probabilities(
+            model, reader, plan, spec.num_indices, flip, batch_size, torch.device(device), on_tiles
+        )
         seconds = time.perf_counter() - start
         classmap = acc.argmax(0).to(torch.uint8).numpy()
-        outside = (cnt[0] == 0).numpy() | ~tissue
-        classmap[outside] = spec.background_index
-        scale = d * ds_level  # level-0 pixels per map pixel
-        pixel_mm2 = (reader.mpp * scale / 1000.0) ** 2 if reader.mpp else None
-        classmap_path, overlay_path, areas_path, geojson_path, summary_path = output_paths(path, out)
-        write_mask(classmap_path, classmap, spec.palette)
-        write_image(overlay_path, overlay(thumb, classmap, spec.palette))
-        write_text(areas_path, _csv(area_rows(classmap, spec, pixel_mm2)))
-        write_text(geojson_path, json.dumps(mask_polygons(classmap, spec, scale)))
+        classmap[(cnt[0] == 0).numpy() | ~plan.tissue] = spec.background_index
+        scale = plan.d * reader.level_downsamples[plan.level]  # level-0 pixels per map pixel
         result = SlideResult(
             slide=str(path),
-            level=lvl,
-            level_size=(width, height),
+            level=plan.level,
+            level_size=(plan.width, plan.height),
             mpp_level0=reader.mpp,
             map_downsample=scale,
-            tiles_total=len(all_tiles),
-            tiles_run=len(run),
+            tiles_total=len(plan.all_tiles),
+            tiles_run=len(plan.run),
             seconds=round(seconds, 3),
-            tiles_per_second=round(len(run) / seconds, 3) if seconds > 0 else 0.0,
+            tiles_per_second=round(len(plan.run) / seconds, 3) if seconds > 0 else 0.0,
         )
-        write_text(summary_path, json.dumps(asdict(result), indent=2))
+        _write_slide_outputs(output_paths(path, out), classmap, plan.thumb, spec, scale, result)
         return result
     finally:
         reader.close()
+
+
+def _write_slide_outputs(
+    paths: list[Path], classmap: np.ndarray, thumb: np.ndarray, spec: DatasetSpec, scale: float, result: SlideResult
+) -> None:
+    classmap_path, overlay_path, areas_path, geojson_path, summary_path = paths
+    pixel_mm2 = (result.mpp_level0 * scale / 1000.0) ** 2 if result.mpp_level0 else None
+    write_mask(classmap_path, classmap, spec.palette)
+    write_image(overlay_path, overlay(thumb, classmap, spec.palette))
+    write_text(areas_path, csv_text(area_rows(classmap, spec, pixel_mm2)))
+    write_text(geojson_path, json.dumps(mask_polygons(classmap, spec, scale)))
+    write_text(summary_path, json.dumps(asdict(result), indent=2))
 
 
 def _thumbnail(reader, width: int, height: int) -> np.ndarray:

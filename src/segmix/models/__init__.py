@@ -1,6 +1,23 @@
-"""Networks: the CAM classifier of stage 1, the segmenter of stage 2."""
+"""Networks and their files: the CAM classifier of stage 1, the segmenter of stage 2, model
+files that rebuild them without training code, and stage-2 inference.
+
+>>> from segmix.models import load_segmenter, segment
+>>> model, cfg, spec = load_segmenter("run/stage2/segmenter.pt")      # doctest: +SKIP
+>>> masks = segment(model, images, cfg, "cpu", spec.num_indices)      # doctest: +SKIP
+"""
 
 from segmix.models.classifier import POOLS, CamClassifier
+from segmix.models.inference import pick_device, segment
+from segmix.models.io import (
+    CLASSIFIER_FILE,
+    SEGMENTER_FILE,
+    load_classifier,
+    load_payload,
+    load_segmenter,
+    save_classifier,
+    save_payload,
+    save_segmenter,
+)
 from segmix.models.segmenter import (
     create_segmenter,
     predict_probs,
@@ -8,15 +25,26 @@ from segmix.models.segmenter import (
     sliding_window_probs,
     window_grid,
 )
-from segmix.models.weights import load_backbone_weights, load_state_dict
+from segmix.models.weights import load_backbone_weights, load_state_dict, load_trusted_tensors
 
 __all__ = [
+    "CLASSIFIER_FILE",
     "CamClassifier",
     "POOLS",
+    "SEGMENTER_FILE",
     "create_segmenter",
     "load_backbone_weights",
+    "load_classifier",
+    "load_payload",
+    "load_segmenter",
     "load_state_dict",
+    "load_trusted_tensors",
+    "pick_device",
     "predict_probs",
+    "save_classifier",
+    "save_payload",
+    "save_segmenter",
+    "segment",
     "segmenter_input",
     "sliding_window_probs",
     "window_grid",

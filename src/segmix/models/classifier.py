@@ -56,13 +56,24 @@ class CamClassifier(nn.Module):
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {sorted(POOLS)}, got {pool!r}")
         extra = {"output_stride": output_stride} if output_stride else {}
-        self.encoder = timm.create_model(backbone, pretrained=pretrained, features_only=True, out_indices=(-1,), **extra)
+        self.encoder = timm.create_model(
+            backbone, pretrained=pretrained, features_only=True, out_indices=(-1,), **extra
+        )
         if weights:
             load_backbone_weights(self.encoder, backbone, weights)
         channels = self.encoder.feature_info.channels()[-1]
         self.head = nn.Conv2d(channels, num_classes, kernel_size=1)
         self.pool_name = pool
         self.data_config = timm.data.resolve_data_config({}, model=self.encoder)
+        # Not in the state dict: they follow from the backbone, and old model files lack them.
+        self.register_buffer("mean", torch.tensor(self.data_config["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.data_config["std"]).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """The encoder's input from images (B, 3, H, W), uint8 in [0, 255] or float in [0, 1]:
+        float32 normalised with the backbone's mean and std (contiguous, as given)."""
+        x = images.float() / 255 if images.dtype == torch.uint8 else images
+        return (x - self.mean) / self.std
 
     def features(self, x: Tensor) -> Tensor:
         return self.encoder(x)[-1]

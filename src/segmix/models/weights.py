@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 
 import timm
 import torch
 from torch import nn
 
-from segmix.errors import MissingModelFile, ModelFileError
+from segmix.errors import MissingModelFile, ModelFileError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +38,24 @@ def resolve_weights(value: str | Path) -> Path:
     return Path(text)
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a weights or checkpoint file, loaded with ``weights_only=True``.
+def load_trusted_tensors(path: Path, what: str) -> object:
+    """``torch.load(path, weights_only=True)``: what any file from outside is read with.
 
-    A file that needs arbitrary code to unpickle is refused with a clear message.
+    Every failure (missing, corrupt, would run code when unpickled; unpickling errors come in
+    several types) becomes one :class:`ModelFileError` naming the file.
     """
-    path = resolve_weights(path)
     if not path.is_file():
-        raise MissingModelFile(f"{path}: weights file does not exist")
+        raise MissingModelFile(f"{path}: {what} file does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ModelFileError(f"{path}: refused, the file holds objects other than tensors and plain data ({err})") from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise ModelFileError(f"{path}: not a readable weights file ({err})") from err
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ModelFileError(f"{path}: refused, not a {what} file or unsafe to load ({first_line(err)})") from err
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a weights or checkpoint file (``pkg:<name>`` allowed), ``weights_only=True``."""
+    path = resolve_weights(path)
+    state = load_trusted_tensors(path, "weights")
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -8,14 +8,14 @@ on a re-run (the pipeline's done-markers).
 
 from __future__ import annotations
 
-import csv
-import io
+import json
 import statistics
 from pathlib import Path
 
-from segmix.data.io import write_text
+from segmix.data.io import csv_text, write_text
+from segmix.data.spec import resolve_spec
 from segmix.pipeline.config import RunConfig
-from segmix.pipeline.stages import run_pipeline
+from segmix.pipeline.stages import evaluate_model, run_pipeline, train_supervised
 
 
 def _mean_std(values: list[float]) -> str:
@@ -30,52 +30,49 @@ def run_ablation(cfg: RunConfig, methods: list[str], seeds: int, out: str | Path
     out = Path(out)
     base = cfg
     if cfg.data is None:
-        run_pipeline(cfg.model_copy(update={"fully_supervised": False}), out / "shared", until="data", progress=progress)
+        run_pipeline(
+            cfg.model_copy(update={"fully_supervised": False}), out / "shared", until="data", progress=progress
+        )
         base = cfg.model_copy(update={"data": str((out / "shared" / "data").resolve())})
     reference = _reference(base, out / "reference", progress) if cfg.fully_supervised else None
     rows = []
     for method in methods:
         for seed in range(seeds):
             run_cfg = base.model_copy(
-                update={"stage1": base.stage1.model_copy(update={"method": method}), "fully_supervised": False, "seed": seed}
+                update={"stage1": _with_method(base.stage1, method), "fully_supervised": False, "seed": seed}
             )
             m = run_pipeline(run_cfg, out / method / f"seed{seed}", until="evaluate", progress=progress)
-            rows.append({
-                "method": method,
-                "seed": seed,
-                "pseudo_miou": (m.get("pseudo_masks") or {}).get("miou"),
-                "test_miou": (m.get("test") or {}).get("miou"),
-            })
+            rows.append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "pseudo_miou": (m.get("pseudo_masks") or {}).get("miou"),
+                    "test_miou": (m.get("test") or {}).get("miou"),
+                }
+            )
             _write(rows, reference, out)
     return rows
 
 
+def _with_method(stage1, method: str):
+    return stage1.model_copy(update={"mixing": stage1.mixing.model_copy(update={"method": method})})
+
+
 def _reference(cfg: RunConfig, out: Path, progress: bool) -> dict | None:
-    """Stage 2 on the true train masks (once), scored like the methods; None without train truth."""
-    import json
-
-    from segmix.data.spec import resolve_spec
-    from segmix.eval.evaluate import evaluate
-    from segmix.train.stage2 import train_segmenter
-
+    """The pipeline's fully supervised reference (once), scored like the methods; None without
+    train truth."""
     scores_file = out / "evaluate" / "scores.json"
     if not scores_file.is_file():
         data = Path(cfg.data)
-        spec = resolve_spec(data, cfg.preset)
-        if not spec.splits.train_gt or not (data / spec.splits.train_gt).is_dir():
+        segmenter = train_supervised(cfg, data, resolve_spec(data, cfg.preset), out, progress, claim=True)
+        if segmenter is None:
             return None
-        seg = train_segmenter(cfg.stage2, data, data / spec.splits.train_gt, out, spec, progress)
-        e = cfg.evaluate
-        evaluate(seg, data, e.split, out / "evaluate", e.stride, e.flip, 0)
+        evaluate_model(cfg, segmenter, data, out / "evaluate", 0)
     return json.loads(scores_file.read_text())
 
 
 def _write(rows: list[dict], reference: dict | None, out: Path) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["method", "seed", "pseudo_miou", "test_miou"])
-    w.writeheader()
-    w.writerows(rows)
-    write_text(out / "ablation.csv", buf.getvalue())
+    write_text(out / "ablation.csv", csv_text(rows, ["method", "seed", "pseudo_miou", "test_miou"]))
     lines = ["| method | seeds | pseudo-mask mIoU (train) % | final mIoU (test) % |", "|---|---|---|---|"]
     for method in dict.fromkeys(r["method"] for r in rows):
         sel = [r for r in rows if r["method"] == method]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from segmix.cam.run import CamConfig
+from segmix.config import Stage1Config, Stage2Config
 from segmix.data.synth import SynthConfig
-from segmix.train.config import Stage1Config, Stage2Config
 
 
 class EvaluateConfig(BaseModel):
@@ -27,8 +27,8 @@ class RunConfig(BaseModel):
     """Everything ``segmix run`` needs.
 
     ``data`` null means: synthesise the benchmark described by ``synth`` into the run folder.
-    ``seed``, when set, overrides the seed of every stage (and of the synthetic data only when
-    ``synth.seed`` is left at its default).
+    ``seed``, when set, overrides the seed of both training stages; the synthetic data keep
+    ``synth.seed``, so method seeds vary on one fixed (held-out) data seed.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -43,7 +43,7 @@ class RunConfig(BaseModel):
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
 
-    def seeded(self) -> "RunConfig":
+    def seeded(self) -> RunConfig:
         """The config with the top-level seed pushed into every stage."""
         if self.seed is None:
             return self

@@ -8,7 +8,6 @@ trusted (gallery, per-class scores in words), and a researcher who wants the num
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -17,18 +16,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segmix.cam import class_activation_maps
 from segmix.data.dataset import TileDataset
-from segmix.data.io import read_mask, write_text
+from segmix.data.io import IGNORE_INDEX, read_mask, write_text
 from segmix.data.preview import contact_sheet, overlay
+from segmix.models import CLASSIFIER_FILE, SEGMENTER_FILE, load_classifier, load_segmenter, segment
+from segmix.shuffle import METHODS, read_history_csv
+from segmix.train import build_mixer
+from segmix.train.data import TrainTiles
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+  padding:0 1em;color:#222;line-height:1.45}
 h1{margin-bottom:.1em} .sub{color:#666;margin-top:0}
 table{border-collapse:collapse;margin:1em 0} th,td{border:1px solid #ddd;padding:.35em .7em;text-align:right}
 th:first-child,td:first-child{text-align:left} thead th{background:#f4f1f6}
 .note{background:#f8f6fa;border-left:4px solid #8a5a9e;padding:.6em 1em;margin:1em 0}
 figure{margin:1em 0} figcaption{color:#555;font-size:.92em} img{max-width:100%;image-rendering:pixelated}
-.legend span{display:inline-block;margin-right:1.2em} .sw{display:inline-block;width:1em;height:1em;vertical-align:middle;margin-right:.3em;border:1px solid #999}
+.legend span{display:inline-block;margin-right:1.2em}
+.sw{display:inline-block;width:1em;height:1em;vertical-align:middle;margin-right:.3em;border:1px solid #999}
 """
 
 
@@ -54,19 +60,25 @@ def _pct(v) -> str:
 
 
 def metrics_table(metrics: dict, classes: list[str]) -> str:
-    rows = [("Pseudo masks (train, from CAMs)", metrics.get("pseudo_masks")),
-            ("Final model, weak labels only (test)", metrics.get("test")),
-            ("Same model on true masks (test, reference)", metrics.get("fully_supervised"))]
+    rows = [
+        ("Pseudo masks (train, from CAMs)", metrics.get("pseudo_masks")),
+        ("Final model, weak labels only (test)", metrics.get("test")),
+        ("Same model on true masks (test, reference)", metrics.get("fully_supervised")),
+    ]
     head = "".join(f"<th>{html.escape(c)} IoU</th>" for c in classes)
     body = []
     for name, m in rows:
         if not m:
             continue
         cells = "".join(f"<td>{_pct(m['per_class'].get(c))}</td>" for c in classes)
-        body.append(f"<tr><td>{name}</td><td><b>{_pct(m['miou'])}</b></td><td>{_pct(m['fwiou'])}</td>"
-                    f"<td>{_pct(m.get('dice'))}</td>{cells}</tr>")
-    return (f"<table><thead><tr><th>tissue map</th><th>mIoU %</th><th>FwIoU %</th><th>Dice %</th>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>")
+        body.append(
+            f"<tr><td>{name}</td><td><b>{_pct(m['miou'])}</b></td><td>{_pct(m['fwiou'])}</td>"
+            f"<td>{_pct(m.get('dice'))}</td>{cells}</tr>"
+        )
+    return (
+        f"<table><thead><tr><th>tissue map</th><th>mIoU %</th><th>FwIoU %</th><th>Dice %</th>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 def iou_bars(metrics: dict, classes: list[str], palette) -> str:
@@ -75,7 +87,14 @@ def iou_bars(metrics: dict, classes: list[str], palette) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = [(n, metrics.get(k)) for n, k in (("pseudo masks", "pseudo_masks"), ("weakly supervised", "test"), ("fully supervised", "fully_supervised"))]
+    series = [
+        (n, metrics.get(k))
+        for n, k in (
+            ("pseudo masks", "pseudo_masks"),
+            ("weakly supervised", "test"),
+            ("fully supervised", "fully_supervised"),
+        )
+    ]
     series = [(n, m) for n, m in series if m]
     fig, ax = plt.subplots(figsize=(7, 3.2))
     width = 0.8 / max(len(series), 1)
@@ -98,20 +117,20 @@ def curriculum_plot(csv_path: Path) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(csv.DictReader(csv_path.open()))
+    rows = read_history_csv(csv_path)
     if not rows:
         return None
-    steps = [int(r["step"]) + 1 for r in rows]
+    steps = [r.step + 1 for r in rows]
     fig, axes = plt.subplots(3, 1, figsize=(7, 5), sharex=True)
-    axes[0].plot(steps, [float(r["signal"]) for r in rows], "o-", color="#4b2a5a")
+    axes[0].plot(steps, [r.signal for r in rows], "o-", color="#4b2a5a")
     axes[0].set_ylabel("signal")
     for s, r in zip(steps, rows):
-        marker = {"advance": ("^", "#2a8a3a"), "back": ("v", "#c0392b")}.get(r["action"])
+        marker = {"advance": ("^", "#2a8a3a"), "back": ("v", "#c0392b")}.get(r.action)
         if marker:
-            axes[0].plot(s, float(r["signal"]), marker[0], color=marker[1], markersize=11)
-    axes[1].step(steps, [int(r["patch_size"]) for r in rows], where="post", color="#8a5a9e")
+            axes[0].plot(s, r.signal, marker[0], color=marker[1], markersize=11)
+    axes[1].step(steps, [r.patch_size for r in rows], where="post", color="#8a5a9e")
     axes[1].set_ylabel("patch px")
-    axes[2].step(steps, [float(r["ratio"]) for r in rows], where="post", color="#8a5a9e")
+    axes[2].step(steps, [r.ratio for r in rows], where="post", color="#8a5a9e")
     axes[2].set_ylabel("swap ratio")
     axes[2].set_xlabel("epoch (setting used after it)")
     for a in axes:
@@ -128,67 +147,72 @@ def cam_picture(image: np.ndarray, cam: np.ndarray, label: np.ndarray, palette) 
 
 
 def gallery(ctx, n: int) -> str | None:
-    from segmix.cam.cams import class_activation_maps
-    from segmix.train.stage1 import load_classifier
-    from segmix.train.stage2 import load_segmenter, segment
-
     if n == 0:
         return None
     spec = ctx.spec
     tiles = TileDataset(ctx.data_root, "train", spec)
     # prefer tiles with several classes: that is where localisation is hard
     order = sorted(range(len(tiles)), key=lambda i: -int(tiles.samples[i].label.sum()))[:n]
-    clf, _, _ = load_classifier(ctx.dir("stage1") / "classifier.pt")
-    seg, scfg, _ = load_segmenter(ctx.dir("stage2") / "segmenter.pt")
-    dc = clf.data_config
-    mean, std = torch.tensor(dc["mean"]).view(1, 3, 1, 1), torch.tensor(dc["std"]).view(1, 3, 1, 1)
+    clf, _, _ = load_classifier(ctx.dir("stage1") / CLASSIFIER_FILE)
+    seg, scfg, _ = load_segmenter(ctx.dir("stage2") / SEGMENTER_FILE)
     rows = []
     for i in order:
         item = tiles[i]
         img = item["image"]
-        x = (torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255 - mean) / std
+        x = clf.normalize(torch.from_numpy(img).permute(2, 0, 1)[None])
         cam = class_activation_maps(clf, x, ctx.cfg.cams.scales, ctx.cfg.cams.flip)[0].numpy()
         pseudo = read_mask(ctx.dir("cams") / "masks" / f"{Path(item['name']).stem}.png", spec.num_indices)
         pred = segment(seg, [img], scfg, "cpu", spec.num_indices)[0]
-        truth = item["mask"] if item["mask"] is not None else np.full(img.shape[:2], 255, np.uint8)
-        rows.append([img, overlay(img, truth, spec.palette), cam_picture(img, cam, item["label"], spec.palette),
-                     overlay(img, pseudo, spec.palette), overlay(img, pred, spec.palette)])
+        truth = item["mask"] if item["mask"] is not None else np.full(img.shape[:2], IGNORE_INDEX, np.uint8)
+        rows.append(
+            [
+                img,
+                overlay(img, truth, spec.palette),
+                cam_picture(img, cam, item["label"], spec.palette),
+                overlay(img, pseudo, spec.palette),
+                overlay(img, pred, spec.palette),
+            ]
+        )
     return _b64_png(_upscale(contact_sheet(rows), 2))
 
 
 def mixed_examples(ctx, n: int) -> str | None:
-    from segmix.data.preview import overlay as paint
-    from segmix.train.data import TrainTiles
-    from segmix.train.stage1 import build_mixer
-
-    if n == 0:
-        return None
     cfg = ctx.cfg.stage1
+    if n == 0 or METHODS[cfg.mixing.method].mixer == "none":
+        return None
     mixer, curriculum = build_mixer(cfg)
     trace = ctx.dir("stage1") / "curriculum.csv"
     if trace.is_file() and curriculum is not None:
-        last = list(csv.DictReader(trace.open()))[-1]
-        mixer.patch_size, mixer.ratio = int(last["patch_size"]), max(float(last["ratio"]), 0.25)
-    if getattr(mixer, "patch_size", None) is None and not hasattr(mixer, "mode"):
-        return None
-    tiles = TrainTiles(TileDataset(ctx.data_root, "train", ctx.spec, with_masks=False), cfg.image_size)
-    batch = [tiles[i] for i in range(min(8, len(tiles)))]  # as stage 1 sees them (resized alike)
-    size = cfg.image_size
+        last = read_history_csv(trace)[-1]
+        # The last setting, with at least a quarter swapped: a warm-up row (ratio 0) shows nothing.
+        mixer.patch_size, mixer.ratio = last.patch_size, max(last.ratio, 0.25)
+    tiles = TrainTiles(TileDataset(ctx.data_root, "train", ctx.spec, with_masks=False), cfg.train.image_size)
+    batch = [tiles[i] for i in range(min(8, len(tiles)))]  # resized as stage 1 resizes them
+    size = cfg.train.image_size
     images = torch.stack([image for image, _ in batch]).float() / 255
     labels = torch.stack([label for _, label in batch])
     mixed, targets, info = mixer(images, labels, torch.Generator().manual_seed(0))
-    colours = [(228, 26, 28), (55, 126, 184), (77, 175, 74), (152, 78, 163), (255, 127, 0), (255, 255, 51), (166, 86, 40), (247, 129, 191)]
+    colours = [
+        (228, 26, 28),
+        (55, 126, 184),
+        (77, 175, 74),
+        (152, 78, 163),
+        (255, 127, 0),
+        (255, 255, 51),
+        (166, 86, 40),
+        (247, 129, 191),
+    ]
     rows = []
     for b in range(min(n, len(batch))):
         mimg = (mixed[b].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         row = [mimg]
         if info.source is not None:
             src = info.source[b].numpy()
-            src = np.where(src == b, 255, src).astype(np.uint8)  # the tile's own patches stay unpainted
-            smap = np.full((size, size), 255, np.uint8)
+            src = np.where(src == b, IGNORE_INDEX, src).astype(np.uint8)  # the tile's own patches stay unpainted
+            smap = np.full((size, size), IGNORE_INDEX, np.uint8)
             ps = info.patch_size
             smap[: src.shape[0] * ps, : src.shape[1] * ps] = np.kron(src, np.ones((ps, ps), np.uint8))
-            row.append(paint(mimg, smap, colours, alpha=0.45))
+            row.append(overlay(mimg, smap, colours, alpha=0.45))
         rows.append(row)
     return _b64_png(_upscale(contact_sheet(rows), 2))
 
@@ -198,67 +222,96 @@ def _upscale(image: np.ndarray, f: int) -> np.ndarray:
 
 
 def write_report(ctx) -> Path:
-    spec = ctx.spec
+    """``report.html`` of the run in ``ctx`` (a :class:`~segmix.pipeline.stages.Context`)."""
     metrics = json.loads((ctx.run_dir / "metrics.json").read_text())
-    cfg = ctx.cfg
-    legend = "".join(
-        f"<span><i class='sw' style='background:rgb{tuple(spec.palette[i])}'></i>{html.escape(name)}</span>"
-        for i, name in enumerate(spec.classes + ["background / glass"])
+    parts = _header(ctx, metrics) + _quality(ctx, metrics)
+    parts += _figure(
+        "Gallery: from labels to tissue maps",
+        gallery(ctx, ctx.cfg.report.gallery),
+        "Each row is one training tile. Columns: the tile · the true tissue map (never used for training) · class "
+        "activation maps of the classes in the tile's label, each in its colour · the pseudo mask made from them · "
+        "the final model's prediction.",
+        legend=_legend(ctx.spec),
     )
-    test = metrics.get("test", {})
-    full = metrics.get("fully_supervised")
-    ratio = test.get("ratio_to_fully_supervised")
-    summary = (
-        f"From image-level labels alone (which tissues a tile holds), the final model reaches a mean IoU of "
-        f"<b>{_pct(test.get('miou'))}%</b> on held-out test tiles"
-        + (f", <b>{ratio * 100:.0f}%</b> of what the same network reaches when trained on hand-drawn masks "
-           f"({_pct(full['miou'])}%)." if full and ratio else ".")
+    parts += _figure(
+        "Feedback curriculum",
+        curriculum_plot(ctx.dir("stage1") / "curriculum.csv"),
+        "The training signal after each epoch and the shuffle setting the curriculum chose for the next one: "
+        "▲ harder (finer patches / more swaps), ▼ easier.",
     )
-    curve = curriculum_plot(ctx.dir("stage1") / "curriculum.csv")
-    gal = gallery(ctx, cfg.report.gallery)
-    mix = mixed_examples(ctx, cfg.report.mixed)
-    seconds = metrics.get("seconds", {})
-    parts = [
-        f"<h1>segmix report</h1><p class='sub'>dataset <b>{html.escape(spec.name)}</b> · mixer <b>{html.escape(cfg.stage1.method)}</b> "
-        f"· stage 1 {html.escape(cfg.stage1.backbone)}, stage 2 {html.escape(cfg.stage2.arch)} / {html.escape(cfg.stage2.encoder)} "
-        f"· total {sum(seconds.values()) / 60:.1f} min</p>",
-        f"<div class='note'>{summary} IoU (intersection over union) is the overlap between the predicted and the true "
-        "region of a tissue class: 100% is a perfect outline, 50% means the two regions share half of their combined area.</div>",
-        "<h2>How good are the tissue maps?</h2>",
-        metrics_table(metrics, spec.classes),
-        f"<figure><img src='{iou_bars(metrics, spec.classes, spec.palette)}'><figcaption>IoU per tissue class. "
-        "Pseudo masks are what the classifier's activation maps give on the training tiles; the final model is trained on them "
-        "and scored on test tiles it never saw.</figcaption></figure>",
-    ]
-    if gal:
-        parts += [
-            "<h2>Gallery: from labels to tissue maps</h2>",
-            f"<p class='legend'>{legend}</p>",
-            f"<figure><img src='{gal}'><figcaption>Each row is one training tile. Columns: the tile · the true tissue map "
-            "(never used for training) · class activation maps of the classes in the tile's label, each in its colour · "
-            "the pseudo mask made from them · the final model's prediction.</figcaption></figure>",
-        ]
-    if curve:
-        parts += [
-            "<h2>Feedback curriculum</h2>",
-            f"<figure><img src='{curve}'><figcaption>The training signal after each epoch and the shuffle setting the "
-            "curriculum chose for the next one: ▲ harder (finer patches / more swaps), ▼ easier.</figcaption></figure>",
-        ]
-    if mix:
-        parts += [
-            "<h2>What the classifier sees during training</h2>",
-            f"<figure><img src='{mix}'><figcaption>Training tiles after the shuffle (left) and where each patch came from "
-            "(right, one colour per source tile; uncoloured parts are the tile's own). Patches keep their position, so tissue "
-            "stays where it was while its neighbours change.</figcaption></figure>",
-        ]
-    parts += [
-        "<h2>Run</h2>",
-        "<table><thead><tr><th>stage</th><th>seconds</th></tr></thead><tbody>"
-        + "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1f}</td></tr>" for k, v in seconds.items())
-        + "</tbody></table>",
-        "<p class='sub'>Config: <code>config.yaml</code>; machine-readable numbers: <code>metrics.json</code>.</p>",
-    ]
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>segmix report</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
+    parts += _figure(
+        "What the classifier sees during training",
+        mixed_examples(ctx, ctx.cfg.report.mixed),
+        "Training tiles after the shuffle (left) and where each patch came from (right, one colour per source tile; "
+        "uncoloured parts are the tile's own). Patches keep their position, so tissue stays where it was while its "
+        "neighbours change.",
+    )
+    parts += _run_table(metrics.get("seconds", {}))
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>segmix report</title>"
+        f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
+    )
     path = ctx.run_dir / "report.html"
     write_text(path, page)
     return path
+
+
+def _header(ctx, metrics: dict) -> list[str]:
+    cfg, spec = ctx.cfg, ctx.spec
+    minutes = sum(metrics.get("seconds", {}).values()) / 60
+    test, full = metrics.get("test", {}), metrics.get("fully_supervised")
+    ratio = test.get("ratio_to_fully_supervised")
+    summary = (
+        "From image-level labels alone (which tissues a tile holds), the final model reaches a mean IoU of "
+        f"<b>{_pct(test.get('miou'))}%</b> on held-out test tiles"
+        + (
+            f", <b>{ratio * 100:.0f}%</b> of what the same network reaches when trained on hand-drawn masks "
+            f"({_pct(full['miou'])}%)."
+            if full and ratio
+            else "."
+        )
+    )
+    s1, s2 = cfg.stage1, cfg.stage2
+    return [
+        f"<h1>segmix report</h1><p class='sub'>dataset <b>{html.escape(spec.name)}</b> · "
+        f"mixer <b>{html.escape(s1.mixing.method)}</b> · stage 1 {html.escape(s1.model.backbone)}, "
+        f"stage 2 {html.escape(s2.model.arch)} / {html.escape(s2.model.encoder)} · total {minutes:.1f} min</p>",
+        f"<div class='note'>{summary} IoU (intersection over union) is the overlap between the predicted and the "
+        "true region of a tissue class: 100% is a perfect outline, 50% means the two regions share half of their "
+        "combined area.</div>",
+    ]
+
+
+def _quality(ctx, metrics: dict) -> list[str]:
+    spec = ctx.spec
+    return [
+        "<h2>How good are the tissue maps?</h2>",
+        metrics_table(metrics, spec.classes),
+        f"<figure><img src='{iou_bars(metrics, spec.classes, spec.palette)}'><figcaption>IoU per tissue class. "
+        "Pseudo masks are what the classifier's activation maps give on the training tiles; the final model is "
+        "trained on them and scored on test tiles it never saw.</figcaption></figure>",
+    ]
+
+
+def _legend(spec) -> str:
+    return "".join(
+        f"<span><i class='sw' style='background:rgb{tuple(spec.palette[i])}'></i>{html.escape(name)}</span>"
+        for i, name in enumerate(spec.classes + ["background / glass"])
+    )
+
+
+def _figure(title: str, picture: str | None, caption: str, legend: str | None = None) -> list[str]:
+    """A section with one picture; nothing when there is no picture."""
+    if not picture:
+        return []
+    extra = [f"<p class='legend'>{legend}</p>"] if legend else []
+    return [f"<h2>{title}</h2>", *extra, f"<figure><img src='{picture}'><figcaption>{caption}</figcaption></figure>"]
+
+
+def _run_table(seconds: dict) -> list[str]:
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1f}</td></tr>" for k, v in seconds.items())
+    return [
+        "<h2>Run</h2>",
+        f"<table><thead><tr><th>stage</th><th>seconds</th></tr></thead><tbody>{rows}</tbody></table>",
+        "<p class='sub'>Config: <code>config.yaml</code>; machine-readable numbers: <code>metrics.json</code>.</p>",
+    ]

@@ -31,6 +31,7 @@ from segmix.data.dataset import TileDataset
 from segmix.data.io import prepare_output_dir, write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
 from segmix.errors import ConfigError, OutputError
+from segmix.models import CLASSIFIER_FILE, SEGMENTER_FILE
 from segmix.pipeline.config import RunConfig
 
 console = Console(stderr=True)
@@ -51,21 +52,47 @@ class Context:
     spec: DatasetSpec | None = None
     hashes: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, dict] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def dir(self, stage: str) -> Path:
         return self.run_dir / stage
 
-    @property
-    def has_train_truth(self) -> bool:
-        s = self.spec.splits
-        return bool(s.train_gt) and (self.data_root / s.train_gt).is_dir()
+    def summary(self) -> dict:
+        """What ``metrics.json`` holds: the stages' metrics and their seconds."""
+        return {**self.metrics, "seconds": self.seconds}
+
+
+def has_train_truth(data_root: Path, spec: DatasetSpec) -> bool:
+    """Whether the dataset has true masks of its train tiles (the synthetic ``train_gt/``)."""
+    return bool(spec.splits.train_gt) and (data_root / spec.splits.train_gt).is_dir()
+
+
+def train_supervised(
+    cfg: RunConfig, data_root: Path, spec: DatasetSpec, out: Path, progress: bool, claim: bool = False
+) -> Path | None:
+    """Stage 2 trained on the true train masks: the fully supervised reference (None without them)."""
+    from segmix.train import train_segmenter
+
+    if not has_train_truth(data_root, spec):
+        return None
+    return train_segmenter(cfg.stage2, data_root, data_root / spec.splits.train_gt, out, spec, progress, claim=claim)
+
+
+def evaluate_model(cfg: RunConfig, model_file: Path, data_root: Path, out: Path, overlays: int):
+    """A stage-2 model file scored under the config's ``evaluate`` settings."""
+    from segmix.eval import evaluate
+
+    e = cfg.evaluate
+    return evaluate(model_file, data_root, e.split, out, e.stride, e.flip, overlays)
 
 
 def _stage_hash(ctx: Context, name: str) -> str:
     c = ctx.cfg
     h = ctx.hashes
     parts = {
-        "data": lambda: (c.synth.model_dump() if c.data is None else {"data": str(Path(c.data).resolve()), "preset": c.preset}),
+        "data": lambda: (
+            c.synth.model_dump() if c.data is None else {"data": str(Path(c.data).resolve()), "preset": c.preset}
+        ),
         "stage1": lambda: (h["data"], c.stage1.model_dump()),
         "cams": lambda: (h["stage1"], c.cams.model_dump()),
         "stage2": lambda: (h["cams"], c.stage2.model_dump()),
@@ -88,7 +115,7 @@ def run_data(ctx: Context) -> dict:
 
 
 def run_stage1(ctx: Context) -> dict:
-    from segmix.train.stage1 import train_classifier
+    from segmix.train import train_classifier
 
     # The stage's hash (chained from the data's) already decided that this folder is this run.
     train_classifier(ctx.cfg.stage1, ctx.data_root, ctx.dir("stage1"), ctx.spec, progress=ctx.progress, claim=False)
@@ -98,37 +125,39 @@ def run_stage1(ctx: Context) -> dict:
 def run_cams(ctx: Context) -> dict:
     from segmix.cam.run import generate_pseudo_masks
 
-    scores = generate_pseudo_masks(ctx.dir("stage1") / "classifier.pt", ctx.data_root, ctx.dir("cams"), ctx.cfg.cams, ctx.spec)
+    classifier = ctx.dir("stage1") / CLASSIFIER_FILE
+    scores = generate_pseudo_masks(classifier, ctx.data_root, ctx.dir("cams"), ctx.cfg.cams, ctx.spec)
     return {"pseudo_masks": _scores(scores)} if scores is not None else {}
 
 
 def run_stage2(ctx: Context) -> dict:
-    from segmix.train.stage2 import train_segmenter
+    from segmix.train import train_segmenter
 
-    train_segmenter(ctx.cfg.stage2, ctx.data_root, ctx.dir("cams") / "masks", ctx.dir("stage2"), ctx.spec, ctx.progress, claim=False)
+    train_segmenter(
+        ctx.cfg.stage2, ctx.data_root, ctx.dir("cams") / "masks", ctx.dir("stage2"), ctx.spec, ctx.progress, claim=False
+    )
     return {}
 
 
 def run_supervised(ctx: Context) -> dict:
-    from segmix.train.stage2 import train_segmenter
-
-    if not (ctx.cfg.fully_supervised and ctx.has_train_truth):
-        return {}
-    truth = ctx.data_root / ctx.spec.splits.train_gt
-    train_segmenter(ctx.cfg.stage2, ctx.data_root, truth, ctx.dir("supervised"), ctx.spec, ctx.progress, claim=False)
+    if ctx.cfg.fully_supervised:
+        train_supervised(ctx.cfg, ctx.data_root, ctx.spec, ctx.dir("supervised"), ctx.progress)
     return {}
 
 
 def run_evaluate(ctx: Context) -> dict:
-    from segmix.eval.evaluate import evaluate
-
-    e = ctx.cfg.evaluate
     out = {}
-    weak = evaluate(ctx.dir("stage2") / "segmenter.pt", ctx.data_root, e.split, ctx.dir("evaluate") / "weak", e.stride, e.flip, e.overlays)
+    weak = evaluate_model(
+        ctx.cfg,
+        ctx.dir("stage2") / SEGMENTER_FILE,
+        ctx.data_root,
+        ctx.dir("evaluate") / "weak",
+        ctx.cfg.evaluate.overlays,
+    )
     out["test"] = _scores(weak, with_dice=True)
-    full = ctx.dir("supervised") / "segmenter.pt"
+    full = ctx.dir("supervised") / SEGMENTER_FILE
     if full.is_file():
-        sup = evaluate(full, ctx.data_root, e.split, ctx.dir("evaluate") / "supervised", e.stride, e.flip, 0)
+        sup = evaluate_model(ctx.cfg, full, ctx.data_root, ctx.dir("evaluate") / "supervised", 0)
         out["fully_supervised"] = _scores(sup, with_dice=True)
         if sup.miou > 0:
             out["test"]["ratio_to_fully_supervised"] = weak.miou / sup.miou
@@ -201,10 +230,31 @@ def run_pipeline(
         start: re-run from this stage on, even where done (its old folders are moved aside).
         until: stop after this stage.
     """
+    _check_stage_names(start, until)
+    cfg = cfg.seeded()
+    _refuse_multiprocess(cfg)
+    run_dir = Path(run_dir)
+    check_writable(run_dir)
+    save_config(cfg, run_dir / "config.yaml")
+    ctx = Context(cfg, run_dir, progress)
+    _resolve_data(ctx)
+    forced = False
+    for name in STAGES:
+        forced = forced or name == start
+        _stage(ctx, name, forced)
+        write_text(run_dir / "metrics.json", json.dumps(ctx.summary(), indent=2))
+        if name == until:
+            break
+    return ctx.summary()
+
+
+def _check_stage_names(start: str | None, until: str | None) -> None:
     for flag, name in (("--from", start), ("--until", until)):
         if name is not None and name not in STAGES:
             raise ConfigError(f"{flag} {name}: unknown stage; stages: {', '.join(STAGES)}")
-    cfg = cfg.seeded()
+
+
+def _refuse_multiprocess(cfg: RunConfig) -> None:
     for name, stage in (("stage1", cfg.stage1), ("stage2", cfg.stage2)):
         if "ddp" in stage.strategy or stage.num_nodes > 1:
             # Lightning's DDP launcher re-runs the command line in every child: the stage commands
@@ -213,47 +263,45 @@ def run_pipeline(
                 f"{name}.strategy={stage.strategy!r}: run multi-process training with the stage commands "
                 "(segmix train-cls / cams / train-seg, see README 'Several GPUs and nodes'), not segmix run"
             )
-    run_dir = Path(run_dir)
-    check_writable(run_dir)
-    save_config(cfg, run_dir / "config.yaml")
-    ctx = Context(cfg, run_dir, progress)
-    _resolve_data(ctx)
-    forced = False
-    seconds: dict[str, float] = {}
-    for name in STAGES:
-        forced = forced or name == start
-        if name != "data" and ctx.spec is None:
-            _resolve_data(ctx)
-        if name == "stage1":  # fail fast on a bad dataset before hours of training
-            TileDataset(ctx.data_root, "train", ctx.spec, with_masks=False)
-        h = _stage_hash(ctx, name)
-        ctx.hashes[name] = h
-        folder = ctx.dir(name)
-        done = _read(folder / ".done.json")
-        if done and done.get("hash") == h and not forced:
-            ctx.metrics.update(done.get("metrics", {}))
-            seconds[name] = done.get("seconds", 0.0)
-            console.print(f"[dim]{name}: done, skipped[/]")
-        else:
-            started = _read(folder / ".started.json")
-            if folder.exists() and (forced or not started or started.get("hash") != h):
-                stale = folder.with_name(f"{name}.stale-{(started or {}).get('hash', 'unknown')}")
-                if stale.exists():
-                    shutil.rmtree(stale)
-                os.replace(folder, stale)
-                console.print(f"[yellow]{name}: earlier outputs moved to {stale.name}[/]")
-            folder.mkdir(parents=True, exist_ok=True)
-            write_text(folder / ".started.json", json.dumps({"hash": h}))
-            console.rule(f"[bold]{name}")
-            t0 = time.perf_counter()
-            metrics = STAGE_RUNNERS[name](ctx)
-            seconds[name] = round(time.perf_counter() - t0, 2)
-            ctx.metrics.update(metrics)
-            write_text(folder / ".done.json", json.dumps({"hash": h, "seconds": seconds[name], "metrics": metrics}))
-        if name == "data":
-            _resolve_data(ctx)
-        summary = {**ctx.metrics, "seconds": seconds}
-        write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
-        if name == until:
-            break
-    return summary
+
+
+def _stage(ctx: Context, name: str, forced: bool) -> None:
+    """Skip the stage when done with its hash (and not forced), else run it afresh or resume it."""
+    if name != "data" and ctx.spec is None:
+        _resolve_data(ctx)
+    if name == "stage1":  # fail fast on a bad dataset before hours of training
+        TileDataset(ctx.data_root, "train", ctx.spec, with_masks=False)
+    h = ctx.hashes[name] = _stage_hash(ctx, name)
+    done = _read(ctx.dir(name) / ".done.json")
+    if done and done.get("hash") == h and not forced:
+        ctx.metrics.update(done.get("metrics", {}))
+        ctx.seconds[name] = done.get("seconds", 0.0)
+        console.print(f"[dim]{name}: done, skipped[/]")
+    else:
+        _run_stage(ctx, name, h, forced)
+    if name == "data":
+        _resolve_data(ctx)
+
+
+def _run_stage(ctx: Context, name: str, h: str, forced: bool) -> None:
+    folder = ctx.dir(name)
+    started = _read(folder / ".started.json")
+    if folder.exists() and (forced or not started or started.get("hash") != h):
+        _move_aside(folder, name, (started or {}).get("hash", "unknown"))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / ".started.json", json.dumps({"hash": h}))
+    console.rule(f"[bold]{name}")
+    t0 = time.perf_counter()
+    metrics = STAGE_RUNNERS[name](ctx)
+    ctx.seconds[name] = round(time.perf_counter() - t0, 2)
+    ctx.metrics.update(metrics)
+    write_text(folder / ".done.json", json.dumps({"hash": h, "seconds": ctx.seconds[name], "metrics": metrics}))
+
+
+def _move_aside(folder: Path, name: str, old_hash: str) -> None:
+    """Keep the outputs of another config (never deleted): ``<stage>.stale-<hash>``."""
+    stale = folder.with_name(f"{name}.stale-{old_hash}")
+    if stale.exists():
+        shutil.rmtree(stale)
+    os.replace(folder, stale)
+    console.print(f"[yellow]{name}: earlier outputs moved to {stale.name}[/]")

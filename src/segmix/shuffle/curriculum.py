@@ -22,32 +22,105 @@ The feedback rule (:class:`FeedbackCurriculum`), with ``e_t`` the error at step 
    A move resets ``ref`` and ``best`` at the new level. The top level only holds or steps back,
    level 0 only holds or advances.
 
-Every step appends a row ``{step, signal, error, threshold, level, patch_size, ratio, action}``
-to ``history``; ``state_dict`` / ``load_state_dict`` resume with identical later decisions.
+Every step appends a :class:`HistoryRow` (step, signal, error, threshold, level, patch_size,
+ratio, action) to ``history``; ``state_dict`` / ``load_state_dict`` resume with identical later
+decisions. The rule's defaults (:data:`FEEDBACK_RULE`) are also the config's
+(:class:`segmix.config.CurriculumConfig`): the API and ``segmix run`` behave alike.
 """
 
 from __future__ import annotations
 
+import csv
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+from segmix.data.io import csv_text, write_text
+from segmix.shuffle.mixer import Mixer
 
 __all__ = [
-    "Level",
-    "patch_ladder",
-    "build_levels",
-    "FixedCurriculum",
-    "ScheduledCurriculum",
+    "FEEDBACK_RULE",
+    "Curriculum",
     "FeedbackCurriculum",
-    "CURRICULA",
-    "create_curriculum",
+    "FeedbackRule",
+    "FixedCurriculum",
+    "HistoryRow",
+    "Level",
+    "ScheduledCurriculum",
+    "build_levels",
+    "patch_ladder",
+    "read_history_csv",
+    "write_history_csv",
 ]
 
 
 @dataclass(frozen=True)
 class Level:
+    """One rung of the ladder: grid patch edge (pixels) and share of positions swapped."""
+
     patch_size: int
     ratio: float
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One curriculum step: its decision and the setting the mixer uses from then on.
+
+    ``error`` and ``threshold`` are None where the rule did not compute them (warm-up, the
+    first step at a level, curricula without feedback).
+    """
+
+    step: int
+    signal: float | None
+    error: float | None
+    threshold: float | None
+    level: int
+    patch_size: int | None
+    ratio: float
+    action: Literal["warmup", "hold", "advance", "back"]
+
+
+def write_history_csv(history: list[HistoryRow], path: str | Path) -> None:
+    """The curriculum's trace as CSV (``curriculum.csv``), one row per step, atomically."""
+    write_text(path, csv_text([asdict(row) for row in history], [f.name for f in fields(HistoryRow)]))
+
+
+def read_history_csv(path: str | Path) -> list[HistoryRow]:
+    """The rows written by :func:`write_history_csv` (empty cells: None)."""
+
+    def number(text: str, kind=float):
+        return None if text == "" else kind(text)
+
+    with open(path, newline="") as fh:
+        return [
+            HistoryRow(
+                int(r["step"]),
+                number(r["signal"]),
+                number(r["error"]),
+                number(r["threshold"]),
+                int(r["level"]),
+                number(r["patch_size"], int),
+                float(r["ratio"]),
+                r["action"],
+            )
+            for r in csv.DictReader(fh)
+        ]
+
+
+@dataclass(frozen=True)
+class FeedbackRule:
+    """The constants of the feedback rule (module docstring); the one source of their defaults."""
+
+    mode: Literal["loss", "score"] = "loss"
+    advance: float = 0.05
+    tighten: float = 0.05
+    backoff: float = 0.10
+    warmup: int = 1
+    warmup_off: bool = True
+
+
+FEEDBACK_RULE = FeedbackRule()
 
 
 def patch_ladder(tile_size: int, min_patch: int = 8, max_levels: int | None = None) -> list[int]:
@@ -73,19 +146,20 @@ def build_levels(patch_sizes: list[int], ratio_floor: float, ratio_ceiling: floa
     return [Level(ps, round(r, 6)) for ps in patch_sizes for r in ratios]
 
 
-class _Curriculum:
-    """Shared plumbing: the ladder, the driven mixer, the history and state."""
+class Curriculum:
+    """Shared plumbing: the ladder, the driven mixer (any object with ``patch_size`` and
+    ``ratio``, see :class:`segmix.shuffle.Mixer`), the history and state."""
 
     name = "base"
 
-    def __init__(self, mixer: Any, levels: list[Level]) -> None:
+    def __init__(self, mixer: Mixer, levels: list[Level]) -> None:
         if not levels:
             raise ValueError("a curriculum needs at least one level")
         self.mixer = mixer
         self.levels = list(levels)
         self.level = 0
         self.step_count = 0
-        self.history: list[dict] = []
+        self.history: list[HistoryRow] = []
         self._apply()
 
     @property
@@ -99,20 +173,14 @@ class _Curriculum:
         self.mixer.patch_size = self.current.patch_size
         self.mixer.ratio = 0.0 if self._is_off() else self.current.ratio
 
-    def _record(self, signal: float | None, action: str, error: float | None = None, threshold: float | None = None) -> dict:
-        # The row holds the step's decision and the setting the mixer uses from now on.
+    def _record(
+        self, signal: float | None, action: str, error: float | None = None, threshold: float | None = None
+    ) -> HistoryRow:
         self.step_count += 1
         self._apply()
-        row = {
-            "step": self.step_count - 1,
-            "signal": signal,
-            "error": error,
-            "threshold": threshold,
-            "level": self.level,
-            "patch_size": self.mixer.patch_size,
-            "ratio": self.mixer.ratio,
-            "action": action,
-        }
+        row = HistoryRow(
+            self.step_count - 1, signal, error, threshold, self.level, self.mixer.patch_size, self.mixer.ratio, action
+        )
         self.history.append(row)
         return row
 
@@ -121,7 +189,7 @@ class _Curriculum:
             "name": self.name,
             "level": self.level,
             "step_count": self.step_count,
-            "history": [dict(r) for r in self.history],
+            "history": [asdict(r) for r in self.history],
             "levels": [asdict(lv) for lv in self.levels],
         }
 
@@ -132,43 +200,43 @@ class _Curriculum:
             raise ValueError("state was saved with another ladder of levels")
         self.level = int(state["level"])
         self.step_count = int(state["step_count"])
-        self.history = [dict(r) for r in state["history"]]
+        self.history = [HistoryRow(**r) for r in state["history"]]
         self._apply()
 
 
-class FixedCurriculum(_Curriculum):
+class FixedCurriculum(Curriculum):
     """Constant patch size and ratio (the ``shuffle-fixed`` ablation); ``level`` picks the rung."""
 
     name = "fixed"
 
-    def __init__(self, mixer: Any, levels: list[Level], level: int = 0) -> None:
+    def __init__(self, mixer: Mixer, levels: list[Level], level: int = 0) -> None:
         super().__init__(mixer, levels)
         self.level = level
         self._apply()
 
-    def step(self, signal: float | None = None) -> dict:
+    def step(self, signal: float | None = None) -> HistoryRow:
         return self._record(signal, "hold")
 
 
-class ScheduledCurriculum(_Curriculum):
+class ScheduledCurriculum(Curriculum):
     """Level rises linearly with the step count over ``total_steps`` (``shuffle-scheduled``)."""
 
     name = "scheduled"
 
-    def __init__(self, mixer: Any, levels: list[Level], total_steps: int) -> None:
+    def __init__(self, mixer: Mixer, levels: list[Level], total_steps: int) -> None:
         if total_steps < 1:
             raise ValueError("total_steps must be positive")
         self.total_steps = total_steps
         super().__init__(mixer, levels)
 
-    def step(self, signal: float | None = None) -> dict:
+    def step(self, signal: float | None = None) -> HistoryRow:
         target = min(len(self.levels) - 1, (self.step_count + 1) * len(self.levels) // self.total_steps)
         action = "advance" if target > self.level else "hold"
         self.level = target
         return self._record(signal, action)
 
 
-class FeedbackCurriculum(_Curriculum):
+class FeedbackCurriculum(Curriculum):
     """SegMix's feedback rule (see the module docstring for the exact decision rule).
 
     Args:
@@ -187,14 +255,14 @@ class FeedbackCurriculum(_Curriculum):
 
     def __init__(
         self,
-        mixer: Any,
+        mixer: Mixer,
         levels: list[Level],
-        mode: Literal["loss", "score"] = "loss",
-        advance: float = 0.05,
-        tighten: float = 0.05,
-        backoff: float = 0.10,
-        warmup: int = 1,
-        warmup_off: bool = False,
+        mode: Literal["loss", "score"] = FEEDBACK_RULE.mode,
+        advance: float = FEEDBACK_RULE.advance,
+        tighten: float = FEEDBACK_RULE.tighten,
+        backoff: float = FEEDBACK_RULE.backoff,
+        warmup: int = FEEDBACK_RULE.warmup,
+        warmup_off: bool = FEEDBACK_RULE.warmup_off,
     ) -> None:
         if mode not in ("loss", "score"):
             raise ValueError(f"mode must be 'loss' or 'score', got {mode!r}")
@@ -212,7 +280,7 @@ class FeedbackCurriculum(_Curriculum):
             return None
         return self.ref * (1.0 - min(self.advance * (1.0 + self.tighten * step), 0.9))
 
-    def step(self, signal: float) -> dict:
+    def step(self, signal: float) -> HistoryRow:
         signal = float(signal)
         if not math.isfinite(signal):
             raise ValueError(f"curriculum signal must be finite, got {signal}")
@@ -240,13 +308,3 @@ class FeedbackCurriculum(_Curriculum):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.ref, self.best = state["ref"], state["best"]
-
-
-CURRICULA = {"fixed": FixedCurriculum, "scheduled": ScheduledCurriculum, "feedback": FeedbackCurriculum}
-
-
-def create_curriculum(name: str, mixer: Any, levels: list[Level], **kwargs: Any) -> _Curriculum:
-    """Build a curriculum by name (a key of :data:`CURRICULA`)."""
-    if name not in CURRICULA:
-        raise ValueError(f"unknown curriculum {name!r}; known: {sorted(CURRICULA)}")
-    return CURRICULA[name](mixer, levels, **kwargs)

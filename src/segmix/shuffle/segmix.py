@@ -83,7 +83,8 @@ def draw_sources(
     own = torch.arange(batch, device=device)
     source = own[:, None].expand(batch, positions).clone()
     n_swap = int(round(min(max(ratio, 0.0), 1.0) * positions))
-    # Draw every random number even when nothing will move, so the stream does not depend on B.
+    # Drawn before the early return: how many numbers a call consumes depends on
+    # (positions, n_swap, B) only, not on whether anything moves.
     chosen = _rand((positions,), generator, device).argsort()[:n_swap]
     order = _rand((n_swap, batch), generator, device).argsort(dim=1)
     if batch < 2 or n_swap == 0:
@@ -200,7 +201,9 @@ class SegMix:
         self, images: Tensor, labels: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor, MixInfo]:
         if images.ndim != 4 or labels.ndim != 2 or labels.shape[0] != images.shape[0]:
-            raise ValueError(f"expected images (B, C, H, W) and labels (B, K), got {tuple(images.shape)}, {tuple(labels.shape)}")
+            raise ValueError(
+                f"expected images (B, C, H, W) and labels (B, K), got {tuple(images.shape)}, {tuple(labels.shape)}"
+            )
         batch, _, height, width = images.shape
         ps = self.patch_size
         if ps > min(height, width):

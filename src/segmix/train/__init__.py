@@ -1,8 +1,12 @@
-"""Training: stage 1 (CAM classifier on mixed batches), stage 2 (segmenter on pseudo masks)."""
+"""Training: stage 1 (CAM classifier on mixed batches), stage 2 (segmenter on pseudo masks).
 
-from segmix.train.config import CurriculumConfig, Stage1Config, Stage2Config
-from segmix.train.stage1 import Stage1Module, load_classifier, train_classifier
-from segmix.train.stage2 import Stage2Module, load_segmenter, segment, train_segmenter
+The model files they write are read by :mod:`segmix.models` (``load_classifier``,
+``load_segmenter``), which needs none of this package.
+"""
+
+from segmix.config import CurriculumConfig, Stage1Config, Stage2Config
+from segmix.train.stage1 import Stage1Module, build_mixer, train_classifier
+from segmix.train.stage2 import Stage2Module, train_segmenter
 
 __all__ = [
     "CurriculumConfig",
@@ -10,9 +14,7 @@ __all__ = [
     "Stage1Module",
     "Stage2Config",
     "Stage2Module",
-    "load_classifier",
-    "load_segmenter",
-    "segment",
+    "build_mixer",
     "train_classifier",
     "train_segmenter",
 ]

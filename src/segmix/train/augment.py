@@ -27,9 +27,7 @@ def _dihedral(tensors: list[Tensor], generator: torch.Generator | None) -> list[
     ops += [lambda t: t.flip(-1), lambda t: t.flip(-2)]
     for op in ops:
         coin = _coin(tensors[0].shape[0], generator)
-        tensors = [
-            torch.where(coin.to(t.device).view(-1, *([1] * (t.ndim - 1))), op(t), t) for t in tensors
-        ]
+        tensors = [torch.where(coin.to(t.device).view(-1, *([1] * (t.ndim - 1))), op(t), t) for t in tensors]
     return tensors
 
 

@@ -39,6 +39,16 @@ class TrainTiles(Dataset):
         )
 
 
+# Seeds of derived random streams: seed * RUN_STRIDE + offset. Primes, so nearby (seed, offset)
+# pairs never share a stream.
+RUN_STRIDE, STEP_STRIDE = 1_000_003, 7919
+
+
+def seeded_generator(seed: int, offset: int) -> torch.Generator:
+    """The random stream ``offset`` of a run seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed * RUN_STRIDE + offset)
+
+
 def split_holdout(dataset: Dataset, fraction: float, seed: int) -> tuple[Subset, Subset]:
     """Random (train, held-out) split for datasets without a validation split."""
     n = len(dataset)
@@ -62,7 +72,7 @@ class EpochShuffle(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = seeded_generator(self.seed, self.epoch)
         return iter(torch.randperm(self.size, generator=g).tolist())
 
     def __len__(self) -> int:

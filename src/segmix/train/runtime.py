@@ -1,9 +1,8 @@
-"""What both training stages share: the Lightning trainer, resume, and the exported model file."""
+"""What both training stages share: the Lightning trainer, optimiser, per-step randomness, resume."""
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import lightning as L
@@ -13,8 +12,11 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from pydantic import BaseModel
 
-from segmix.errors import ModelFileError, MissingModelFile, OutputError, TrainingDiverged
-from segmix.train.config import RunOptions
+from segmix.config import RunOptions
+from segmix.config.stages import TrainSection, upgrade_flat_config
+from segmix.data.io import write_atomic
+from segmix.errors import OutputError, TrainingDiverged
+from segmix.train.data import STEP_STRIDE, seeded_generator
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ``last.ckpt`` intact instead of a truncated one that cannot be resumed from."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        write_atomic(path, lambda fh: torch.save(checkpoint, fh))
 
 
 class EpochCheckpoint(L.Callback):
@@ -120,7 +118,7 @@ def claim_run_folder(out: Path, cfg: BaseModel, model_file: str, **inputs: str |
         old_meta = old.pop("_meta", {}) or {}
     except (OSError, ValueError, AttributeError, yaml.YAMLError) as err:
         raise OutputError(f"{saved}: unreadable config of the earlier run in this folder; use another --out") from err
-    new = cfg.model_dump(mode="json")
+    old, new = _flat(upgrade_flat_config(old, type(cfg))), _flat(cfg.model_dump(mode="json"))
     diffs = [
         f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
         for k in sorted(set(old) | set(new))
@@ -138,37 +136,36 @@ def claim_run_folder(out: Path, cfg: BaseModel, model_file: str, **inputs: str |
         )
 
 
+def _flat(config: dict, prefix: str = "") -> dict:
+    """``{"train": {"epochs": 5}}`` -> ``{"train.epochs": 5}``."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _extends(key: str, before, after) -> bool:
     # More epochs continue the run where it stopped (Lightning's usual "train longer").
-    return key == "epochs" and isinstance(before, int) and isinstance(after, int) and after > before
+    return key == "train.epochs" and isinstance(before, int) and isinstance(after, int) and after > before
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The random numbers of one training step (mixing, augmentation), one stream per
+    (seed, step, rank): a resumed run draws the same as an uninterrupted one, and ranks differ."""
+    return seeded_generator(seed, step * STEP_STRIDE + rank)
+
+
+def adamw_cosine(params, train: TrainSection) -> dict:
+    """AdamW with cosine decay over ``train.epochs`` epochs, as Lightning's
+    ``configure_optimizers`` returns it (both stages)."""
+    opt = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train.epochs)}
 
 
 def check_finite(loss: torch.Tensor, step: int) -> None:
     """Stop training on a NaN / infinite loss (the last good checkpoint stays on disk)."""
     if not torch.isfinite(loss):
         raise TrainingDiverged(f"training loss became {loss.item()} at step {step}; the last good checkpoint is kept")
-
-
-def save_payload(payload: dict, path: Path) -> None:
-    """torch.save of plain data and tensors, atomically (temp file + rename)."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
-def load_payload(path: str | Path, keys: set[str], what: str) -> dict:
-    """A model file written by :func:`save_payload`, loaded with ``weights_only=True``.
-
-    A file that would run code when unpickled, or lacks ``keys``, is refused with a clear message.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingModelFile(f"{path}: {what} file does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in several types
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelFileError(f"{path}: not a segmix {what} file, or unsafe to load ({reason})") from err
-    if not isinstance(payload, dict) or not keys <= set(payload):
-        raise ModelFileError(f"{path}: not a segmix {what} file (needs {', '.join(sorted(keys))})")
-    return payload

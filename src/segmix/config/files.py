@@ -11,10 +11,10 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from segmix.errors import ConfigError
+from segmix.errors import ConfigError, first_line, validation_problems
 
 M = TypeVar("M", bound=BaseModel)
-__all__ = ["ConfigError", "apply_overrides", "config_hash", "load_config", "save_config"]
+__all__ = ["ConfigError", "apply_overrides", "config_hash", "load_config", "save_config", "validation_problems"]
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -33,7 +33,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         try:
             node[parts[-1]] = yaml.safe_load(value)
         except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item}: the value is not valid YAML ({str(err).splitlines()[0]})") from err
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({first_line(err)})") from err
     return out
 
 
@@ -57,26 +57,14 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: list[
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        set_keys = {item.split("=", 1)[0].strip(): item for item in overrides}
-        problems = []
-        for e in err.errors():
-            key = ".".join(map(str, e["loc"])) or "(top)"
-            source = f"--set {set_keys[key]}" if key in set_keys else where
-            problems.append(f"{source}: {key}: {_pydantic_msg(e)}")
-        raise ConfigError("; ".join(problems)) from err
+        set_keys = {item.split("=", 1)[0].strip(): f"--set {item}" for item in overrides}
+        raise ConfigError("; ".join(validation_problems(err, model, lambda key: set_keys.get(key, where)))) from err
 
 
 def _reason(err: Exception) -> str:
     if isinstance(err, UnicodeDecodeError):
         return "not a text file"
-    return getattr(err, "strerror", None) or str(err).splitlines()[0]
-
-
-def _pydantic_msg(e: dict) -> str:
-    msg = e["msg"]
-    if e.get("type") == "extra_forbidden":
-        return "unknown key (see `segmix config show` for the known ones)"
-    return msg.removeprefix("Value error, ")
+    return getattr(err, "strerror", None) or first_line(err)
 
 
 def config_hash(cfg: BaseModel) -> str:

@@ -1,0 +1,266 @@
+"""The configs of the two training stages, in sections: ``model``, ``train``, ``augment``,
+``loss`` (both), ``mixing``, ``ladder``, ``curriculum`` (stage 1), ``inference`` (stage 2).
+
+How a stage runs (seed, devices, precision) stays at the top level (:class:`RunOptions`), the
+same keys in both stages. Keys of the earlier flat layout are refused with their new name
+(``--set epochs=5``: "moved to train.epochs", see :func:`segmix.config.load_config`); values are
+checked against each other at
+config time (a ladder that does not fit the tile, a fixed level past its end), never clamped.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from segmix.config.names import check_backbone, check_encoder, check_segmenter_arch
+from segmix.shuffle.curriculum import FEEDBACK_RULE, Level, build_levels, patch_ladder
+from segmix.shuffle.registry import LABEL_MIXERS, METHODS
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunOptions(Section):
+    """How a training stage runs: seed, devices, precision (the same keys in both stages)."""
+
+    seed: int = Field(0, description="fixes data order, mixing, augmentation and initialisation")
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes")
+    precision: str = Field("auto", description="bf16 autocast on CPU / capable GPUs, fp16 AMP on older GPUs")
+    accelerator: str = "auto"
+    devices: int | str = Field("auto", description="GPUs (or CPU processes) per node")
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = Field("auto", description='"ddp" for several GPUs / nodes')
+
+
+class TrainSection(Section):
+    """Optimisation: both stages resize tiles to ``image_size`` and train with AdamW + cosine."""
+
+    image_size: int = Field(112, ge=16, description="training tiles (and stage-2 masks) are resized to this square")
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (cosine decay over the epochs)")
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class AugmentSection(Section):
+    hed_jitter: float = Field(0.05, ge=0, le=0.5, description="stain jitter in HED space, per channel")
+    dihedral: bool = Field(True, description="random flips and 90-degree rotations")
+
+
+class ClassifierModel(Section):
+    """The stage-1 network (:class:`segmix.models.CamClassifier`)."""
+
+    backbone: str = Field("resnet18", description="timm model name (or hf-hub:ORG/NAME)")
+    pretrained: bool = Field(False, description="timm's pretrained weights (downloads; offline: use weights)")
+    weights: str | None = Field(None, description="local backbone weights file, or pkg:NAME")
+    output_stride: int | None = Field(16, description="backbone stride: CAMs are image_size / output_stride wide")
+    pool: str = Field("avg", description="CAM pooling to image logits: avg, max or lse")
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        return check_backbone(v)
+
+
+class MixingSection(Section):
+    """Which batch mixer stage 1 uses (:data:`segmix.shuffle.METHODS`), and its knobs."""
+
+    method: str = Field("segmix", description="none, cutmix, mixup, shuffle-fixed, shuffle-scheduled, segmix")
+    label_mix: str = Field("union", description='targets of mixed images; measured: +1.8 pseudo-mask mIoU over "area"')
+    probability: float = Field(1.0, ge=0, le=1, description="probability that a batch is mixed")
+    alpha: float = Field(1.0, gt=0, description="CutMix / MixUp Beta parameter")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        return _registered("method", v, METHODS)
+
+    @field_validator("label_mix")
+    @classmethod
+    def _known_label_mix(cls, v: str) -> str:
+        return _registered("label_mix", v, LABEL_MIXERS)
+
+
+class LadderSection(Section):
+    """The curricula's levels, easiest first: patch sizes coarse to fine, each with its ratios."""
+
+    patch_min: int = Field(14, ge=1, description="finest patch edge, pixels (at most half of train.image_size)")
+    patch_levels: int = Field(3, ge=1, description="patch sizes on the ladder, coarse to fine")
+    ratio_floor: float = Field(0.25, ge=0, le=1, description="share of grid positions swapped at the easiest level")
+    ratio_ceiling: float = Field(0.5, ge=0, le=1, description="share swapped at the hardest level")
+    ratio_steps: int = Field(2, ge=1, description="ratios per patch size")
+    fixed_level: int = Field(0, ge=0, description="the level shuffle-fixed keeps (0: easiest)")
+
+    def levels(self, image_size: int) -> list[Level]:
+        """The ladder for tiles of ``image_size``; ValueError when it does not fit."""
+        if self.patch_min > image_size // 2:
+            raise ValueError(f"ladder.patch_min {self.patch_min} is more than half of train.image_size {image_size}")
+        return build_levels(
+            patch_ladder(image_size, self.patch_min, self.patch_levels),
+            self.ratio_floor,
+            self.ratio_ceiling,
+            self.ratio_steps,
+        )
+
+
+class CurriculumConfig(Section):
+    """The feedback curriculum's signal and rule (see :mod:`segmix.shuffle.curriculum`)."""
+
+    signal: Literal["train_loss", "val_loss", "val_f1"] = Field(
+        "train_loss", description="what the feedback reads each epoch"
+    )
+    mode: Literal["loss", "score"] = Field(FEEDBACK_RULE.mode, description="loss: lower is better; score: higher")
+    advance: float = Field(
+        FEEDBACK_RULE.advance, ge=0, lt=1, description="relative gain over the level's reference that advances"
+    )
+    tighten: float = Field(FEEDBACK_RULE.tighten, ge=0, description="growth of that requirement per step")
+    backoff: float = Field(
+        FEEDBACK_RULE.backoff, ge=0, description="relative loss over the level's best that steps back"
+    )
+    warmup: int = Field(FEEDBACK_RULE.warmup, ge=0, description="epochs at level 0 before feedback starts")
+    warmup_off: bool = Field(FEEDBACK_RULE.warmup_off, description="no mixing during warm-up")
+
+    def rule(self) -> dict:
+        """The keyword arguments of :class:`segmix.shuffle.FeedbackCurriculum`."""
+        return self.model_dump(exclude={"signal"})
+
+
+class Stage1Loss(Section):
+    patch_cam_weight: float = Field(1.0, ge=0, description="weight of the per-patch CAM loss on grid mixers (0: off)")
+
+
+class Stage2Loss(Section):
+    dice_weight: float = Field(0.0, ge=0, description="weight of the Dice loss beside cross-entropy")
+
+
+class SegmenterModel(Section):
+    """The stage-2 network (segmentation_models_pytorch)."""
+
+    arch: str = Field("DeepLabV3Plus", description="smp architecture: DeepLabV3Plus, Unet, FPN, Segformer, DPT...")
+    encoder: str = Field("resnet18", description="smp encoder name, or tu-<timm model>")
+    encoder_weights: str | None = Field(None, description='smp tag such as "imagenet" (needs internet)')
+    weights: str | None = Field(None, description="local backbone weights file, or pkg:NAME")
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        return check_segmenter_arch(v)
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, v: str) -> str:
+        return check_encoder(v)
+
+
+class InferenceSection(Section):
+    """How stage 2 segments images larger than train.image_size (the window)."""
+
+    window_stride: float = Field(0.5, gt=0, le=1, description="sliding-window stride, as a share of the window")
+    flip: bool = Field(False, description="average with the horizontally flipped prediction")
+
+
+# Keys of the flat layout (before sections) and where they live now.
+_MOVED_COMMON = {
+    "image_size": "train.image_size",
+    "batch_size": "train.batch_size",
+    "epochs": "train.epochs",
+    "lr": "train.lr",
+    "weight_decay": "train.weight_decay",
+    "hed_jitter": "augment.hed_jitter",
+    "dihedral": "augment.dihedral",
+    "weights": "model.weights",
+}
+MOVED_STAGE1 = {
+    **_MOVED_COMMON,
+    "backbone": "model.backbone",
+    "pretrained": "model.pretrained",
+    "output_stride": "model.output_stride",
+    "pool": "model.pool",
+    "method": "mixing.method",
+    "label_mix": "mixing.label_mix",
+    "p": "mixing.probability",
+    "mix_alpha": "mixing.alpha",
+    "patch_min": "ladder.patch_min",
+    "patch_levels": "ladder.patch_levels",
+    "ratio_floor": "ladder.ratio_floor",
+    "ratio_ceiling": "ladder.ratio_ceiling",
+    "ratio_steps": "ladder.ratio_steps",
+    "fixed_level": "ladder.fixed_level",
+    "cell_loss": "loss.patch_cam_weight",
+    "signal": "curriculum.signal",
+}
+MOVED_STAGE2 = {
+    **_MOVED_COMMON,
+    "arch": "model.arch",
+    "encoder": "model.encoder",
+    "encoder_weights": "model.encoder_weights",
+    "dice": "loss.dice_weight",
+    "stride": "inference.window_stride",
+    "flip_tta": "inference.flip",
+}
+
+
+def upgrade_flat_config(raw: dict, model: type[RunOptions]) -> dict:
+    """A stage config of the flat layout, as written into model files and run folders before the
+    sections, in sections; a sectioned config is returned as it is.
+
+    Only for what segmix wrote itself (a model file, a run's ``config.yaml``): configs a person
+    writes are refused with the new names instead (:func:`segmix.config.load_config`).
+    """
+    moved = getattr(model, "moved_keys", {})
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items() if k not in moved}
+    for old, new in moved.items():
+        if old in raw:
+            section, key = new.split(".")
+            out.setdefault(section, {})[key] = raw[old]
+    return out
+
+
+def _registered(field: str, value: str, known) -> str:
+    if value not in known:
+        raise ValueError(f"unknown {field} {value!r}; known: {', '.join(known)}")
+    return value
+
+
+class Stage1Config(RunOptions):
+    """Multi-label CAM classifier trained with a batch mixer."""
+
+    moved_keys: ClassVar[dict[str, str]] = MOVED_STAGE1
+
+    model: ClassifierModel = ClassifierModel()
+    train: TrainSection = TrainSection()
+    augment: AugmentSection = AugmentSection()
+    mixing: MixingSection = MixingSection()
+    ladder: LadderSection = LadderSection()
+    loss: Stage1Loss = Stage1Loss()
+    curriculum: CurriculumConfig = CurriculumConfig()
+
+    @model_validator(mode="after")
+    def _ladder_fits(self) -> Stage1Config:
+        if self.train.batch_size < 2:
+            raise ValueError("train.batch_size must be at least 2: a batch is mixed within itself")
+        levels = self.levels()
+        if self.ladder.fixed_level >= len(levels):
+            raise ValueError(
+                f"ladder.fixed_level {self.ladder.fixed_level}: the ladder has levels 0..{len(levels) - 1}"
+            )
+        return self
+
+    def levels(self) -> list[Level]:
+        """The curricula's ladder for this config's tile size."""
+        return self.ladder.levels(self.train.image_size)
+
+
+class Stage2Config(RunOptions):
+    """Segmentation network trained on (pseudo) masks."""
+
+    moved_keys: ClassVar[dict[str, str]] = MOVED_STAGE2
+
+    model: SegmenterModel = SegmenterModel()
+    train: TrainSection = TrainSection(batch_size=16)
+    augment: AugmentSection = AugmentSection()
+    loss: Stage2Loss = Stage2Loss()
+    inference: InferenceSection = InferenceSection()

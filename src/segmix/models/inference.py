@@ -1,0 +1,44 @@
+"""Stage-2 inference on images of any size: what ``evaluate``, ``predict`` and the report share."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from segmix.config import Stage2Config
+from segmix.models.segmenter import predict_probs, segmenter_input, sliding_window_probs
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` when given, else the GPU when there is one, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+@torch.no_grad()
+def segment(
+    model: nn.Module, images: list[np.ndarray], cfg: Stage2Config, device, num_classes: int
+) -> list[np.ndarray]:
+    """Class-index maps uint8 (H, W) for uint8 (H, W, 3) images of any size.
+
+    Window-sized images go through in one batch; others by sliding window (window =
+    ``cfg.train.image_size``, stride ``cfg.inference.window_stride`` of it, overlapping softmax
+    averaged), under bf16 autocast.
+    """
+    s = cfg.train.image_size
+    flip = cfg.inference.flip
+    out: list[np.ndarray | None] = [None] * len(images)
+    tiles = [i for i, im in enumerate(images) if im.shape[:2] == (s, s)]
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        if tiles:
+            batch = torch.stack([torch.from_numpy(np.asarray(images[i])).to(device).permute(2, 0, 1) for i in tiles])
+            preds = predict_probs(model, segmenter_input(batch), flip).argmax(1).to(torch.uint8).cpu().numpy()
+            for i, p in zip(tiles, preds):
+                out[i] = p
+        for i, im in enumerate(images):
+            if out[i] is None:
+                x = segmenter_input(torch.from_numpy(np.asarray(im)).to(device).permute(2, 0, 1))
+                stride = max(1, int(s * cfg.inference.window_stride))
+                probs = sliding_window_probs(model, x, num_classes, s, stride, flip=flip)
+                out[i] = probs.argmax(0).to(torch.uint8).cpu().numpy()
+    return out

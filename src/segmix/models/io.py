@@ -1,0 +1,97 @@
+"""Model files: ``classifier.pt`` and ``segmenter.pt``, written and read without training code.
+
+A model file is plain data (tensors, the stage config as a dict, class names or the dataset
+description), written atomically and read with ``weights_only=True``: loading one never runs
+code from the file, and needs neither Lightning nor the dataset. Files written before the
+configs had sections still load (their flat config is read into sections).
+
+>>> from segmix.models import load_segmenter, segment
+>>> model, cfg, spec = load_segmenter("run/stage2/segmenter.pt")      # doctest: +SKIP
+>>> masks = segment(model, images, cfg, "cpu", spec.num_indices)      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segmix.config import Stage1Config, Stage2Config
+from segmix.config.stages import upgrade_flat_config
+from segmix.data.io import write_atomic
+from segmix.data.spec import DatasetSpec
+from segmix.errors import ModelFileError, first_line
+from segmix.models.classifier import CamClassifier
+from segmix.models.segmenter import create_segmenter
+from segmix.models.weights import load_trusted_tensors
+
+CLASSIFIER_FILE = "classifier.pt"
+SEGMENTER_FILE = "segmenter.pt"
+
+
+def save_payload(payload: dict, path: str | Path) -> None:
+    """``torch.save`` of plain data and tensors, atomically (temp file + rename)."""
+    write_atomic(path, lambda fh: torch.save(payload, fh))
+
+
+def load_payload(path: str | Path, keys: set[str], what: str) -> dict:
+    """A model file written by :func:`save_payload`, loaded with ``weights_only=True``.
+
+    A file that would run code when unpickled, or lacks ``keys``, is refused with a clear message.
+    """
+    path = Path(path)
+    payload = load_trusted_tensors(path, f"segmix {what}")
+    if not isinstance(payload, dict) or not keys <= set(payload):
+        raise ModelFileError(f"{path}: not a segmix {what} file (needs {', '.join(sorted(keys))})")
+    return payload
+
+
+def _cpu_state(state: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def save_classifier(model: CamClassifier, cfg: Stage1Config, classes: list[str], path: str | Path) -> None:
+    """Weights + config + class names, written atomically; plain data only."""
+    payload = {
+        "state_dict": _cpu_state(model.state_dict()),
+        "config": cfg.model_dump(mode="json"),
+        "classes": list(classes),
+    }
+    save_payload(payload, path)
+
+
+def load_classifier(path: str | Path) -> tuple[CamClassifier, Stage1Config, list[str]]:
+    """Rebuild the classifier from ``classifier.pt`` (``weights_only=True``; no download)."""
+    payload = load_payload(path, {"state_dict", "config", "classes"}, "classifier")
+    try:
+        cfg = Stage1Config.model_validate(upgrade_flat_config(payload["config"], Stage1Config))
+        m = cfg.model
+        model = CamClassifier(m.backbone, len(payload["classes"]), False, None, m.output_stride, m.pool)
+        model.load_state_dict(payload["state_dict"])
+    except (ValueError, RuntimeError, TypeError) as err:  # invalid config, weights of another model
+        raise ModelFileError(f"{path}: the classifier cannot be rebuilt ({first_line(err)})") from err
+    return model.eval(), cfg, list(payload["classes"])
+
+
+def save_segmenter(state: dict, cfg: Stage2Config, spec: DatasetSpec, path: str | Path) -> None:
+    """Weights + config + dataset description, written atomically; plain data only."""
+    payload = {
+        "state_dict": _cpu_state(state),
+        "config": cfg.model_dump(mode="json"),
+        "spec": spec.model_dump(mode="json"),
+    }
+    save_payload(payload, path)
+
+
+def load_segmenter(path: str | Path) -> tuple[nn.Module, Stage2Config, DatasetSpec]:
+    """``(model, Stage2Config, DatasetSpec)`` from ``segmenter.pt`` (``weights_only=True``)."""
+    payload = load_payload(path, {"state_dict", "config", "spec"}, "segmenter")
+    try:
+        cfg = Stage2Config.model_validate(upgrade_flat_config(payload["config"], Stage2Config))
+        spec = DatasetSpec.model_validate(payload["spec"])
+        model = create_segmenter(cfg.model.arch, cfg.model.encoder, spec.num_indices)
+        model.load_state_dict(payload["state_dict"])
+    except (ValueError, RuntimeError, TypeError) as err:  # invalid config, weights of another model
+        raise ModelFileError(f"{path}: the segmenter cannot be rebuilt ({first_line(err)})") from err
+    return model.eval(), cfg, spec
