@@ -122,3 +122,56 @@ def test_real_svs_through_openslide(tmp_path):
     tissue_mm2 = sum(float(r["area_mm2"]) for r in rows if r["class"] != "background")
     total_mm2 = 2220 * 2967 * (0.499e-3) ** 2
     assert 0.2 * total_mm2 < tissue_mm2 < 0.95 * total_mm2
+
+
+def test_cohort_with_a_corrupt_slide_killed_after_the_first_and_resumed(tmp_path, monkeypatch):
+    import segmix.infer.cohort as cohort
+    from segmix.infer import predict_cohort, prediction_inputs
+
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    for name in ("a", "c"):
+        make_slide(folder / f"{name}.tif", width=512, height=384)
+    (folder / "b.tif").write_bytes(b"II*\x00 not a tiff at all")
+    (tmp_path / "list.txt").write_text("# the cohort\nslides/a.tif\nslides/b.tif\nslides/c.tif  # last\n")
+    slides = prediction_inputs([tmp_path / "list.txt"])
+    assert [s.name for s in slides] == ["a.tif", "b.tif", "c.tif"]
+    calls = []
+    real = cohort.predict_slide
+    monkeypatch.setattr(cohort, "predict_slide", lambda *a, **k: calls.append(a[3].name) or real(*a, **k))
+    cfg, out = Stage2Config(train={"image_size": 64}), tmp_path / "out"
+
+    def killed_after_first(job, status):
+        raise KeyboardInterrupt  # as a kill right after the first slide finished
+
+    with pytest.raises(KeyboardInterrupt):
+        predict_cohort(ColourModel(), cfg, SPEC, slides, out, on_slide=killed_after_first, level=0, map_size=128)
+    assert calls == ["a.tif"] and (out / "a" / "a_summary.json").is_file()
+    seen = []
+    table = predict_cohort(
+        ColourModel(),
+        cfg,
+        SPEC,
+        slides,
+        out,
+        on_slide=lambda j, s: seen.append((j.slide.name, s)),
+        level=0,
+        map_size=128,
+    )
+    assert calls == ["a.tif", "b.tif", "c.tif"]  # a was not predicted twice
+    assert seen[0] == ("a.tif", "skipped") and seen[2] == ("c.tif", "done") and seen[1][1] not in ("done", "skipped")
+    rows = {Path(r["slide"]).name: r for r in csv.DictReader(table.open())}
+    assert set(rows) == {"a.tif", "b.tif", "c.tif"}
+    assert rows["a.tif"]["status"] == rows["c.tif"]["status"] == "done"
+    assert rows["b.tif"]["status"].startswith("failed:") and "b.tif" in rows["b.tif"]["status"]
+    # 256 x 256 px of red (TE) at 0.5 um/px in each small slide
+    assert float(rows["c.tif"]["TE_mm2"]) == pytest.approx(256 * 256 * 0.25e-6, rel=0.05)
+    assert float(rows["a.tif"]["tissue_mm2"]) == pytest.approx(2 * 256 * 256 * 0.25e-6, rel=0.05)
+
+
+def test_two_slides_of_one_name_are_refused_before_any_work(tmp_path):
+    from segmix.errors import OutputError
+    from segmix.infer import plan_cohort
+
+    with pytest.raises(OutputError, match="would both write"):
+        plan_cohort([tmp_path / "x" / "s.svs", tmp_path / "y" / "s.tif"], tmp_path / "out")

@@ -397,7 +397,10 @@ def evaluate(
 def predict(
     inputs: Annotated[
         list[Path],
-        typer.Argument(metavar="INPUT...", help="Images, folders of images, or whole slides (.svs, .tif, ...)."),
+        typer.Argument(
+            metavar="INPUT...",
+            help="Images, folders of images or slides, whole slides (.svs, .tif, ...), or .txt lists of slides.",
+        ),
     ],
     out: Annotated[
         Path,
@@ -419,12 +422,14 @@ def predict(
 ) -> None:
     """Segment images (mask, overlay, area CSV) and whole slides (class map, overlay, mm^2, GeoJSON).
 
-    One of --checkpoint or --run names the model. Outputs are <input name>_mask.png,
-    _overlay.png, _areas.csv (slides: _classmap.png, _overlay.png, _areas.csv, .geojson,
-    _summary.json) in --out; inputs whose outputs would replace an input file or each other
-    (two inputs of the same name) are refused before any work.
+    One of --checkpoint or --run names the model. Images: <input name>_mask.png, _overlay.png,
+    _areas.csv in --out; inputs whose outputs would replace an input file or each other (two
+    inputs of the same name) are refused before any work. Slides: one folder per slide in --out
+    (_classmap.png, _overlay.png, _areas.csv, .geojson, _summary.json) and --out/cohort.csv; a
+    re-run skips finished slides; an unreadable slide is recorded and the others go on (exit 1
+    at the end). Under torchrun each process predicts every world-th slide.
     """
-    from segmix.infer import is_slide, plan_outputs, predict_image, predict_slide, prediction_inputs
+    from segmix.infer import is_slide, plan_outputs, predict_image, prediction_inputs
     from segmix.models import SEGMENTER_FILE, load_segmenter, pick_device
 
     if checkpoint is None and run_dir is not None:
@@ -437,28 +442,46 @@ def predict(
     model, cfg, spec = load_segmenter(checkpoint)
     device = pick_device()
     model = model.to(device)
-    for f in files:
-        if not is_slide(f):
-            predict_image(model, cfg, spec, f, out, device)
-            _say(f"{f}: done")
-            continue
-        with _progress() as bar:
-            task = bar.add_task(f.name, total=None)
-            r = predict_slide(
-                model,
-                cfg,
-                spec,
-                f,
-                out,
-                level,
-                mpp,
-                overlap,
-                batch_size,
-                device=device,
-                on_tiles=lambda done, total: bar.update(task, completed=done, total=total),
-            )
-        _say(f"{f}: level {r.level}, {r.tiles_run}/{r.tiles_total} tissue tiles, {r.tiles_per_second:.1f} tiles/s")
+    for f in [f for f in files if not is_slide(f)]:
+        predict_image(model, cfg, spec, f, out, device)
+        _say(f"{f}: done")
+    slides = [f for f in files if is_slide(f)]
+    if slides:
+        slide_args = dict(level=level, mpp=mpp, overlap=overlap, batch_size=batch_size, device=device)
+        _predict_slides(model, cfg, spec, slides, out, slide_args)
     _say(f"outputs in {out}")
+
+
+def _predict_slides(model, cfg, spec, slides: list[Path], out: Path, slide_args: dict) -> None:
+    """The slides as a cohort, with progress over slides and over the current slide's tiles."""
+    from segmix.infer import predict_cohort
+
+    failed = []
+    with _progress() as bar:
+        over_slides = bar.add_task("slides", total=len(slides))
+        tiles = bar.add_task("tiles", total=None)
+
+        def slide_done(job, status: str) -> None:
+            bar.advance(over_slides)
+            bar.update(tiles, completed=0, total=None)
+            if status not in ("done", "skipped"):
+                failed.append(job.slide)
+            _say(f"{job.slide}: {status}")
+
+        table = predict_cohort(
+            model,
+            cfg,
+            spec,
+            slides,
+            out,
+            on_slide=slide_done,
+            on_tiles=lambda done, total: bar.update(tiles, completed=done, total=total),
+            **slide_args,
+        )
+    _say(f"cohort table: {table}")
+    if failed:
+        _say(f"{len(failed)} of {len(slides)} slides could not be read (see {table.name})", "bold red", "error: ")
+        raise typer.Exit(1)
 
 
 def _run_config(config: Optional[Path], data: Optional[Path], overrides: list[str]):
@@ -585,7 +608,21 @@ def score_masks_cmd(
         write_text(json_out, json.dumps(scores.as_dict(), indent=2))
 
 
-CONFIG_NAMES = ("demo", "luad-histoseg", "bcss-wsss", "wsss4luad", "stage1", "stage2", "cams", "run")
+CONFIG_NAMES = (
+    "demo",
+    "luad-histoseg",
+    "bcss-wsss",
+    "wsss4luad",
+    "uni",
+    "uni2-h",
+    "virchow2",
+    "h-optimus-0",
+    "prov-gigapath",
+    "stage1",
+    "stage2",
+    "cams",
+    "run",
+)
 
 
 @_command("show", group=config_app)

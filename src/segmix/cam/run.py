@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from segmix.cam.background import tissue_mask
 from segmix.cam.cams import class_activation_maps
@@ -37,6 +38,9 @@ class CamConfig(BaseModel):
     saturation: float = Field(0.15, ge=0, le=1, description="... and saturation below this")
     uncertain: float | None = Field(None, ge=0, le=1, description="best CAM below this -> 255 (ignored)")
     save_cams: bool = Field(False, description="also write float16 CAM arrays (.npy)")
+    num_workers: int = Field(
+        2, ge=0, description="processes reading tiles, glass and truth; as many threads write PNGs"
+    )
 
 
 def generate_pseudo_masks(
@@ -51,6 +55,8 @@ def generate_pseudo_masks(
     """Write ``out_dir/masks/<image stem>.png`` for every image of the split.
 
     Images are streamed in batches (grouped by size); at most one batch of CAMs is in memory.
+    The per-image CPU work (decoding, glass detection, reading truth) runs in ``cfg.num_workers``
+    DataLoader workers and PNGs are encoded by as many writer threads, so the model is the limit.
     When the split has pixel truth (the synthetic ``train_gt/``), the masks are scored and
     ``scores.json`` written; the scores are returned. Under torchrun each process takes every
     world-th image and the scores are summed over processes.
@@ -60,25 +66,50 @@ def generate_pseudo_masks(
     out = Path(out_dir)
     dev = pick_device(device)
     model = _classifier_for(classifier, spec, dev)
-    tiles = TileDataset(data_root, cfg.split, spec, with_masks=False)
-    rank, world = _rank_and_world()
+    items = CamInputs(TileDataset(data_root, cfg.split, spec, with_masks=False, stain=model.stain), cfg)
+    rank, world = rank_and_world()
     if rank == 0:
         _start_outputs(out, cfg, classifier, data_root)
-    scorer = _MaskScorer(spec, {s.name: s.mask for s in tiles.samples})
-    for items in _shard(tiles, cfg.batch_size, rank, world):
-        for group in _same_size_groups(items):
-            masks, cams = pseudo_masks_of(model, group, cfg, spec, dev)
-            _write_group(out, group, masks, cams if cfg.save_cams else None, spec)
-            scorer.update(group, masks)
-        if on_batch:
-            on_batch(len(items))
+    scorer = _MaskScorer(spec)
+    with _Writer(out, spec, max(1, cfg.num_workers)) as writer:
+        for batch in _shard(items, cfg, rank, world):
+            for group in _same_size_groups(batch):
+                masks, cams = pseudo_masks_of(model, group, cfg, spec, dev)
+                writer.submit(group, masks, cams if cfg.save_cams else None)
+                scorer.update(group, masks)
+            if on_batch:
+                on_batch(len(batch))
     return scorer.result(world, out / "scores.json" if rank == 0 else None)
+
+
+class CamInputs(Dataset):
+    """The tiles of a split with what the masks need besides the model: ``tissue`` (bool (H, W),
+    glass is False; None when the dataset has no glass policy) and ``truth`` (uint8 (H, W) pixel
+    truth, or None). Computed in DataLoader workers."""
+
+    def __init__(self, tiles: TileDataset, cfg: CamConfig) -> None:
+        self.tiles, self.cfg = tiles, cfg
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.tiles[index]
+        spec, sample = self.tiles.spec, self.tiles.samples[index]
+        if item["mask"] is None and sample.mask is not None:
+            item["mask"] = read_mask(sample.mask, spec.num_indices, spec.palette, item["image"].shape[:2])
+        item["truth"] = item.pop("mask")
+        item["tissue"] = (
+            tissue_mask(item["image"], self.cfg.white, self.cfg.saturation) if spec.glass_is_background else None
+        )
+        return item
 
 
 def pseudo_masks_of(
     model: CamClassifier, group: list[dict], cfg: CamConfig, spec: DatasetSpec, device: torch.device
 ) -> tuple[np.ndarray, torch.Tensor]:
-    """Pseudo masks uint8 (B, H, W) and CAMs float (B, K, H, W) of same-size dataset items."""
+    """Pseudo masks uint8 (B, H, W) and CAMs float (B, K, H, W) of same-size items of
+    :class:`CamInputs`."""
     images = torch.from_numpy(np.stack([g["image"] for g in group])).to(device).permute(0, 3, 1, 2)
     x = model.normalize(images)
     with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -87,7 +118,7 @@ def pseudo_masks_of(
     labels = _gate(group, logits, cfg, device)
     tissue = None
     if spec.glass_is_background:
-        tissue = torch.from_numpy(np.stack([tissue_mask(g["image"], cfg.white, cfg.saturation) for g in group]))
+        tissue = torch.from_numpy(np.stack([g["tissue"] for g in group]))
     return pseudo_masks(cams, labels, tissue, spec.background_index, cfg.uncertain).cpu().numpy(), cams
 
 
@@ -117,10 +148,12 @@ def _start_outputs(out: Path, cfg: CamConfig, classifier: str | Path, data_root:
         stale.unlink(missing_ok=True)
 
 
-def _shard(tiles: TileDataset, batch_size: int, rank: int, world: int) -> DataLoader:
+def _shard(items: CamInputs, cfg: CamConfig, rank: int, world: int) -> DataLoader:
     # Each rank takes every world-th image: no image is missed or written twice.
-    shard = Subset(tiles, list(range(rank, len(tiles), world))) if world > 1 else tiles
-    return DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate_list, num_workers=0)
+    shard = Subset(items, list(range(rank, len(items), world))) if world > 1 else items
+    return DataLoader(
+        shard, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate_list, num_workers=cfg.num_workers
+    )
 
 
 def _same_size_groups(items: list[dict]) -> Iterator[list[dict]]:
@@ -130,28 +163,53 @@ def _same_size_groups(items: list[dict]) -> Iterator[list[dict]]:
     yield from by_shape.values()
 
 
-def _write_group(out: Path, group: list[dict], masks: np.ndarray, cams: torch.Tensor | None, spec: DatasetSpec) -> None:
-    for i, g in enumerate(group):
-        stem = Path(g["name"]).stem
-        write_mask(out / "masks" / f"{stem}.png", masks[i], spec.palette)
-        if cams is not None:
-            cam = cams[i].half().cpu().numpy()
-            write_atomic(out / "cams" / f"{stem}.npy", lambda fh, cam=cam: np.save(fh, cam))
+class _Writer:
+    """Writes masks (and CAMs) in threads; at most two batches in flight, errors raised in the
+    caller (at the next batch or on leaving the ``with`` block)."""
+
+    def __init__(self, out: Path, spec: DatasetSpec, threads: int) -> None:
+        self.out, self.spec = out, spec
+        self.pool = ThreadPoolExecutor(max_workers=threads)
+        self.pending: list[Future] = []
+        self.previous: list[Future] = []
+
+    def submit(self, group: list[dict], masks: np.ndarray, cams: torch.Tensor | None) -> None:
+        for f in self.previous:
+            f.result()
+        self.previous, self.pending = self.pending, []
+        for i, g in enumerate(group):
+            stem = Path(g["name"]).stem
+            self.pending.append(
+                self.pool.submit(write_mask, self.out / "masks" / f"{stem}.png", masks[i], self.spec.palette)
+            )
+            if cams is not None:
+                cam = cams[i].half().cpu().numpy()
+                path = self.out / "cams" / f"{stem}.npy"
+                self.pending.append(self.pool.submit(write_atomic, path, lambda fh, cam=cam: np.save(fh, cam)))
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if exc[0] is None:
+                for f in self.previous + self.pending:
+                    f.result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
 
 
 class _MaskScorer:
     """Scores pseudo masks against the split's truth masks, where it has them."""
 
-    def __init__(self, spec: DatasetSpec, truth: dict[str, Path | None]) -> None:
-        self.spec, self.truth = spec, truth
+    def __init__(self, spec: DatasetSpec) -> None:
         self.matrix = ConfusionMatrix(spec.num_indices, spec.index_names, spec.exclude_index)
         self.scored = False
 
     def update(self, group: list[dict], masks: np.ndarray) -> None:
         for g, mask in zip(group, masks):
-            path = self.truth[g["name"]]
-            if path is not None:
-                self.matrix.update(mask, read_mask(path, self.spec.num_indices, self.spec.palette, mask.shape))
+            if g["truth"] is not None:
+                self.matrix.update(mask, g["truth"])
                 self.scored = True
 
     def result(self, world: int, json_path: Path | None) -> SegScores | None:
@@ -174,7 +232,7 @@ class _MaskScorer:
         return scores
 
 
-def _rank_and_world() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
     """This process's rank and the world size when run under torchrun / SLURM with a process
     group (initialised here with gloo when the launcher set the environment but nobody did)."""
     import os

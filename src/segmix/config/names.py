@@ -18,29 +18,36 @@ def _unknown(kind: str, name: str, known: list[str]) -> ValueError:
 
 
 def check_backbone(name: str) -> str:
-    """A timm model name (or a Hugging Face hub name, checked when it is built)."""
+    """A foundation model of :data:`~segmix.config.foundation.FOUNDATION_MODELS`, a timm model name,
+    or a Hugging Face hub name (checked when it is built)."""
     import timm
 
-    if name.startswith(HUB_PREFIXES) or timm.is_model(name):
+    from segmix.config.foundation import FOUNDATION_MODELS
+
+    if name in FOUNDATION_MODELS or name.startswith(HUB_PREFIXES) or timm.is_model(name):
         return name
-    raise _unknown("timm model", name, timm.list_models())
+    raise _unknown("timm model", name, [*FOUNDATION_MODELS, *timm.list_models()])
 
 
 def check_segmenter_arch(arch: str) -> str:
-    """An smp architecture name, in any letter case (``DeepLabV3Plus``, ``unet``...)."""
+    """An smp architecture name, in any letter case (``DeepLabV3Plus``, ``unet``...), or ``auto``."""
     import segmentation_models_pytorch as smp
 
     known = list(smp.MODEL_ARCHITECTURES_MAPPING)
-    if arch.lower() in known:
+    if arch.lower() in known or arch == "auto":
         return arch
     names = [cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()]
     raise _unknown("smp architecture", arch, names)
 
 
 def check_encoder(name: str) -> str:
-    """An smp encoder name, or ``tu-<timm model>``."""
+    """An smp encoder name, ``tu-<timm model>``, or a foundation model."""
     import segmentation_models_pytorch as smp
 
+    from segmix.config.foundation import FOUNDATION_MODELS
+
+    if name in FOUNDATION_MODELS:
+        return name
     if name.startswith("tu-"):
         check_backbone(name[3:])
         return name
@@ -48,3 +55,19 @@ def check_encoder(name: str) -> str:
     if name in known:
         return name
     raise _unknown("smp encoder (or tu-<timm model>)", name, known)
+
+
+# timm modules whose models are plain vision transformers: a token grid at the patch size, no
+# output_stride; finer maps come from a larger input (their position embeddings interpolate).
+TOKEN_MODULES = ("vision_transformer", "deit", "eva")
+
+
+def is_token_backbone(backbone: str) -> bool:
+    """Whether ``backbone`` is a vision transformer (a foundation model or a timm ViT)."""
+    import timm
+
+    from segmix.config.foundation import FOUNDATION_MODELS
+
+    if backbone in FOUNDATION_MODELS:
+        return True
+    return any(backbone in timm.list_models(module=m) for m in TOKEN_MODULES)

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from segmix.config.names import check_backbone, check_encoder, check_segmenter_arch
+from segmix.config.names import check_backbone, check_encoder, check_segmenter_arch, is_token_backbone
 from segmix.shuffle.curriculum import FEEDBACK_RULE, Level, build_levels, patch_ladder
 from segmix.shuffle.registry import LABEL_MIXERS, METHODS
 
@@ -43,11 +43,21 @@ class TrainSection(Section):
     epochs: int = Field(10, ge=1)
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate (cosine decay over the epochs)")
     weight_decay: float = Field(1e-4, ge=0)
+    backbone_lr: float | None = Field(None, gt=0, description="learning rate of the pretrained backbone (null: lr)")
 
 
 class AugmentSection(Section):
     hed_jitter: float = Field(0.05, ge=0, le=0.5, description="stain jitter in HED space, per channel")
     dihedral: bool = Field(True, description="random flips and 90-degree rotations")
+
+
+class StainSection(Section):
+    """Stain normalisation (torchstain): fitted when the stage trains, stored in its model file,
+    applied wherever that model reads tiles (training, pseudo masks, evaluation, prediction)."""
+
+    method: Literal["none", "macenko", "reinhard"] = Field("none", description="none (off), macenko or reinhard")
+    reference: str | None = Field(None, description="reference tile (image file); null: fit to train tiles")
+    fit_tiles: int = Field(32, ge=1, description="train tiles pooled for the fit when there is no reference")
 
 
 class ClassifierModel(Section):
@@ -58,6 +68,9 @@ class ClassifierModel(Section):
     weights: str | None = Field(None, description="local backbone weights file, or pkg:NAME")
     output_stride: int | None = Field(16, description="backbone stride: CAMs are image_size / output_stride wide")
     pool: str = Field("avg", description="CAM pooling to image logits: avg, max or lse")
+    trainable_blocks: int | None = Field(
+        None, ge=0, description="null: train all; 0: the class head only (frozen backbone); N: head + last N ViT blocks"
+    )
 
     @field_validator("backbone")
     @classmethod
@@ -139,8 +152,8 @@ class Stage2Loss(Section):
 class SegmenterModel(Section):
     """The stage-2 network (segmentation_models_pytorch)."""
 
-    arch: str = Field("DeepLabV3Plus", description="smp architecture: DeepLabV3Plus, Unet, FPN, Segformer, DPT...")
-    encoder: str = Field("resnet18", description="smp encoder name, or tu-<timm model>")
+    arch: str = Field("auto", description="smp architecture (DeepLabV3Plus, Unet, FPN, DPT...); auto: DPT for ViTs")
+    encoder: str = Field("resnet18", description="smp encoder name, tu-<timm model>, or a foundation model (uni...)")
     encoder_weights: str | None = Field(None, description='smp tag such as "imagenet" (needs internet)')
     weights: str | None = Field(None, description="local backbone weights file, or pkg:NAME")
 
@@ -153,6 +166,13 @@ class SegmenterModel(Section):
     @classmethod
     def _known_encoder(cls, v: str) -> str:
         return check_encoder(v)
+
+    @model_validator(mode="after")
+    def _arch_takes_encoder(self) -> SegmenterModel:
+        timm_name = self.encoder[3:] if self.encoder.startswith("tu-") else self.encoder
+        if is_token_backbone(timm_name) and self.arch.lower() not in ("auto", "dpt"):
+            raise ValueError(f"{self.encoder} is a vision transformer: use arch DPT (or auto), not {self.arch}")
+        return self
 
 
 class InferenceSection(Section):
@@ -232,6 +252,7 @@ class Stage1Config(RunOptions):
 
     model: ClassifierModel = ClassifierModel()
     train: TrainSection = TrainSection()
+    stain: StainSection = StainSection()
     augment: AugmentSection = AugmentSection()
     mixing: MixingSection = MixingSection()
     ladder: LadderSection = LadderSection()
@@ -261,6 +282,7 @@ class Stage2Config(RunOptions):
 
     model: SegmenterModel = SegmenterModel()
     train: TrainSection = TrainSection(batch_size=16)
+    stain: StainSection = StainSection()
     augment: AugmentSection = AugmentSection()
     loss: Stage2Loss = Stage2Loss()
     inference: InferenceSection = InferenceSection()

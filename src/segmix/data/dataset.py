@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,6 +182,7 @@ class TileDataset(Dataset):
         spec: dataset description; resolved from ``root`` (and ``preset``) when omitted.
         preset: preset name, see :data:`segmix.data.spec.PRESETS`.
         with_masks: read masks where they exist (False skips the decode when only labels matter).
+        stain: applied to every image read (a :class:`~segmix.data.stain.StainNormalizer`).
     """
 
     def __init__(
@@ -190,11 +192,13 @@ class TileDataset(Dataset):
         spec: DatasetSpec | None = None,
         preset: str | None = None,
         with_masks: bool = True,
+        stain: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.root = Path(root)
         self.spec = spec or resolve_spec(self.root, preset)
         self.split = scan_split(self.root, self.spec, split)
         self.with_masks = with_masks
+        self.stain = stain
 
     def __len__(self) -> int:
         return len(self.split.samples)
@@ -210,6 +214,8 @@ class TileDataset(Dataset):
         if s.mask is not None and (self.with_masks or s.label is None):
             mask = read_mask(s.mask, self.spec.num_indices, self.spec.palette, image.shape[:2])
         label = s.label if s.label is not None else labels_from_mask(mask, self.spec.num_classes)
+        if self.stain is not None:
+            image = self.stain(image)
         return {"name": s.name, "image": image, "label": label, "mask": mask}
 
 

@@ -59,7 +59,7 @@ def evaluate(
     cfg = cfg.model_copy(update={"inference": cfg.inference.model_copy(update=given)})
     dev = pick_device(device)
     model = model.to(dev).to(memory_format=torch.channels_last)
-    tiles = TileDataset(data_root, split, spec)
+    tiles = TileDataset(data_root, split, spec, stain=model.stain)
     if any(s.mask is None for s in tiles.samples):
         raise DatasetError(tiles.split.folder, f"the {split} split has no masks to score against")
     cm = ConfusionMatrix(spec.num_indices, spec.index_names, spec.exclude_index)

@@ -1,5 +1,6 @@
 """Inference: tissue maps of new images and whole slides."""
 
+from segmix.infer.cohort import COHORT_TABLE, SlideJob, cohort_rows, plan_cohort, predict_cohort
 from segmix.infer.predict import (
     SlidePlan,
     SlideResult,
@@ -12,11 +13,18 @@ from segmix.infer.predict import (
     predict_image,
     predict_slide,
     prediction_inputs,
+    read_slide_list,
     slide_probabilities,
 )
 from segmix.infer.slide import SLIDE_SUFFIXES, choose_level, open_slide
 
 __all__ = [
+    "COHORT_TABLE",
+    "SlideJob",
+    "cohort_rows",
+    "plan_cohort",
+    "predict_cohort",
+    "read_slide_list",
     "SLIDE_SUFFIXES",
     "SlidePlan",
     "SlideResult",

@@ -44,9 +44,23 @@ def is_slide(path: Path) -> bool:
     return path.suffix.lower() in SLIDE_SUFFIXES
 
 
+def read_slide_list(path: str | Path) -> list[Path]:
+    """Slides named in a text file, one per line (relative to the file's folder; ``#`` comments).
+
+    Listed slides are not checked here: one that is missing fails alone, as an unreadable one.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError(path, f"cannot read the slide list ({err})") from err
+    names = [line.split("#", 1)[0].strip() for line in lines]
+    return [path.parent / n for n in names if n]  # an absolute name stays absolute
+
+
 def prediction_inputs(inputs: list[Path]) -> list[Path]:
-    """The files to predict: files as given, folders' images and slides (not recursive), each
-    file once.
+    """The files to predict: files as given, folders' images and slides (not recursive), the
+    slides of ``.txt`` lists (:func:`read_slide_list`), each file once.
 
     Raises:
         DatasetError: an input that does not exist, or nothing to predict.
@@ -59,6 +73,8 @@ def prediction_inputs(inputs: list[Path]) -> list[Path]:
                 for p in item.iterdir()
                 if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES
             )
+        elif item.is_file() and item.suffix.lower() == ".txt":
+            found = read_slide_list(item)
         elif item.is_file():
             found = [item]
         else:
@@ -71,7 +87,8 @@ def prediction_inputs(inputs: list[Path]) -> list[Path]:
 
 
 def output_paths(path: Path, out: Path) -> list[Path]:
-    """The files :func:`predict_image` / :func:`predict_slide` write for the input ``path``."""
+    """The files :func:`predict_image` / :func:`predict_slide` write into ``out`` for the input
+    ``path`` (``segmix predict`` gives each slide its own folder, ``out/<slide stem>``)."""
     return [out / f"{path.stem}{suffix}" for suffix in (SLIDE_OUTPUTS if is_slide(path) else IMAGE_OUTPUTS)]
 
 
@@ -84,7 +101,7 @@ def plan_outputs(files: list[Path], out: Path) -> None:
     inputs = {f.resolve(): f for f in files}
     writer: dict[Path, Path] = {}
     for f in files:
-        for target in output_paths(f, out):
+        for target in output_paths(f, out / f.stem if is_slide(f) else out):
             key = target.resolve()
             if key in inputs:
                 raise OutputError(
@@ -163,7 +180,7 @@ def mask_polygons(mask: np.ndarray, spec: DatasetSpec, scale: float) -> dict:
 def predict_image(model, cfg: Stage2Config, spec: DatasetSpec, path: Path, out: Path, device) -> dict:
     """One tile or image file: mask PNG, overlay PNG, per-class area CSV."""
     image = read_image(path)
-    mask = segment(model, [image], cfg, device, spec.num_indices)[0]
+    mask = segment(model, [in_model_stain(model, image)], cfg, device, spec.num_indices)[0]
     if spec.glass_is_background:
         mask[~tissue_mask(image)] = spec.background_index
     mask_path, overlay_path, areas_path = output_paths(path, out)
@@ -172,6 +189,12 @@ def predict_image(model, cfg: Stage2Config, spec: DatasetSpec, path: Path, out: 
     rows = area_rows(mask, spec, None)
     write_text(areas_path, csv_text(rows))
     return {"input": str(path), "areas": rows}
+
+
+def in_model_stain(model, image: np.ndarray) -> np.ndarray:
+    """``image`` in the stain the model was trained on (its ``stain`` normaliser, when it has one)."""
+    stain = getattr(model, "stain", None)
+    return stain(image) if stain is not None else image
 
 
 @dataclass
@@ -247,7 +270,8 @@ def slide_probabilities(
     batches = [plan.run[i : i + batch_size] for i in range(0, len(plan.run), batch_size)]
 
     def load(batch: list[tuple[int, int]]) -> np.ndarray:
-        return np.stack([reader.read_region(plan.level, x, y, plan.window, plan.window) for x, y in batch])
+        regions = (reader.read_region(plan.level, x, y, plan.window, plan.window) for x, y in batch)
+        return np.stack([in_model_stain(model, r) for r in regions])
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load, batches[0]) if batches else None

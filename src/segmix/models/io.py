@@ -2,7 +2,9 @@
 
 A model file is plain data (tensors, the stage config as a dict, class names or the dataset
 description), written atomically and read with ``weights_only=True``: loading one never runs
-code from the file, and needs neither Lightning nor the dataset. Files written before the
+code from the file, and needs neither Lightning nor the dataset. The loaded model carries its
+stain normaliser as ``model.stain`` (None when the stage trained without one): apply it to every
+tile the model reads. Files written before the
 configs had sections still load (their flat config is read into sections).
 
 >>> from segmix.models import load_segmenter, segment
@@ -21,6 +23,7 @@ from segmix.config import Stage1Config, Stage2Config
 from segmix.config.stages import upgrade_flat_config
 from segmix.data.io import write_atomic
 from segmix.data.spec import DatasetSpec
+from segmix.data.stain import StainNormalizer
 from segmix.errors import ModelFileError, first_line
 from segmix.models.classifier import CamClassifier
 from segmix.models.segmenter import create_segmenter
@@ -51,12 +54,15 @@ def _cpu_state(state: dict) -> dict:
     return {k: v.detach().cpu() for k, v in state.items()}
 
 
-def save_classifier(model: CamClassifier, cfg: Stage1Config, classes: list[str], path: str | Path) -> None:
-    """Weights + config + class names, written atomically; plain data only."""
+def save_classifier(
+    model: CamClassifier, cfg: Stage1Config, classes: list[str], path: str | Path, stain: StainNormalizer | None = None
+) -> None:
+    """Weights + config + class names (+ the fitted stain normaliser), written atomically; plain data only."""
     payload = {
         "state_dict": _cpu_state(model.state_dict()),
         "config": cfg.model_dump(mode="json"),
         "classes": list(classes),
+        "stain": stain.to_dict() if stain else None,
     }
     save_payload(payload, path)
 
@@ -69,17 +75,22 @@ def load_classifier(path: str | Path) -> tuple[CamClassifier, Stage1Config, list
         m = cfg.model
         model = CamClassifier(m.backbone, len(payload["classes"]), False, None, m.output_stride, m.pool)
         model.load_state_dict(payload["state_dict"])
-    except (ValueError, RuntimeError, TypeError) as err:  # invalid config, weights of another model
+        model.stain = StainNormalizer.from_dict(payload.get("stain"))
+    except (ValueError, RuntimeError, TypeError, KeyError) as err:  # invalid config, weights of another model
         raise ModelFileError(f"{path}: the classifier cannot be rebuilt ({first_line(err)})") from err
     return model.eval(), cfg, list(payload["classes"])
 
 
-def save_segmenter(state: dict, cfg: Stage2Config, spec: DatasetSpec, path: str | Path) -> None:
-    """Weights + config + dataset description, written atomically; plain data only."""
+def save_segmenter(
+    state: dict, cfg: Stage2Config, spec: DatasetSpec, path: str | Path, stain: StainNormalizer | None = None
+) -> None:
+    """Weights + config + dataset description (+ the fitted stain normaliser), written atomically;
+    plain data only."""
     payload = {
         "state_dict": _cpu_state(state),
         "config": cfg.model_dump(mode="json"),
         "spec": spec.model_dump(mode="json"),
+        "stain": stain.to_dict() if stain else None,
     }
     save_payload(payload, path)
 
@@ -92,6 +103,7 @@ def load_segmenter(path: str | Path) -> tuple[nn.Module, Stage2Config, DatasetSp
         spec = DatasetSpec.model_validate(payload["spec"])
         model = create_segmenter(cfg.model.arch, cfg.model.encoder, spec.num_indices)
         model.load_state_dict(payload["state_dict"])
-    except (ValueError, RuntimeError, TypeError) as err:  # invalid config, weights of another model
+        model.stain = StainNormalizer.from_dict(payload.get("stain"))
+    except (ValueError, RuntimeError, TypeError, KeyError) as err:  # invalid config, weights of another model
         raise ModelFileError(f"{path}: the segmenter cannot be rebuilt ({first_line(err)})") from err
     return model.eval(), cfg, spec

@@ -11,31 +11,62 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
+from segmix.config.foundation import FOUNDATION_MODELS
+from segmix.config.names import is_token_backbone
+from segmix.errors import ConfigError
+from segmix.models.foundation import load_foundation_weights, timm_name
 from segmix.models.weights import load_backbone_weights
+
+# smp architectures that take a plain vision transformer (one token grid, no feature pyramid).
+VIT_ARCHS = ("dpt",)
 
 
 def create_segmenter(
-    arch: str = "DeepLabV3Plus",
+    arch: str = "auto",
     encoder: str = "resnet18",
     classes: int = 5,
     encoder_weights: str | None = None,
     weights: str | Path | None = None,
 ) -> nn.Module:
-    """An smp model by name (``DeepLabV3Plus``, ``Unet``, ``FPN``...).
+    """An smp model by name (``DeepLabV3Plus``, ``Unet``, ``FPN``, ``DPT``...).
 
     Args:
-        encoder: smp encoder name; ``tu-<timm name>`` for any timm backbone.
+        arch: an smp architecture, or ``auto``: ``DPT`` for vision transformer encoders,
+            ``DeepLabV3Plus`` otherwise.
+        encoder: smp encoder name; ``tu-<timm name>`` for any timm backbone; a foundation model
+            of :data:`~segmix.config.foundation.FOUNDATION_MODELS` (``uni``...).
         encoder_weights: smp's pretrained weights tag (``"imagenet"``; needs internet).
-        weights: local backbone weights file, loaded into the encoder (timm ``tu-`` encoders and
-            smp's ResNets, whose names follow torchvision's).
+        weights: local backbone weights file, loaded into the encoder (timm ``tu-`` encoders,
+            foundation models and smp's ResNets, whose names follow torchvision's).
     """
-    model = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights, classes=classes)
-    if weights:
-        if encoder.startswith("tu-"):
-            load_backbone_weights(model.encoder.model, encoder[3:], weights)
-        else:
-            load_backbone_weights(model.encoder, encoder, weights)
+    recipe = encoder in FOUNDATION_MODELS
+    timm_encoder = encoder[3:] if encoder.startswith("tu-") else None
+    vit = recipe or (timm_encoder is not None and is_token_backbone(timm_encoder))
+    arch = ("DPT" if vit else "DeepLabV3Plus") if arch.lower() == "auto" else arch
+    if vit and arch.lower() not in VIT_ARCHS:
+        raise ValueError(f"{encoder} is a vision transformer: use arch DPT (or auto), not {arch}")
+    name = f"tu-{timm_name(encoder)}" if recipe else encoder
+    extra = {"dynamic_img_size": True} if vit else {}
+    model = smp.create_model(arch, encoder_name=name, encoder_weights=encoder_weights, classes=classes, **extra)
+    model.stain = None  # the stain normaliser of its training, set by load_segmenter
+    if weights and recipe:
+        load_foundation_weights(model.encoder.model, encoder, weights)
+    elif weights:
+        target = model.encoder.model if timm_encoder else model.encoder
+        load_backbone_weights(target, timm_encoder or encoder, weights)
     return model
+
+
+def check_window(model: nn.Module, window: int) -> None:
+    """Refuse a window that a ViT segmenter cannot take: DPT fuses its token grid at halved
+    resolutions, so ``window / patch`` must be even."""
+    embed = getattr(getattr(getattr(model, "encoder", None), "model", None), "patch_embed", None)
+    if embed is not None and isinstance(model, smp.DPT) and (window // embed.patch_size[0]) % 2:
+        patch = embed.patch_size[0]
+        raise ConfigError(
+            f"train.image_size {window} gives {window // patch} x {window // patch} tokens of {patch} px; DPT needs an "
+            f"even number: use {2 * patch * max(1, window // (2 * patch))} or {2 * patch * (window // (2 * patch) + 1)}"
+        )
 
 
 def segmenter_input(images: Tensor) -> Tensor:

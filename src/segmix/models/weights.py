@@ -39,7 +39,8 @@ def resolve_weights(value: str | Path) -> Path:
 
 
 def load_trusted_tensors(path: Path, what: str) -> object:
-    """``torch.load(path, weights_only=True)``: what any file from outside is read with.
+    """``torch.load(path, weights_only=True)`` (``.safetensors``: safetensors' loader): what any
+    file from outside is read with.
 
     Every failure (missing, corrupt, would run code when unpickled; unpickling errors come in
     several types) becomes one :class:`ModelFileError` naming the file.
@@ -47,6 +48,10 @@ def load_trusted_tensors(path: Path, what: str) -> object:
     if not path.is_file():
         raise MissingModelFile(f"{path}: {what} file does not exist")
     try:
+        if path.suffix == ".safetensors":  # tensors only by design: nothing to unpickle
+            from safetensors.torch import load_file
+
+            return load_file(path, device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ModelFileError(f"{path}: refused, not a {what} file or unsafe to load ({first_line(err)})") from err
@@ -74,6 +79,8 @@ def load_backbone_weights(encoder: nn.Module, backbone: str, path: str | Path, m
     """
     source = load_state_dict(path)
     target = encoder.state_dict()
+    if target and all(k.startswith("model.") for k in target):  # timm's wrapper of ViT features
+        source = {f"model.{k}": v for k, v in source.items()}
     matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
     if len(matched) < min_share * len(target):
         reference = timm.create_model(backbone, pretrained=False).state_dict()

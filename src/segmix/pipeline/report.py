@@ -20,6 +20,7 @@ from segmix.cam import class_activation_maps
 from segmix.data.dataset import TileDataset
 from segmix.data.io import IGNORE_INDEX, read_mask, write_text
 from segmix.data.preview import contact_sheet, overlay
+from segmix.infer.predict import in_model_stain
 from segmix.models import CLASSIFIER_FILE, SEGMENTER_FILE, load_classifier, load_segmenter, segment
 from segmix.shuffle import METHODS, read_history_csv
 from segmix.train import build_mixer
@@ -159,10 +160,10 @@ def gallery(ctx, n: int) -> str | None:
     for i in order:
         item = tiles[i]
         img = item["image"]
-        x = clf.normalize(torch.from_numpy(img).permute(2, 0, 1)[None])
+        x = clf.normalize(torch.from_numpy(in_model_stain(clf, img)).permute(2, 0, 1)[None])
         cam = class_activation_maps(clf, x, ctx.cfg.cams.scales, ctx.cfg.cams.flip)[0].numpy()
         pseudo = read_mask(ctx.dir("cams") / "masks" / f"{Path(item['name']).stem}.png", spec.num_indices)
-        pred = segment(seg, [img], scfg, "cpu", spec.num_indices)[0]
+        pred = segment(seg, [in_model_stain(seg, img)], scfg, "cpu", spec.num_indices)[0]
         truth = item["mask"] if item["mask"] is not None else np.full(img.shape[:2], IGNORE_INDEX, np.uint8)
         rows.append(
             [

@@ -160,7 +160,7 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 def adamw_cosine(params, train: TrainSection) -> dict:
     """AdamW with cosine decay over ``train.epochs`` epochs, as Lightning's
-    ``configure_optimizers`` returns it (both stages)."""
+    ``configure_optimizers`` returns it (both stages); ``params`` may be parameter groups."""
     opt = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
     return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train.epochs)}
 

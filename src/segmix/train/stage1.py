@@ -21,6 +21,7 @@ from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1
 from segmix.config import Stage1Config, save_config
 from segmix.data.dataset import TileDataset, require_masks
 from segmix.data.spec import DatasetSpec, resolve_spec
+from segmix.data.stain import fit_stain_normalizer
 from segmix.errors import DatasetError
 from segmix.models import CLASSIFIER_FILE, CamClassifier, save_classifier
 from segmix.shuffle import METHODS, Curriculum, Mixer, create_method, write_history_csv
@@ -76,6 +77,7 @@ class Stage1Module(L.LightningModule):
         k = len(class_names)
         m = self.cfg.model
         self.model = CamClassifier(m.backbone, k, m.pretrained, m.weights, m.output_stride, m.pool)
+        self.model.freeze(m.trainable_blocks)
         self.mixer, self.curriculum = build_mixer(self.cfg)
         self.val_f1 = MultilabelF1Score(num_labels=k, average=None)
         self.val_ap = MultilabelAveragePrecision(num_labels=k, average=None)
@@ -146,7 +148,10 @@ class Stage1Module(L.LightningModule):
         return float(self.trainer.callback_metrics[signal])
 
     def configure_optimizers(self) -> dict:
-        return adamw_cosine(self.model.parameters(), self.cfg.train)
+        train, frozen = self.cfg.train, self.cfg.model.trainable_blocks is not None
+        if train.backbone_lr is None and not frozen:
+            return adamw_cosine(self.model.parameters(), train)
+        return adamw_cosine(self.model.param_groups(train.lr, train.backbone_lr), train)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.curriculum is not None:
@@ -205,9 +210,11 @@ def train_classifier(
         claim_run_folder(out, cfg, CLASSIFIER_FILE, dataset=data_root)
     spec = spec or resolve_spec(data_root)
     train_tiles = TileDataset(data_root, "train", spec, with_masks=False)
+    stain = fit_stain_normalizer(cfg.stain.method, cfg.stain.reference, train_tiles, cfg.stain.fit_tiles)
+    train_tiles.stain = stain
     has_val = spec.splits.val is not None and (Path(data_root) / spec.splits.val).is_dir()
     if has_val:
-        val_tiles = TileDataset(data_root, "val", spec)
+        val_tiles = TileDataset(data_root, "val", spec, stain=stain)
         require_masks(
             val_tiles,
             "stage 1 reads the validation labels from them (add them, or set `splits: {val: null}` in "
@@ -238,5 +245,5 @@ def train_classifier(
     fit_or_resume(trainer, module, train_loader, val_loader, checkpoints)
     target = out / CLASSIFIER_FILE
     if trainer.is_global_zero:
-        save_classifier(module.model, cfg, spec.classes, target)
+        save_classifier(module.model, cfg, spec.classes, target, stain)
     return target

@@ -7,6 +7,7 @@ every epoch; the best epoch by val mIoU is kept beside the last one for resume.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -19,12 +20,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from segmix.config import Stage2Config, save_config
+from segmix.config.foundation import FOUNDATION_MODELS
 from segmix.data.dataset import TileDataset, collate_list, require_masks
 from segmix.data.io import IGNORE_INDEX, read_mask
 from segmix.data.spec import DatasetSpec, resolve_spec
+from segmix.data.stain import fit_stain_normalizer
 from segmix.errors import DatasetError
 from segmix.eval.metrics import ConfusionMatrix
 from segmix.models import SEGMENTER_FILE, create_segmenter, save_segmenter, segment, segmenter_input
+from segmix.models.segmenter import check_window
 from segmix.train.augment import dihedral_pair, hed_jitter
 from segmix.train.data import EpochShuffle, fit_square
 from segmix.train.runtime import (
@@ -36,6 +40,8 @@ from segmix.train.runtime import (
     fit_or_resume,
     step_generator,
 )
+
+log = logging.getLogger(__name__)
 
 
 class MaskedTiles(Dataset):
@@ -80,7 +86,12 @@ class Stage2Module(L.LightningModule):
         self.spec = DatasetSpec.model_validate(spec)
         self.num_out = self.spec.num_indices
         m = self.cfg.model
+        if m.encoder in FOUNDATION_MODELS and not m.weights:
+            log.warning(
+                "stage 2 encoder %s starts from random weights: set model.weights to its weights file", m.encoder
+            )
         self.model = create_segmenter(m.arch, m.encoder, self.num_out, m.encoder_weights, m.weights)
+        check_window(self.model, self.cfg.train.image_size)
         self._cm: ConfusionMatrix | None = None
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -136,7 +147,10 @@ def train_segmenter(
     if claim:  # as in train_classifier: segmix run decides resumption by its own hashes
         claim_run_folder(out, cfg, SEGMENTER_FILE, dataset=data_root, masks=mask_dir)
     spec = spec or resolve_spec(data_root)
-    train_set = MaskedTiles(TileDataset(data_root, "train", spec, with_masks=False), mask_dir, cfg.train.image_size)
+    train_tiles = TileDataset(data_root, "train", spec, with_masks=False)
+    stain = fit_stain_normalizer(cfg.stain.method, cfg.stain.reference, train_tiles, cfg.stain.fit_tiles)
+    train_tiles.stain = stain
+    train_set = MaskedTiles(train_tiles, mask_dir, cfg.train.image_size)
     batch = cfg.train.batch_size
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -150,7 +164,7 @@ def train_segmenter(
     )
     val_loader = None
     if spec.splits.val and (Path(data_root) / spec.splits.val).is_dir():
-        val_tiles = TileDataset(data_root, "val", spec)
+        val_tiles = TileDataset(data_root, "val", spec, stain=stain)
         require_masks(val_tiles, "stage 2 scores every epoch on them to keep the best one")
         val_loader = DataLoader(val_tiles, batch_size=batch, collate_fn=collate_list, **loader_args)
     module = Stage2Module(cfg.model_dump(mode="json"), spec.model_dump(mode="json"))
@@ -175,5 +189,5 @@ def train_segmenter(
         if best.is_file():
             ck = torch.load(best, map_location="cpu", weights_only=False)
             state = {k[len("model.") :]: v for k, v in ck["state_dict"].items() if k.startswith("model.")}
-        save_segmenter(state, cfg, spec, target)
+        save_segmenter(state, cfg, spec, target, stain)
     return target
