@@ -133,3 +133,11 @@ def test_the_api_and_the_config_share_the_feedback_defaults():
     cfg = CurriculumConfig()
     assert cfg.rule() == {k: getattr(cur, k) for k in ("mode", "advance", "tighten", "backoff", "warmup", "warmup_off")}
     assert cur.warmup_off is True
+
+
+def test_ladders_can_align_with_vit_tokens():
+    assert patch_ladder(224, 14, 3, multiple_of=14) == [112, 28, 14]
+    assert patch_ladder(224, 16, 3, multiple_of=16) == [112, 32, 16]
+    assert patch_ladder(112, 14, 3) == [56, 16, 14]  # the default (multiple_of=1) is unchanged
+    with pytest.raises(ValueError, match="multiple of 14"):
+        patch_ladder(100, 10, multiple_of=14)

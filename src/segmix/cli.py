@@ -429,6 +429,7 @@ def predict(
     re-run skips finished slides; an unreadable slide is recorded and the others go on (exit 1
     at the end). Under torchrun each process predicts every world-th slide.
     """
+    from segmix.cam.run import rank_and_world
     from segmix.infer import is_slide, plan_outputs, predict_image, prediction_inputs
     from segmix.models import SEGMENTER_FILE, load_segmenter, pick_device
 
@@ -442,7 +443,8 @@ def predict(
     model, cfg, spec = load_segmenter(checkpoint)
     device = pick_device()
     model = model.to(device)
-    for f in [f for f in files if not is_slide(f)]:
+    rank, world = rank_and_world()
+    for f in [f for f in files if not is_slide(f)][rank::world]:  # each process its share
         predict_image(model, cfg, spec, f, out, device)
         _say(f"{f}: done")
     slides = [f for f in files if is_slide(f)]

@@ -106,13 +106,14 @@ class LadderSection(Section):
     ratio_ceiling: float = Field(0.5, ge=0, le=1, description="share swapped at the hardest level")
     ratio_steps: int = Field(2, ge=1, description="ratios per patch size")
     fixed_level: int = Field(0, ge=0, description="the level shuffle-fixed keeps (0: easiest)")
+    multiple_of: int = Field(1, ge=1, description="patch sizes are multiples of this (a ViT's token size)")
 
     def levels(self, image_size: int) -> list[Level]:
         """The ladder for tiles of ``image_size``; ValueError when it does not fit."""
         if self.patch_min > image_size // 2:
             raise ValueError(f"ladder.patch_min {self.patch_min} is more than half of train.image_size {image_size}")
         return build_levels(
-            patch_ladder(image_size, self.patch_min, self.patch_levels),
+            patch_ladder(image_size, self.patch_min, self.patch_levels, self.multiple_of),
             self.ratio_floor,
             self.ratio_ceiling,
             self.ratio_steps,

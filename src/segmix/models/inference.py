@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
@@ -11,8 +13,14 @@ from segmix.models.segmenter import predict_probs, segmenter_input, sliding_wind
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` when given, else the GPU when there is one, else the CPU."""
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """``device`` when given, else the GPU when there is one (under torchrun / SLURM the one of
+    this process's local rank, so that processes do not share GPU 0), else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID")
+    return torch.device(f"cuda:{int(local) % torch.cuda.device_count()}" if local else "cuda")
 
 
 @torch.no_grad()

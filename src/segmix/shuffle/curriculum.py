@@ -123,14 +123,18 @@ class FeedbackRule:
 FEEDBACK_RULE = FeedbackRule()
 
 
-def patch_ladder(tile_size: int, min_patch: int = 8, max_levels: int | None = None) -> list[int]:
-    """Patch sizes from coarse to fine: divisors of ``tile_size`` in [min_patch, tile_size // 2].
+def patch_ladder(tile_size: int, min_patch: int = 8, max_levels: int | None = None, multiple_of: int = 1) -> list[int]:
+    """Patch sizes from coarse to fine: divisors of ``tile_size`` in [min_patch, tile_size // 2]
+    that are multiples of ``multiple_of`` (a ViT's token size: shuffled patches then align with
+    tokens, and each CAM cell has one source).
 
     With ``max_levels`` the ladder is thinned evenly, keeping the coarsest and finest sizes.
     """
-    sizes = [d for d in range(tile_size // 2, min_patch - 1, -1) if tile_size % d == 0]
+    sizes = [d for d in range(tile_size // 2, min_patch - 1, -1) if tile_size % d == 0 and d % multiple_of == 0]
     if not sizes:
-        raise ValueError(f"no divisor of {tile_size} lies in [{min_patch}, {tile_size // 2}]")
+        raise ValueError(
+            f"no divisor of {tile_size} that is a multiple of {multiple_of} lies in [{min_patch}, {tile_size // 2}]"
+        )
     if max_levels is not None and len(sizes) > max_levels >= 2:
         picks = [round(i * (len(sizes) - 1) / (max_levels - 1)) for i in range(max_levels)]
         sizes = [sizes[i] for i in sorted(set(picks))]
