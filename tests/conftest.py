@@ -38,3 +38,21 @@ def make_tree(root: Path, preset: str, n_train: int = 4, n_eval: int = 2, sizes=
 @pytest.fixture
 def luad_tree(tmp_path: Path) -> Path:
     return make_tree(tmp_path / "luad", "luad-histoseg")
+
+
+def segmix_under_torchrun(processes: int, port: int, *args: str) -> list[str]:
+    """The argv of ``torchrun --nproc_per_node N -m segmix.cli ARGS`` on this interpreter."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(processes),
+        "--master_port",
+        str(port),
+        "-m",
+        "segmix.cli",
+        *args,
+    ]

@@ -12,6 +12,7 @@ import torch
 
 from segmix.pipeline import run_pipeline
 from segmix.train import Stage1Config, train_classifier
+from tests.conftest import segmix_under_torchrun
 from tests.test_pipeline import CONFIGS, TINY, tiny_config
 
 KILL = ["stage1.train.epochs=5", "stage2.train.epochs=1", "fully_supervised=false"]
@@ -197,16 +198,9 @@ def test_ddp_two_processes_decide_alike_and_shard_pseudo_masks(tmp_path):
     assert len(ranks[0].read_text().strip().splitlines()) == 4
     # pseudo masks sharded over 2 ranks: every mask exactly once, same scores as 1 process
     clf = tmp_path / "ddp" / "classifier.pt"
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-        "-m",
-        "segmix.cli",
+    torchrun = segmix_under_torchrun(
+        2,
+        29517,
         "cams",
         "--classifier",
         str(clf),
@@ -218,7 +212,7 @@ def test_ddp_two_processes_decide_alike_and_shard_pseudo_masks(tmp_path):
         "scales=[1.0]",
         "--set",
         "flip=false",
-    ]
+    )
     r = subprocess.run(torchrun, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     one = [

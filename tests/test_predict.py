@@ -175,3 +175,40 @@ def test_two_slides_of_one_name_are_refused_before_any_work(tmp_path):
 
     with pytest.raises(OutputError, match="would both write"):
         plan_cohort([tmp_path / "x" / "s.svs", tmp_path / "y" / "s.tif"], tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_cohort_sharded_over_two_processes_writes_each_slide_once(tmp_path):
+    import subprocess
+
+    from segmix.models import create_segmenter, save_segmenter
+    from tests.conftest import segmix_under_torchrun
+
+    model_file = tmp_path / "segmenter.pt"
+    save_segmenter(
+        create_segmenter("auto", "resnet18", 5).state_dict(), Stage2Config(train={"image_size": 64}), SPEC, model_file
+    )
+    for name in ("a", "c", "d"):
+        make_slide(tmp_path / f"{name}.tif", width=256, height=192)
+    (tmp_path / "b.tif").write_bytes(b"not a slide")
+    (tmp_path / "list.txt").write_text("a.tif\nb.tif\nc.tif\nd.tif\n")
+    cmd = segmix_under_torchrun(
+        2,
+        29531,
+        "predict",
+        "--checkpoint",
+        str(model_file),
+        str(tmp_path / "list.txt"),
+        "--out",
+        str(tmp_path / "out"),
+        "--level",
+        "0",
+    )
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode != 0 and "1 of 4 slides could not be read" in r.stderr, r.stderr[-2000:]
+    said = [line for line in r.stderr.splitlines() if line.endswith(": done") or ".tif: " in line]
+    for name in ("a", "c", "d"):  # predicted by exactly one process
+        assert sum(line.startswith(str(tmp_path / f"{name}.tif") + ": done") for line in said) == 1, said
+        assert (tmp_path / "out" / name / f"{name}_summary.json").is_file()
+    rows = {Path(row["slide"]).name: row["status"] for row in csv.DictReader((tmp_path / "out" / "cohort.csv").open())}
+    assert rows["a.tif"] == rows["c.tif"] == rows["d.tif"] == "done" and rows["b.tif"].startswith("failed:")

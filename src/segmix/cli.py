@@ -450,24 +450,24 @@ def predict(
     slides = [f for f in files if is_slide(f)]
     if slides:
         slide_args = dict(level=level, mpp=mpp, overlap=overlap, batch_size=batch_size, device=device)
-        _predict_slides(model, cfg, spec, slides, out, slide_args)
+        _predict_slides(model, cfg, spec, slides, out, slide_args, rank, world)
     _say(f"outputs in {out}")
 
 
-def _predict_slides(model, cfg, spec, slides: list[Path], out: Path, slide_args: dict) -> None:
-    """The slides as a cohort, with progress over slides and over the current slide's tiles."""
+def _predict_slides(model, cfg, spec, slides: list[Path], out: Path, slide_args: dict, rank: int, world: int) -> None:
+    """The slides as a cohort, with progress over this process's slides and the current slide's
+    tiles; the first process reports the slides that could not be read (exit 1)."""
+    import csv
+
     from segmix.infer import predict_cohort
 
-    failed = []
     with _progress() as bar:
-        over_slides = bar.add_task("slides", total=len(slides))
+        over_slides = bar.add_task("slides", total=len(slides[rank::world]))
         tiles = bar.add_task("tiles", total=None)
 
         def slide_done(job, status: str) -> None:
             bar.advance(over_slides)
             bar.update(tiles, completed=0, total=None)
-            if status not in ("done", "skipped"):
-                failed.append(job.slide)
             _say(f"{job.slide}: {status}")
 
         table = predict_cohort(
@@ -480,7 +480,10 @@ def _predict_slides(model, cfg, spec, slides: list[Path], out: Path, slide_args:
             on_tiles=lambda done, total: bar.update(tiles, completed=done, total=total),
             **slide_args,
         )
+    if rank != 0:
+        return
     _say(f"cohort table: {table}")
+    failed = [row for row in csv.DictReader(table.open()) if row["status"].startswith("failed")]
     if failed:
         _say(f"{len(failed)} of {len(slides)} slides could not be read (see {table.name})", "bold red", "error: ")
         raise typer.Exit(1)
