@@ -48,8 +48,8 @@ def texture_features(image: np.ndarray) -> np.ndarray:
     return np.concatenate(feats, -1)
 
 
-def pixel_set(seed: int, tiles: int, per_tile: int, extract) -> tuple[np.ndarray, np.ndarray]:
-    cfg = SynthConfig(seed=seed)
+def pixel_set(seed: int, tiles: int, per_tile: int, extract, preset: str = "default") -> tuple[np.ndarray, np.ndarray]:
+    cfg = SynthConfig(seed=seed, preset=preset)
     k = len(cfg.classes)
     xs, ys = [], []
     pick = np.random.default_rng(seed + 99)
@@ -63,12 +63,12 @@ def pixel_set(seed: int, tiles: int, per_tile: int, extract) -> tuple[np.ndarray
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def separability(tiles: int = 60, per_tile: int = 400) -> dict[str, float]:
+def separability(tiles: int = 60, per_tile: int = 400, preset: str = "default") -> dict[str, float]:
     """Balanced pixel accuracy on held-out tiles, per feature set."""
     out = {}
     for name, extract in (("colour", colour_features), ("texture", texture_features)):
-        xtr, ytr = pixel_set(1, tiles, per_tile, extract)
-        xte, yte = pixel_set(2, tiles, per_tile, extract)
+        xtr, ytr = pixel_set(1, tiles, per_tile, extract, preset)
+        xte, yte = pixel_set(2, tiles, per_tile, extract, preset)
         clf = QuadraticDiscriminantAnalysis(reg_param=1e-3).fit(xtr, ytr)
         out[name] = float(balanced_accuracy_score(yte, clf.predict(xte)))
     return out
@@ -77,12 +77,14 @@ def separability(tiles: int = 60, per_tile: int = 400) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiles", type=int, default=60)
+    ap.add_argument("--presets", default="default,hard", help="synth presets, comma separated")
     args = ap.parse_args()
-    scores = separability(args.tiles)
-    print("| pixel classifier (QDA) | balanced accuracy, 4 tissue classes (chance 0.25) |")
-    print("|---|---|")
-    for name, v in scores.items():
-        print(f"| {name} | {v:.3f} |")
+    presets = args.presets.split(",")
+    scores = {p: separability(args.tiles, preset=p) for p in presets}
+    print("| pixel classifier (QDA) | " + " | ".join(f"balanced accuracy, {p} (chance 0.25)" for p in presets) + " |")
+    print("|---|" + "---|" * len(presets))
+    for name in ("colour", "texture"):
+        print(f"| {name} | " + " | ".join(f"{scores[p][name]:.3f}" for p in presets) + " |")
 
 
 if __name__ == "__main__":

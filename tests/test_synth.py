@@ -71,3 +71,34 @@ def test_mean_colour_alone_is_clearly_worse_than_texture():
     scores = sep.separability(tiles=20, per_tile=200)
     assert scores["texture"] > scores["colour"] + 0.25, scores
     assert scores["colour"] < 0.55, scores
+
+
+def _tile_stats(cfg, n: int, seed: int) -> tuple[float, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    k = len(cfg.classes)
+    multi, pixels = 0, np.zeros(k)
+    for _ in range(n):
+        _, mask = render_tile(rng, cfg)
+        counts = np.bincount(mask.ravel(), minlength=k + 1)[:k]
+        multi += int((counts > 0).sum() >= 2)
+        pixels += counts
+    return multi / n, pixels / pixels.sum()
+
+
+def test_hard_preset_is_mostly_multi_label_with_a_rare_class():
+    hard = SynthConfig(preset="hard")
+    multi, share = _tile_stats(hard, 200, seed=7)
+    assert multi >= 0.70 and 0.03 <= share[hard.classes.index("NEC")] <= 0.08, (multi, share)
+    multi_default, share_default = _tile_stats(SynthConfig(), 200, seed=7)
+    assert multi_default < multi and share_default.min() > 0.2
+    assert SynthConfig(preset="hard", texture_blend=0.0).texture_blend == 0.0  # given knobs win over the preset
+
+
+def test_default_tiles_are_unchanged_by_the_new_knobs():
+    """The default preset draws the same random numbers as before the hard preset existed."""
+    rng, digest = np.random.default_rng(0), hashlib.sha256()
+    for _ in range(5):
+        image, mask = render_tile(rng, SynthConfig())
+        digest.update(image.tobytes())
+        digest.update(mask.tobytes())
+    assert digest.hexdigest()[:16] == "f65ee138685d35e3"  # computed with commit 8c36d99's generator

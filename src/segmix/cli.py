@@ -193,6 +193,7 @@ SYNTH_FLAGS = {
     "n_test": "--test",
     "tile_size": "--size",
     "stain_jitter": "--stain-jitter",
+    "preset": "--preset",
     "classes": "--classes",
     "seed": "--seed",
 }
@@ -210,6 +211,10 @@ def synth(
     stain_jitter: Annotated[float, typer.Option(help="Per-tile stain variation, 0-1.")] = 0.25,
     workers: Annotated[Optional[int], typer.Option(help="Processes (default: all cores).")] = None,
     sheet: Annotated[bool, typer.Option(help="Write contact_sheet.png.")] = True,
+    preset: Annotated[
+        str,
+        typer.Option(help="Difficulty: default, or hard (mostly multi-label tiles, a rare class, closer textures)."),
+    ] = "default",
 ) -> None:
     """Generate the synthetic H&E tissue benchmark (generic layout, exact pixel truth)."""
     from pydantic import ValidationError
@@ -226,6 +231,7 @@ def synth(
         n_test=n_test,
         seed=seed,
         stain_jitter=stain_jitter,
+        preset=preset,
     )
     try:
         cfg = SynthConfig(**fields)
@@ -618,6 +624,7 @@ CONFIG_NAMES = (
     "luad-histoseg",
     "bcss-wsss",
     "wsss4luad",
+    "demo-hard",
     "uni",
     "uni2-h",
     "virchow2",
