@@ -198,39 +198,15 @@ def test_ddp_two_processes_decide_alike_and_shard_pseudo_masks(tmp_path):
     assert len(ranks[0].read_text().strip().splitlines()) == 4
     # pseudo masks sharded over 2 ranks: every mask exactly once, same scores as 1 process
     clf = tmp_path / "ddp" / "classifier.pt"
-    torchrun = segmix_under_torchrun(
-        2,
-        29517,
-        "cams",
-        "--classifier",
-        str(clf),
-        "--data",
-        str(data),
-        "--out",
-        str(tmp_path / "pm2"),
-        "--set",
-        "scales=[1.0]",
-        "--set",
-        "flip=false",
-    )
+
+    def cams(out) -> list[str]:
+        return ["cams", "--classifier", str(clf), "--data", str(data), "--out", str(out), "--set", "scales=[1.0]",
+                "--set", "flip=false"]  # fmt: skip
+
+    torchrun = segmix_under_torchrun(2, 29517, *cams(tmp_path / "pm2"))
     r = subprocess.run(torchrun, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    one = [
-        sys.executable,
-        "-m",
-        "segmix.cli",
-        "cams",
-        "--classifier",
-        str(clf),
-        "--data",
-        str(data),
-        "--out",
-        str(tmp_path / "pm1"),
-        "--set",
-        "scales=[1.0]",
-        "--set",
-        "flip=false",
-    ]
+    one = [sys.executable, "-m", "segmix.cli", *cams(tmp_path / "pm1")]
     assert subprocess.run(one, capture_output=True, text=True, timeout=600).returncode == 0
     two = sorted(p.name for p in (tmp_path / "pm2" / "masks").iterdir())
     assert two == sorted(p.name for p in (tmp_path / "pm1" / "masks").iterdir()) and len(two) == 24

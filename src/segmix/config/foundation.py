@@ -12,15 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import timm
-import torch
+from timm.layers import SwiGLUPacked
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Constructor arguments that name layers, as the JSON-able strings a recipe holds.
-_LAYERS = {"swiglu_packed": "timm.layers.SwiGLUPacked", "silu": "torch.nn.SiLU"}
+# Constructor arguments that name layers: the JSON-able strings a recipe holds, and their classes.
+_LAYERS: dict[str, Callable[..., nn.Module]] = {"swiglu_packed": SwiGLUPacked, "silu": nn.SiLU}
 
 
 @dataclass(frozen=True)
@@ -49,15 +48,10 @@ class FoundationModel:
 
     def timm_kwargs(self, depth: int | None = None) -> dict[str, Any]:
         """Constructor arguments with layer names resolved; ``depth`` builds fewer blocks (tests)."""
-        out = {k: _layer(v) if k in ("mlp_layer", "act_layer") else v for k, v in self.kwargs.items()}
+        out = {k: _LAYERS[v] if k in ("mlp_layer", "act_layer") else v for k, v in self.kwargs.items()}
         if depth is not None:
             out["depth"] = depth
         return out
-
-
-def _layer(name: str) -> Callable[..., nn.Module]:
-    module, _, attr = _LAYERS[name].rpartition(".")
-    return getattr(timm.layers if module == "timm.layers" else torch.nn, attr)
 
 
 _VIT_COMMON = {"img_size": 224, "init_values": 1e-5, "num_classes": 0, "dynamic_img_size": True}

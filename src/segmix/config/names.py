@@ -71,3 +71,15 @@ def is_token_backbone(backbone: str) -> bool:
     if backbone in FOUNDATION_MODELS:
         return True
     return any(backbone in timm.list_models(module=m) for m in TOKEN_MODULES)
+
+
+def segmenter_arch(arch: str, encoder: str) -> str:
+    """The smp architecture stage 2 builds for ``encoder``: ``auto`` is DPT for a vision
+    transformer and DeepLabV3Plus otherwise; a vision transformer with another decoder (which needs
+    a feature pyramid) raises ValueError."""
+    vit = is_token_backbone(encoder[3:] if encoder.startswith("tu-") else encoder)
+    if arch.lower() == "auto":
+        return "DPT" if vit else "DeepLabV3Plus"
+    if vit and arch.lower() != "dpt":
+        raise ValueError(f"{encoder} is a vision transformer: use arch DPT (or auto), not {arch}")
+    return arch

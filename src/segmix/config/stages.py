@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from segmix.config.names import check_backbone, check_encoder, check_segmenter_arch, is_token_backbone
+from segmix.config.names import check_backbone, check_encoder, check_segmenter_arch, segmenter_arch
 from segmix.shuffle.curriculum import FEEDBACK_RULE, Level, build_levels, patch_ladder
 from segmix.shuffle.registry import LABEL_MIXERS, METHODS
 
@@ -170,9 +170,7 @@ class SegmenterModel(Section):
 
     @model_validator(mode="after")
     def _arch_takes_encoder(self) -> SegmenterModel:
-        timm_name = self.encoder[3:] if self.encoder.startswith("tu-") else self.encoder
-        if is_token_backbone(timm_name) and self.arch.lower() not in ("auto", "dpt"):
-            raise ValueError(f"{self.encoder} is a vision transformer: use arch DPT (or auto), not {self.arch}")
+        segmenter_arch(self.arch, self.encoder)
         return self
 
 

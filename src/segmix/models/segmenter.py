@@ -12,13 +12,10 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
 from segmix.config.foundation import FOUNDATION_MODELS
-from segmix.config.names import is_token_backbone
+from segmix.config.names import is_token_backbone, segmenter_arch
 from segmix.errors import ConfigError
 from segmix.models.foundation import load_foundation_weights, timm_name
 from segmix.models.weights import load_backbone_weights
-
-# smp architectures that take a plain vision transformer (one token grid, no feature pyramid).
-VIT_ARCHS = ("dpt",)
 
 
 def create_segmenter(
@@ -42,9 +39,7 @@ def create_segmenter(
     recipe = encoder in FOUNDATION_MODELS
     timm_encoder = encoder[3:] if encoder.startswith("tu-") else None
     vit = recipe or (timm_encoder is not None and is_token_backbone(timm_encoder))
-    arch = ("DPT" if vit else "DeepLabV3Plus") if arch.lower() == "auto" else arch
-    if vit and arch.lower() not in VIT_ARCHS:
-        raise ValueError(f"{encoder} is a vision transformer: use arch DPT (or auto), not {arch}")
+    arch = segmenter_arch(arch, encoder)
     name = f"tu-{timm_name(encoder)}" if recipe else encoder
     extra = {"dynamic_img_size": True} if vit else {}
     model = smp.create_model(arch, encoder_name=name, encoder_weights=encoder_weights, classes=classes, **extra)
