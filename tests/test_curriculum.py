@@ -3,7 +3,7 @@
 import pytest
 
 from segmix.shuffle import SegMix, build_levels, create_curriculum, patch_ladder
-from segmix.shuffle.curriculum import FeedbackCurriculum, Level
+from segmix.shuffle.curriculum import FeedbackCurriculum, Level, MasteryCurriculum
 
 
 def test_patch_ladder_is_coarse_to_fine_divisors():
@@ -131,8 +131,12 @@ def test_the_api_and_the_config_share_the_feedback_defaults():
 
     cur = FeedbackCurriculum(SegMix(), build_levels([56], 0.25, 0.5))
     cfg = CurriculumConfig()
-    assert cfg.rule() == {k: getattr(cur, k) for k in ("mode", "advance", "tighten", "backoff", "warmup", "warmup_off")}
+    keys = ("mode", "advance", "tighten", "backoff", "warmup", "warmup_off")
+    assert cfg.rule("feedback") == {k: getattr(cur, k) for k in keys}
     assert cur.warmup_off is True
+    mastery = MasteryCurriculum(SegMix(), build_levels([56], 0.25, 0.5))
+    keys = ("mastery", "collapse", "patience", "min_gain", "warmup", "warmup_off")
+    assert cfg.rule("mastery") == {k: getattr(mastery, k) for k in keys}
 
 
 def test_ladders_can_align_with_vit_tokens():

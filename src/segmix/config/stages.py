@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from segmix.config.names import check_backbone, check_encoder, check_segmenter_arch, segmenter_arch
-from segmix.shuffle.curriculum import FEEDBACK_RULE, Level, build_levels, patch_ladder
+from segmix.shuffle.curriculum import FEEDBACK_RULE, MASTERY_RULE, Level, build_levels, patch_ladder
 from segmix.shuffle.registry import LABEL_MIXERS, METHODS
 
 
@@ -81,10 +81,18 @@ class ClassifierModel(Section):
 class MixingSection(Section):
     """Which batch mixer stage 1 uses (:data:`segmix.shuffle.METHODS`), and its knobs."""
 
-    method: str = Field("segmix", description="none, cutmix, mixup, shuffle-fixed, shuffle-scheduled, segmix")
+    method: str = Field(
+        "segmix", description="none, cutmix, mixup, shuffle-fixed, shuffle-scheduled, segmix, segmix-loss"
+    )
     label_mix: str = Field("union", description='targets of mixed images; measured: +1.8 pseudo-mask mIoU over "area"')
     probability: float = Field(1.0, ge=0, le=1, description="probability that a batch is mixed")
     alpha: float = Field(1.0, gt=0, description="CutMix / MixUp Beta parameter")
+    single_share: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="grid mixers: share of each batch drawn from single-label tiles, class-balanced (0: off)",
+    )
 
     @field_validator("method")
     @classmethod
@@ -121,25 +129,64 @@ class LadderSection(Section):
 
 
 class CurriculumConfig(Section):
-    """The feedback curriculum's signal and rule (see :mod:`segmix.shuffle.curriculum`)."""
+    """The feedback curricula's signal and rules (see :mod:`segmix.shuffle.curriculum`).
 
-    signal: Literal["train_loss", "val_loss", "val_f1"] = Field(
-        "train_loss", description="what the feedback reads each epoch"
+    ``segmix`` uses the mastery rule on ``cell_accuracy``; ``segmix-loss`` the relative rule on
+    the mixed-batch loss (``signal: auto`` picks these).
+    """
+
+    signal: Literal["auto", "cell_accuracy", "train_loss", "val_loss", "val_f1"] = Field(
+        "auto",
+        description="what the feedback reads each epoch; auto: cell_accuracy (segmix), train_loss (segmix-loss)",
     )
-    mode: Literal["loss", "score"] = Field(FEEDBACK_RULE.mode, description="loss: lower is better; score: higher")
+    mastery: float = Field(
+        MASTERY_RULE.mastery, gt=0, le=1, description="segmix: cell accuracy at which a level is mastered"
+    )
+    collapse: float = Field(
+        MASTERY_RULE.collapse, ge=0, description="segmix: drop below the level's best score that steps back"
+    )
+    patience: int = Field(
+        MASTERY_RULE.patience, ge=0, description="segmix: epochs without improvement that advance (0: never)"
+    )
+    min_gain: float = Field(MASTERY_RULE.min_gain, ge=0, description="segmix: least rise that counts as improvement")
+    mode: Literal["loss", "score"] = Field(
+        FEEDBACK_RULE.mode, description="segmix-loss: loss (lower is better) or score (higher)"
+    )
     advance: float = Field(
-        FEEDBACK_RULE.advance, ge=0, lt=1, description="relative gain over the level's reference that advances"
+        FEEDBACK_RULE.advance, ge=0, lt=1, description="segmix-loss: relative gain over the level's reference"
     )
-    tighten: float = Field(FEEDBACK_RULE.tighten, ge=0, description="growth of that requirement per step")
+    tighten: float = Field(FEEDBACK_RULE.tighten, ge=0, description="segmix-loss: growth of that requirement per step")
     backoff: float = Field(
-        FEEDBACK_RULE.backoff, ge=0, description="relative loss over the level's best that steps back"
+        FEEDBACK_RULE.backoff, ge=0, description="segmix-loss: relative loss over the level's best that steps back"
     )
     warmup: int = Field(FEEDBACK_RULE.warmup, ge=0, description="epochs at level 0 before feedback starts")
     warmup_off: bool = Field(FEEDBACK_RULE.warmup_off, description="no mixing during warm-up")
 
-    def rule(self) -> dict:
-        """The keyword arguments of :class:`segmix.shuffle.FeedbackCurriculum`."""
-        return self.model_dump(exclude={"signal"})
+    def rule(self, curriculum: str) -> dict:
+        """The keyword arguments of the named curriculum's rule (``mastery`` or ``feedback``)."""
+        keys = {
+            "mastery": ("mastery", "collapse", "patience", "min_gain"),
+            "feedback": ("mode", "advance", "tighten", "backoff"),
+        }[curriculum]
+        return self.model_dump(include={*keys, "warmup", "warmup_off"})
+
+    def signal_for(self, curriculum: str) -> str:
+        """The signal the named curriculum reads (``auto`` resolved)."""
+        if self.signal != "auto":
+            return self.signal
+        return "cell_accuracy" if curriculum == "mastery" else "train_loss"
+
+
+class PoolSection(Section):
+    """A growing pool of patches labelled by the classifier's own confident CAMs (stage 1).
+
+    After each epoch the cells (at the current patch size) of multi-label training tiles whose
+    label-gated cell CAM is at least ``confidence`` sure of one class become known cells of the
+    per-patch CAM loss; the share admitted grows with the curriculum's level up to ``share``.
+    """
+
+    share: float = Field(0.0, ge=0, le=1, description="share of multi-label cells admitted at the top level (0: off)")
+    confidence: float = Field(0.9, ge=0.5, le=1, description="least softmax confidence over the tile's classes")
 
 
 class Stage1Loss(Section):
@@ -257,6 +304,7 @@ class Stage1Config(RunOptions):
     ladder: LadderSection = LadderSection()
     loss: Stage1Loss = Stage1Loss()
     curriculum: CurriculumConfig = CurriculumConfig()
+    patch_pool: PoolSection = PoolSection()
 
     @model_validator(mode="after")
     def _ladder_fits(self) -> Stage1Config:

@@ -25,6 +25,7 @@ from segmix.models import CLASSIFIER_FILE, SEGMENTER_FILE, load_classifier, load
 from segmix.shuffle import METHODS, read_history_csv
 from segmix.train import build_mixer
 from segmix.train.data import TrainTiles
+from segmix.train.pool import read_pool_csv
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
@@ -110,20 +111,26 @@ def iou_bars(metrics: dict, classes: list[str], palette) -> str:
     return _b64_fig(fig)
 
 
-def curriculum_plot(csv_path: Path) -> str | None:
-    if not csv_path.is_file():
+def curriculum_plot(stage1: Path, mastery: float | None = None) -> str | None:
+    """The curriculum's signal with its decisions (and the ``mastery`` line of the mastery rule),
+    the shuffle setting, and (with a patch pool) the pool's size and precision, per epoch, from
+    ``curriculum.csv`` / ``pool.csv`` in ``stage1``."""
+    if not (stage1 / "curriculum.csv").is_file():
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_history_csv(csv_path)
+    rows = read_history_csv(stage1 / "curriculum.csv")
     if not rows:
         return None
+    pool = read_pool_csv(stage1 / "pool.csv") if (stage1 / "pool.csv").is_file() else []
     steps = [r.step + 1 for r in rows]
-    fig, axes = plt.subplots(3, 1, figsize=(7, 5), sharex=True)
+    fig, axes = plt.subplots(4 if pool else 3, 1, figsize=(7, 6.5 if pool else 5), sharex=True)
     axes[0].plot(steps, [r.signal for r in rows], "o-", color="#4b2a5a")
+    if mastery is not None:
+        axes[0].axhline(mastery, ls="--", color="#999999", lw=1)
     axes[0].set_ylabel("signal")
     for s, r in zip(steps, rows):
         marker = {"advance": ("^", "#2a8a3a"), "back": ("v", "#c0392b")}.get(r.action)
@@ -133,10 +140,25 @@ def curriculum_plot(csv_path: Path) -> str | None:
     axes[1].set_ylabel("patch px")
     axes[2].step(steps, [r.ratio for r in rows], where="post", color="#8a5a9e")
     axes[2].set_ylabel("swap ratio")
-    axes[2].set_xlabel("epoch (setting used after it)")
+    if pool:
+        _pool_panel(axes[3], pool)
+    axes[-1].set_xlabel("epoch (setting used after it)")
     for a in axes:
         a.grid(alpha=0.3)
     return _b64_fig(fig)
+
+
+def _pool_panel(ax, pool: list) -> None:
+    """Pool size (cells admitted, bars) and, where truth exists, its precision (line, right axis)."""
+    epochs = [r.epoch + 1 for r in pool]
+    ax.bar(epochs, [r.admitted for r in pool], color="#c9b3d6", width=0.6)
+    ax.set_ylabel("pool cells")
+    scored = [(e, r.precision) for e, r in zip(epochs, pool) if r.precision is not None]
+    if scored:
+        twin = ax.twinx()
+        twin.plot(*zip(*scored), "s-", color="#2a8a3a")
+        twin.set_ylim(0, 1.05)
+        twin.set_ylabel("precision", color="#2a8a3a")
 
 
 def cam_picture(image: np.ndarray, cam: np.ndarray, label: np.ndarray, palette) -> np.ndarray:
@@ -190,8 +212,8 @@ def mixed_examples(ctx, n: int) -> str | None:
     tiles = TrainTiles(TileDataset(ctx.data_root, "train", ctx.spec, with_masks=False), cfg.train.image_size)
     batch = [tiles[i] for i in range(min(8, len(tiles)))]  # resized as stage 1 resizes them
     size = cfg.train.image_size
-    images = torch.stack([image for image, _ in batch]).float() / 255
-    labels = torch.stack([label for _, label in batch])
+    images = torch.stack([image for image, _, _ in batch]).float() / 255
+    labels = torch.stack([label for _, label, _ in batch])
     mixed, targets, info = mixer(images, labels, torch.Generator().manual_seed(0))
     colours = [
         (228, 26, 28),
@@ -236,9 +258,11 @@ def write_report(ctx) -> Path:
     )
     parts += _figure(
         "Feedback curriculum",
-        curriculum_plot(ctx.dir("stage1") / "curriculum.csv"),
-        "The training signal after each epoch and the shuffle setting the curriculum chose for the next one: "
-        "▲ harder (finer patches / more swaps), ▼ easier.",
+        curriculum_plot(ctx.dir("stage1"), _mastery_line(ctx.cfg.stage1)),
+        "The feedback signal after each epoch (segmix: the share of shuffled held-out cells whose CAM picks a class "
+        "of the tile they came from; dashed: the mastery line) and the shuffle setting the curriculum chose for the "
+        "next one: ▲ harder (finer patches / more swaps), ▼ easier. With a patch pool: the cells its confident CAMs "
+        "admitted after each epoch, and their precision against the true masks where the dataset has them.",
     )
     parts += _figure(
         "What the classifier sees during training",
@@ -255,6 +279,10 @@ def write_report(ctx) -> Path:
     path = ctx.run_dir / "report.html"
     write_text(path, page)
     return path
+
+
+def _mastery_line(cfg) -> float | None:
+    return cfg.curriculum.mastery if METHODS[cfg.mixing.method].curriculum == "mastery" else None
 
 
 def _header(ctx, metrics: dict) -> list[str]:

@@ -1,10 +1,21 @@
-"""Difficulty curricula for the shuffle: feedback (SegMix), scheduled and fixed.
+"""Difficulty curricula for the shuffle: mastery feedback (SegMix), loss feedback, scheduled and fixed.
 
 A curriculum owns a ladder of levels, easiest first: coarse patches and few swaps, then finer
 patches and more swaps. It writes ``patch_size`` / ``ratio`` into the mixer it drives and is
 stepped once per feedback period (an epoch, or every N steps) with a training signal.
 
-The feedback rule (:class:`FeedbackCurriculum`), with ``e_t`` the error at step ``t``
+The mastery rule (:class:`MasteryCurriculum`, SegMix's default) reads a localisation score in
+[0, 1] measured at the current level (stage 1's ``cell_accuracy``: how often the CAM of a
+shuffled held-out cell picks a class of the tile the cell came from):
+
+1. Warm-up as below.
+2. ``advance`` when the score reaches ``mastery``: the level is mastered;
+3. ``back`` when it falls ``collapse`` or more below the best score seen at this level;
+4. ``hold`` while it improves (by ``min_gain`` over the level's best, or on the level's first step);
+5. with ``patience`` > 0, ``advance`` after ``patience`` steps without improvement: the level has
+   taught what it can (a plateau), else ``hold``. A move resets the level's best.
+
+The older relative rule (:class:`FeedbackCurriculum`), with ``e_t`` the error at step ``t``
 (the signal itself in ``mode="loss"``; ``1 - signal`` in ``mode="score"``):
 
 1. During the first ``warmup`` steps the level stays at 0 (shuffle off when
@@ -22,9 +33,13 @@ The feedback rule (:class:`FeedbackCurriculum`), with ``e_t`` the error at step 
    A move resets ``ref`` and ``best`` at the new level. The top level only holds or steps back,
    level 0 only holds or advances.
 
+   Measured: on the mixed-batch loss this rule advances every second epoch whatever the model
+   can do (the first epoch at a level sets ``ref``, the next is always 5 % lower), a schedule in
+   disguise; it is kept as the ``segmix-loss`` method for comparison.
+
 Every step appends a :class:`HistoryRow` (step, signal, error, threshold, level, patch_size,
 ratio, action) to ``history``; ``state_dict`` / ``load_state_dict`` resume with identical later
-decisions. The rule's defaults (:data:`FEEDBACK_RULE`) are also the config's
+decisions. The rules' defaults (:data:`MASTERY_RULE`, :data:`FEEDBACK_RULE`) are also the config's
 (:class:`segmix.config.CurriculumConfig`): the API and ``segmix run`` behave alike.
 """
 
@@ -47,6 +62,9 @@ __all__ = [
     "FixedCurriculum",
     "HistoryRow",
     "Level",
+    "MASTERY_RULE",
+    "MasteryCurriculum",
+    "MasteryRule",
     "ScheduledCurriculum",
     "build_levels",
     "patch_ladder",
@@ -109,15 +127,21 @@ def read_history_csv(path: str | Path) -> list[HistoryRow]:
 
 
 @dataclass(frozen=True)
-class FeedbackRule:
-    """The constants of the feedback rule (module docstring); the one source of their defaults."""
+class WarmupRule:
+    """The warm-up both feedback rules share: ``warmup`` steps at level 0, shuffle off if ``warmup_off``."""
+
+    warmup: int = 1
+    warmup_off: bool = True
+
+
+@dataclass(frozen=True)
+class FeedbackRule(WarmupRule):
+    """The constants of the relative rule (module docstring); the one source of their defaults."""
 
     mode: Literal["loss", "score"] = "loss"
     advance: float = 0.05
     tighten: float = 0.05
     backoff: float = 0.10
-    warmup: int = 1
-    warmup_off: bool = True
 
 
 FEEDBACK_RULE = FeedbackRule()
@@ -208,6 +232,26 @@ class Curriculum:
         self._apply()
 
 
+class WarmupCurriculum(Curriculum):
+    """A curriculum whose first ``warmup`` steps stay at level 0, with the shuffle off when
+    ``warmup_off`` (subclasses set both before ``Curriculum.__init__``)."""
+
+    warmup: int = 0
+    warmup_off: bool = False
+    state_keys: tuple[str, ...] = ()  # the rule's own state, saved beside the ladder's
+
+    def _is_off(self) -> bool:
+        return self.warmup_off and self.step_count < self.warmup
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), **{k: getattr(self, k) for k in self.state_keys}}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        for k in self.state_keys:
+            setattr(self, k, state[k])
+
+
 class FixedCurriculum(Curriculum):
     """Constant patch size and ratio (the ``shuffle-fixed`` ablation); ``level`` picks the rung."""
 
@@ -240,7 +284,7 @@ class ScheduledCurriculum(Curriculum):
         return self._record(signal, action)
 
 
-class FeedbackCurriculum(Curriculum):
+class FeedbackCurriculum(WarmupCurriculum):
     """SegMix's feedback rule (see the module docstring for the exact decision rule).
 
     Args:
@@ -256,6 +300,7 @@ class FeedbackCurriculum(Curriculum):
     """
 
     name = "feedback"
+    state_keys = ("ref", "best")
 
     def __init__(
         self,
@@ -275,9 +320,6 @@ class FeedbackCurriculum(Curriculum):
         self.ref: float | None = None
         self.best: float | None = None
         super().__init__(mixer, levels)
-
-    def _is_off(self) -> bool:
-        return self.warmup_off and self.step_count < self.warmup
 
     def threshold(self, step: int) -> float | None:
         if self.ref is None:
@@ -306,9 +348,81 @@ class FeedbackCurriculum(Curriculum):
             self.ref = self.best = None
         return self._record(signal, action, error, thr)
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "ref": self.ref, "best": self.best}
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.ref, self.best = state["ref"], state["best"]
+@dataclass(frozen=True)
+class MasteryRule(WarmupRule):
+    """The constants of the mastery rule (module docstring); the one source of their defaults."""
+
+    mastery: float = 0.9
+    collapse: float = 0.05
+    patience: int = 0
+    min_gain: float = 0.01
+
+
+MASTERY_RULE = MasteryRule()
+
+
+class MasteryCurriculum(WarmupCurriculum):
+    """SegMix's feedback on a localisation score: advance when the level is mastered, hold while
+    learning, step back when the score collapses (module docstring).
+
+    Args:
+        mixer: object with ``patch_size`` and ``ratio`` attributes (a :class:`SegMix`).
+        levels: the ladder, easiest first (:func:`build_levels`).
+        mastery: score in [0, 1] at which a level counts as mastered.
+        collapse: drop below the level's best score that steps back.
+        patience: steps without improvement after which a level counts as learnt (0: never).
+        min_gain: least rise over the level's best that counts as improvement.
+        warmup: steps at level 0 before feedback starts.
+        warmup_off: shuffle off (ratio 0) during warm-up, rather than at level 0.
+
+    ``HistoryRow.error`` is ``1 - score`` and ``threshold`` is ``1 - mastery``.
+    """
+
+    name = "mastery"
+    state_keys = ("best", "stalled")
+
+    def __init__(
+        self,
+        mixer: Mixer,
+        levels: list[Level],
+        mastery: float = MASTERY_RULE.mastery,
+        collapse: float = MASTERY_RULE.collapse,
+        patience: int = MASTERY_RULE.patience,
+        min_gain: float = MASTERY_RULE.min_gain,
+        warmup: int = MASTERY_RULE.warmup,
+        warmup_off: bool = MASTERY_RULE.warmup_off,
+    ) -> None:
+        if not 0.0 < mastery <= 1.0 or collapse < 0.0 or patience < 0 or min_gain < 0.0:
+            raise ValueError(
+                f"need 0 < mastery <= 1 and collapse, patience, min_gain >= 0; got {mastery}, {collapse}, "
+                f"{patience}, {min_gain}"
+            )
+        self.mastery, self.collapse, self.patience, self.min_gain = mastery, collapse, patience, min_gain
+        self.warmup, self.warmup_off = warmup, warmup_off
+        self.best: float | None = None
+        self.stalled = 0
+        super().__init__(mixer, levels)
+
+    def step(self, signal: float) -> HistoryRow:
+        score = float(signal)
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"mastery curriculum needs a score in [0, 1], got {signal}")
+        error, threshold = 1.0 - score, 1.0 - self.mastery
+        if self.step_count < self.warmup:
+            return self._record(score, "warmup", error)
+        top = self.level == len(self.levels) - 1
+        if score >= self.mastery and not top:
+            action, self.level = "advance", self.level + 1
+        elif self.best is not None and score <= self.best - self.collapse and self.level > 0:
+            action, self.level = "back", self.level - 1
+        elif self.best is None or score >= self.best + self.min_gain:
+            action, self.best, self.stalled = "hold", max(self.best or 0.0, score), 0
+        else:
+            self.stalled += 1
+            plateau = self.patience > 0 and self.stalled >= self.patience and not top
+            action = "advance" if plateau else "hold"
+            self.level += plateau
+        if action != "hold":
+            self.best, self.stalled = None, 0
+        return self._record(score, action, error, threshold)

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from segmix.shuffle.baselines import NoMix, TimmMix
-from segmix.shuffle.curriculum import Curriculum, FeedbackCurriculum, FixedCurriculum, Level, ScheduledCurriculum
+from segmix.shuffle.curriculum import (
+    Curriculum,
+    FeedbackCurriculum,
+    FixedCurriculum,
+    Level,
+    MasteryCurriculum,
+    ScheduledCurriculum,
+)
 from segmix.shuffle.mixer import Mixer
 from segmix.shuffle.segmix import LABEL_MIXERS, SegMix
 
@@ -65,7 +72,8 @@ METHODS: dict[str, Method] = {
     "mixup": Method("mixup"),
     "shuffle-fixed": Method("segmix", "fixed"),
     "shuffle-scheduled": Method("segmix", "scheduled"),
-    "segmix": Method("segmix", "feedback"),
+    "segmix": Method("segmix", "mastery"),
+    "segmix-loss": Method("segmix", "feedback"),
 }
 
 
@@ -89,6 +97,7 @@ CURRICULA: dict[str, type[Curriculum]] = {
     "fixed": FixedCurriculum,
     "scheduled": ScheduledCurriculum,
     "feedback": FeedbackCurriculum,
+    "mastery": MasteryCurriculum,
 }
 
 

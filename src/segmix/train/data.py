@@ -18,7 +18,7 @@ def fit_square(image: np.ndarray, size: int, resample: int = Image.BILINEAR) -> 
 
 
 class TrainTiles(Dataset):
-    """``(image uint8 (3, S, S), label float (K,))`` pairs; tiles of another size are resized.
+    """``(image uint8 (3, S, S), label float (K,), tile index)``; tiles of another size are resized.
 
     Resizing (not cropping) keeps every labelled tissue in view, so image-level labels stay
     true for tiles of varying size such as WSSS4LUAD's.
@@ -31,12 +31,11 @@ class TrainTiles(Dataset):
     def __len__(self) -> int:
         return len(self.tiles)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         item = self.tiles[index]
         image = fit_square(item["image"], self.size)
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous(), torch.from_numpy(
-            item["label"].astype(np.float32)
-        )
+        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+        return image, torch.from_numpy(item["label"].astype(np.float32)), index
 
 
 # Seeds of derived random streams: seed * RUN_STRIDE + offset. Primes, so nearby (seed, offset)
@@ -77,3 +76,45 @@ class EpochShuffle(Sampler[int]):
 
     def __len__(self) -> int:
         return self.size
+
+
+class SingleLabelShare(EpochShuffle):
+    """:class:`EpochShuffle` whose every batch draws ``share`` of its places from single-label
+    tiles, class-balanced (a class first, uniformly among those with single-label tiles, then one
+    of its tiles).
+
+    On real H&E most tiles carry several labels, so few shuffled patches have a known class; the
+    per-patch CAM loss gets its positives from these draws. Yields ``len(labels) // batch_size``
+    whole batches (the loader must use the same ``batch_size``); without single-label tiles it is
+    a plain :class:`EpochShuffle` cut to whole batches.
+
+    Args:
+        labels: (N, K) multi-hot labels, in the dataset's index order.
+        batch_size: the loader's batch size.
+        share: share of each batch drawn from single-label tiles, in [0, 1).
+        seed: with the epoch, fixes the order.
+    """
+
+    def __init__(self, labels: np.ndarray, batch_size: int, share: float, seed: int) -> None:
+        super().__init__(len(labels), seed)
+        single = np.flatnonzero((labels > 0.5).sum(1) == 1)
+        by_class = [single[labels[single].argmax(1) == k] for k in range(labels.shape[1])]
+        self.by_class = [torch.from_numpy(ix) for ix in by_class if len(ix)]
+        self.batch_size = batch_size
+        self.per_batch = int(round(share * batch_size)) if self.by_class else 0
+
+    def __iter__(self):
+        g = seeded_generator(self.seed, self.epoch)
+        order = torch.randperm(self.size, generator=g)
+        own = self.batch_size - self.per_batch
+        out = []
+        for b in range(len(self) // self.batch_size):
+            out += order[b * own : (b + 1) * own].tolist()
+            if not self.per_batch:
+                continue
+            classes = torch.randint(len(self.by_class), (self.per_batch,), generator=g).tolist()
+            out += [int(self.by_class[c][torch.randint(len(self.by_class[c]), (1,), generator=g)]) for c in classes]
+        return iter(out)
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size * self.batch_size

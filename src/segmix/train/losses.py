@@ -1,17 +1,42 @@
-"""Stage-1 losses beyond the image-level BCE."""
+"""Stage-1 losses beyond the image-level BCE, and the localisation score on shuffled cells.
+
+What a shuffled batch knows about each grid cell: a cell from image j carries none of the
+classes absent from j's label (certain negatives), and, when j has a single label, exactly that
+class (a certain positive). The patch pool (:mod:`segmix.train.pool`) adds cells whose class the
+classifier itself is confident of.
+"""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def patch_cam_loss(maps: Tensor, source: Tensor, patch_size: int, labels: Tensor, size: tuple[int, int]) -> Tensor:
+def cell_logits(maps: Tensor, grid: tuple[int, int], patch_size: int, size: tuple[int, int]) -> Tensor:
+    """Class maps (B, K, h, w) -> mean logit of every grid cell, float (B, K, gh, gw).
+
+    The maps are upsampled to the image ``size`` (H, W) first, so cells need not align with the
+    map's own pixels.
+    """
+    gh, gw = grid
+    up = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+    return F.avg_pool2d(up[:, :, : gh * patch_size, : gw * patch_size], patch_size)
+
+
+def patch_cam_loss(
+    maps: Tensor,
+    source: Tensor,
+    patch_size: int,
+    labels: Tensor,
+    size: tuple[int, int],
+    cell_class: Tensor | None = None,
+) -> Tensor:
     """BCE of each grid cell's pooled class map against what is known of that cell.
 
-    A patch from image j carries none of the classes absent from j's label (certain
-    negatives), and, when j has a single label, exactly that class (a certain positive). Other
-    entries (a class of a multi-label source) are unknown and left out.
+    Certain negatives and single-label positives are known (module docstring); a class of a
+    multi-label source is unknown and left out, unless ``cell_class`` names the cell's class, in
+    which case every class of that cell is known (that one positive, the others negative).
 
     Args:
         maps: float (B, K, h, w) per-location class logits.
@@ -19,16 +44,44 @@ def patch_cam_loss(maps: Tensor, source: Tensor, patch_size: int, labels: Tensor
         patch_size: grid patch edge in image pixels.
         labels: (B, K) multi-hot labels of the *unmixed* images.
         size: (H, W) of the images.
+        cell_class: optional long (B, gh, gw), the class of the patch now at each cell (the patch
+            pool's entry of its source tile), -1 where unknown.
 
     Returns:
         scalar loss (0 when nothing is known).
     """
-    gh, gw = source.shape[1:]
-    up = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
-    cells = F.avg_pool2d(up[:, :, : gh * patch_size, : gw * patch_size], patch_size)  # (B, K, gh, gw)
+    cells = cell_logits(maps, tuple(source.shape[1:]), patch_size, size)  # (B, K, gh, gw)
     hard = (labels > 0.5).float()
     target = hard[source].permute(0, 3, 1, 2)  # (B, K, gh, gw)
     single = (hard.sum(dim=1) == 1)[source][:, None]  # (B, 1, gh, gw)
-    known = ((target == 0) | single).float()
+    known = (target == 0) | single
+    if cell_class is not None:
+        pooled = cell_class >= 0
+        onehot = F.one_hot(cell_class.clamp(min=0), target.shape[1]).permute(0, 3, 1, 2).float()
+        target = torch.where(pooled[:, None], onehot, target)
+        known = known | pooled[:, None]
+    known = known.float()
     bce = F.binary_cross_entropy_with_logits(cells, target, reduction="none")
     return (bce * known).sum() / known.sum().clamp(min=1.0)
+
+
+def cell_hits(maps: Tensor, source: Tensor, patch_size: int, labels: Tensor, size: tuple[int, int]) -> Tensor:
+    """How well the CAMs localise on a shuffled batch: ``(hits, cells)`` as float (2,).
+
+    A cell counts when it holds a patch from another image and the mixed image has a class the
+    patch's source lacks (otherwise any answer is right). It is a hit when its CAM's strongest
+    class, among the mixed image's classes (the label gate of pseudo masks), is a class of the
+    source. This is exactly what a pseudo mask gets right or wrong at that cell.
+
+    Args: as :func:`patch_cam_loss`.
+    """
+    batch, gh, gw = source.shape
+    cells = cell_logits(maps, (gh, gw), patch_size, size)
+    hard = labels > 0.5
+    present = hard[source]  # (B, gh, gw, K)
+    gate = present.flatten(1, 2).any(dim=1)  # (B, K): classes of the mixed image
+    own = torch.arange(batch, device=source.device).view(-1, 1, 1)
+    counted = (source != own) & (gate[:, None, None] & ~present).any(dim=-1)
+    gated = cells.permute(0, 2, 3, 1).masked_fill(~gate[:, None, None], float("-inf"))
+    hit = present.gather(-1, gated.argmax(dim=-1, keepdim=True)).squeeze(-1)
+    return torch.stack([(hit & counted).sum(), counted.sum()]).float()

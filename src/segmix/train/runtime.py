@@ -62,7 +62,7 @@ class EpochCheckpoint(L.Callback):
         self.path = Path(path)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # optimizer and loop state: our own folder only
 
 
 def build_trainer(opts: RunOptions, epochs: int, out: Path, callbacks: list, progress: bool, **extra) -> L.Trainer:

@@ -2,20 +2,24 @@
 
 Lightning brings mixed precision (bf16 on CPU, AMP on GPU), DDP, checkpoint/resume and
 loggers. What is ours: the mixer applied to each batch on the device, the per-patch CAM loss,
-and the curriculum stepped at each epoch end by :class:`CurriculumCallback` with the feedback
-signal, its state saved in every checkpoint.
+the localisation score on a fixed shuffled held-out set (``val_cell_accuracy``), and the
+curriculum stepped at each epoch end by :class:`CurriculumCallback` with the feedback signal,
+followed by the patch pool's rebuild; both states are saved in every checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
 
 from segmix.config import Stage1Config, save_config
@@ -24,10 +28,11 @@ from segmix.data.spec import DatasetSpec, resolve_spec
 from segmix.data.stain import fit_stain_normalizer
 from segmix.errors import DatasetError
 from segmix.models import CLASSIFIER_FILE, CamClassifier, save_classifier
-from segmix.shuffle import METHODS, Curriculum, Mixer, create_method, write_history_csv
-from segmix.train.augment import dihedral, hed_jitter
-from segmix.train.data import EpochShuffle, TrainTiles, split_holdout
-from segmix.train.losses import patch_cam_loss
+from segmix.shuffle import METHODS, Curriculum, Mixer, SegMix, create_method, write_history_csv
+from segmix.train.augment import dihedral_pair, hed_jitter
+from segmix.train.data import RUN_STRIDE, EpochShuffle, SingleLabelShare, TrainTiles, split_holdout
+from segmix.train.losses import cell_hits, patch_cam_loss
+from segmix.train.pool import PatchPool, PoolStats, PoolTiles, write_pool_csv
 from segmix.train.runtime import (
     EpochCheckpoint,
     adamw_cosine,
@@ -59,17 +64,25 @@ def build_mixer(cfg: Stage1Config) -> tuple[Mixer, Curriculum | None]:
     }[method.mixer]
     curriculum_args = {
         None: None,
-        "feedback": cfg.curriculum.rule(),
+        "mastery": cfg.curriculum.rule("mastery"),
+        "feedback": cfg.curriculum.rule("feedback"),
         "scheduled": {"total_steps": cfg.train.epochs},
         "fixed": {"level": cfg.ladder.fixed_level},
     }[method.curriculum]
     return create_method(m.method, levels, mixer_args, curriculum_args)
 
 
-class Stage1Module(L.LightningModule):
-    """The CAM classifier, its mixer and curriculum, and the losses."""
+# Random streams of the held-out shuffle: fixed per batch, so every epoch scores the same cells.
+VAL_MIX_OFFSET = RUN_STRIDE // 2
 
-    def __init__(self, config: dict, class_names: list[str]) -> None:
+
+class Stage1Module(L.LightningModule):
+    """The CAM classifier, its mixer and curriculum, the patch pool, and the losses.
+
+    ``n_tiles``: training tiles, the size of the patch pool (0: no pool).
+    """
+
+    def __init__(self, config: dict, class_names: list[str], n_tiles: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.cfg = Stage1Config.model_validate(config)
@@ -79,6 +92,10 @@ class Stage1Module(L.LightningModule):
         self.model = CamClassifier(m.backbone, k, m.pretrained, m.weights, m.output_stride, m.pool)
         self.model.freeze(m.trainable_blocks)
         self.mixer, self.curriculum = build_mixer(self.cfg)
+        pooled = METHODS[self.cfg.mixing.method].mixer == "segmix" and self.cfg.patch_pool.share > 0
+        self.pool = PatchPool(n_tiles, self.cfg.patch_pool.confidence) if pooled else None
+        self.pool_history: list[PoolStats] = []
+        self._cells = torch.zeros(2)
         self.val_f1 = MultilabelF1Score(num_labels=k, average=None)
         self.val_ap = MultilabelAveragePrecision(num_labels=k, average=None)
         self._loss_sum = torch.zeros(())
@@ -92,12 +109,22 @@ class Stage1Module(L.LightningModule):
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
 
+    def _pool_cells(self, index: Tensor) -> Tensor | None:
+        """The patch pool's classes of the batch's tiles (B, gh, gw) at the mixer's patch size."""
+        if self.pool is None or not hasattr(self.mixer, "patch_size"):
+            return None
+        return self.pool.lookup(index, self.mixer.patch_size)
+
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        images, labels = batch
+        images, labels, index = batch
         g = step_generator(self.cfg.seed, self.global_step, self.global_rank)
         x = images.float() / 255
+        pooled = self._pool_cells(index)
         if self.cfg.augment.dihedral:
-            x = dihedral(x, g)
+            # The pool's grid turns with its tiles (ladder patch sizes divide the tile).
+            grid = pooled if pooled is not None else torch.zeros(len(x), 1, 1, device=x.device)
+            x, grid = dihedral_pair(x, grid, g)
+            pooled = grid if pooled is not None else None
         x = hed_jitter(x, self.cfg.augment.hed_jitter, g)
         x, targets, info = self.mixer(x, labels, g)
         logits, maps = self.model(self.normalize(x))
@@ -105,7 +132,12 @@ class Stage1Module(L.LightningModule):
         loss = loss_img
         weight = self.cfg.loss.patch_cam_weight
         if weight > 0 and info.source is not None:
-            loss_cell = patch_cam_loss(maps.float(), info.source, info.patch_size, labels, x.shape[-2:])
+            cell_class = None
+            if pooled is not None:
+                rows = torch.arange(info.source.shape[1], device=x.device).view(1, -1, 1)
+                cols = torch.arange(info.source.shape[2], device=x.device).view(1, 1, -1)
+                cell_class = pooled[info.source, rows, cols]  # in-place shuffle: a patch keeps its cell
+            loss_cell = patch_cam_loss(maps.float(), info.source, info.patch_size, labels, x.shape[-2:], cell_class)
             loss = loss + weight * loss_cell
             self.log("train/cell_loss", loss_cell, on_step=False, on_epoch=True, batch_size=len(x))
         check_finite(loss, self.global_step)
@@ -115,8 +147,25 @@ class Stage1Module(L.LightningModule):
         self.log("train/mixed_bce", loss_img, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self._cells = torch.zeros(2, device=self.device)
+
+    def _score_cells(self, images: Tensor, labels: Tensor, batch_idx: int) -> None:
+        """Add this batch's ``cell_hits`` on a shuffle at the curriculum's current level, drawn
+        the same way every epoch (the held-out set is fixed, only the model changes)."""
+        if self.curriculum is None or len(images) < 2:
+            return
+        level = self.curriculum.current
+        mixer = SegMix(level.patch_size, level.ratio, 1.0, self.cfg.mixing.label_mix)
+        offset = VAL_MIX_OFFSET + batch_idx * self.trainer.world_size + self.global_rank
+        g = torch.Generator().manual_seed(self.cfg.seed * RUN_STRIDE + offset)
+        x, _, info = mixer(images.float() / 255, labels, g)
+        _, maps = self.model(self.normalize(x))
+        self._cells += cell_hits(maps.float(), info.source, info.patch_size, labels, x.shape[-2:])
+
     def validation_step(self, batch, batch_idx: int) -> None:
-        images, labels = batch
+        images, labels, _ = batch
+        self._score_cells(images, labels, batch_idx)
         logits, _ = self.model(self.normalize(images))
         logits = logits.float()
         self.log(
@@ -133,6 +182,10 @@ class Stage1Module(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         f1, ap = self.val_f1.compute(), self.val_ap.compute()
         self.log("val_f1", f1.nanmean(), prog_bar=True)
+        if self.curriculum is not None:
+            hits, cells = self.trainer.strategy.reduce(self._cells, reduce_op="sum").tolist()
+            # No counted cell (nothing swapped, or every tile alike): nothing to localise yet.
+            self.log("val_cell_accuracy", hits / cells if cells else 0.0)
         self.log("val_ap", ap.nanmean())
         for name, v in zip(self.class_names, f1):
             self.log(f"val_f1/{name}", v)
@@ -141,7 +194,9 @@ class Stage1Module(L.LightningModule):
 
     def feedback_signal(self) -> float:
         """The curriculum's signal, the same on every rank."""
-        signal = self.cfg.curriculum.signal
+        signal = self.cfg.curriculum.signal_for(METHODS[self.cfg.mixing.method].curriculum)
+        if signal == "cell_accuracy":
+            signal = "val_cell_accuracy"
         if signal == "train_loss":
             mean = self._loss_sum / max(self._loss_count, 1)
             return float(self.trainer.strategy.reduce(mean, reduce_op="mean"))
@@ -153,13 +208,24 @@ class Stage1Module(L.LightningModule):
             return adamw_cosine(self.model.parameters(), train)
         return adamw_cosine(self.model.param_groups(train.lr, train.backbone_lr), train)
 
+    def pool_share(self) -> float:
+        """The pool's share now: it grows with the curriculum's level, none during warm-up."""
+        if self.curriculum is None or not self.curriculum.history or self.curriculum.history[-1].action == "warmup":
+            return 0.0
+        return self.cfg.patch_pool.share * (self.curriculum.level + 1) / len(self.curriculum.levels)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.curriculum is not None:
             checkpoint["curriculum"] = self.curriculum.state_dict()
+        if self.pool is not None:
+            checkpoint["pool"] = {**self.pool.state_dict(), "history": [asdict(r) for r in self.pool_history]}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.curriculum is not None and "curriculum" in checkpoint:
             self.curriculum.load_state_dict(checkpoint["curriculum"])
+        if self.pool is not None and "pool" in checkpoint:
+            self.pool.load_state_dict(checkpoint["pool"])
+            self.pool_history = [PoolStats(**r) for r in checkpoint["pool"]["history"]]
 
 
 class CurriculumCallback(L.Callback):
@@ -186,6 +252,66 @@ class CurriculumCallback(L.Callback):
             write_history_csv(module.curriculum.history, rank_csv)
 
 
+class PoolCallback(L.Callback):
+    """Rebuilds the patch pool after the curriculum's step (so at the next epoch's patch size);
+    writes its trace (``pool.csv``: size and, with pixel truth, precision per epoch).
+
+    ``make_loader(rank, world_size)`` gives this process's :class:`PoolTiles` loader.
+    """
+
+    def __init__(self, make_loader: Callable[[int, int], DataLoader], csv_path: str | Path) -> None:
+        self.make_loader, self.csv_path = make_loader, Path(csv_path)
+        self.loader: DataLoader | None = None
+
+    def setup(self, trainer: L.Trainer, module: Stage1Module, stage: str) -> None:
+        if module.pool is not None:
+            self.loader = self.make_loader(trainer.global_rank, trainer.world_size)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: Stage1Module) -> None:
+        if module.pool is None:
+            return
+        share, patch_size = module.pool_share(), module.mixer.patch_size
+        counts = (0, 0, 0, 0, 0)
+        if share > 0:
+            was_training = module.training
+            module.eval()
+
+            def forward(images: Tensor) -> Tensor:
+                return module.model(module.normalize(images.to(module.device)))[1]
+
+            def reduce_sum(t: Tensor) -> Tensor:
+                return trainer.strategy.reduce(t.to(module.device), reduce_op="sum").cpu()
+
+            size = module.cfg.train.image_size
+            counts = module.pool.update(forward, self.loader, size, patch_size, share, reduce_sum)
+            module.train(was_training)
+        else:
+            module.pool.cells = None
+        row = PoolStats(trainer.current_epoch, patch_size, share, *counts)
+        module.pool_history.append(row)
+        module.log_dict({"pool/admitted": float(row.admitted), "pool/precision": row.precision or 0.0})
+        if trainer.is_global_zero:
+            write_pool_csv(module.pool_history, self.csv_path)
+
+
+def _pool_loader(cfg: Stage1Config, tiles: TileDataset, indices: list[int]) -> Callable[[int, int], DataLoader]:
+    """Loader factory of the pool's pass over ``indices`` of ``tiles`` (read with their masks)."""
+
+    def make(rank: int, world_size: int) -> DataLoader:
+        dataset = PoolTiles(tiles, cfg.train.image_size, indices[rank::world_size])
+        return DataLoader(dataset, batch_size=cfg.train.batch_size * 2, num_workers=cfg.num_workers)
+
+    return make
+
+
+def _train_sampler(cfg: Stage1Config, train_set: Dataset, labels: np.ndarray):
+    """The epoch order: plain, or, for the grid mixers whose per-patch loss needs known patches,
+    with a class-balanced share of single-label tiles per batch."""
+    if cfg.mixing.single_share > 0 and METHODS[cfg.mixing.method].mixer == "segmix":
+        return SingleLabelShare(labels, cfg.train.batch_size, cfg.mixing.single_share, cfg.seed)
+    return EpochShuffle(len(train_set), cfg.seed)
+
+
 def train_classifier(
     cfg: Stage1Config,
     data_root: str | Path,
@@ -198,7 +324,8 @@ def train_classifier(
     """Train (or resume) stage 1; returns the exported ``classifier.pt``.
 
     Outputs in ``out_dir``: ``config.yaml`` (with versions and seed), ``checkpoints/last.ckpt``
-    (resumed from when present), ``curriculum.csv``, ``logs/version_N/metrics.csv`` (one folder
+    (resumed from when present), ``curriculum.csv``, ``pool.csv`` (with a patch pool),
+    ``logs/version_N/metrics.csv`` (one folder
     per attempt), ``tensorboard/``,
     and ``classifier.pt`` (weights + config + class names, loadable with ``weights_only=True``).
 
@@ -224,18 +351,22 @@ def train_classifier(
         val_set = TrainTiles(val_tiles, cfg.train.image_size)
     else:
         train_set, val_set = split_holdout(TrainTiles(train_tiles, cfg.train.image_size), 0.1, cfg.seed)
+    indices = train_set.indices if isinstance(train_set, Subset) else list(range(len(train_set)))
+    labels = np.stack([train_tiles.samples[i].label for i in indices])
     batch = cfg.train.batch_size
     if len(train_set) < batch:
         raise DatasetError(data_root, f"{len(train_set)} training tiles, fewer than one batch of {batch}")
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     loader_args = {"batch_size": batch, "num_workers": cfg.num_workers, "persistent_workers": cfg.num_workers > 0}
-    train_loader = DataLoader(train_set, sampler=EpochShuffle(len(train_set), cfg.seed), drop_last=True, **loader_args)
+    train_loader = DataLoader(train_set, sampler=_train_sampler(cfg, train_set, labels), drop_last=True, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
-    module = Stage1Module(cfg.model_dump(mode="json"), spec.classes)
+    module = Stage1Module(cfg.model_dump(mode="json"), spec.classes, n_tiles=len(train_tiles))
     checkpoints = out / "checkpoints"
+    pool_tiles = TileDataset(data_root, "train", spec, stain=stain)
     callbacks = [
         CurriculumCallback(out / "curriculum.csv"),
+        PoolCallback(_pool_loader(cfg, pool_tiles, indices), out / "pool.csv"),
         EpochCheckpoint(checkpoints / "last.ckpt"),
         *(callbacks or []),
     ]

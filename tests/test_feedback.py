@@ -1,0 +1,218 @@
+"""SegMix's feedback: the mastery rule, the held-out cell accuracy, the patch pool and the
+class-balanced single-label share of each batch."""
+
+from __future__ import annotations
+
+import csv
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from segmix.config import CurriculumConfig, load_config
+from segmix.shuffle import MasteryCurriculum, SegMix, build_levels, create_method
+from segmix.train.data import SingleLabelShare
+from segmix.train.losses import cell_hits, patch_cam_loss
+from segmix.train.pool import PatchPool, cell_truth, read_pool_csv, select_cells
+
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+LEVELS = build_levels([32, 16, 8], 0.25, 0.5, 1)
+
+
+def test_mastery_rule_advances_on_mastery_holds_while_learning_and_steps_back_on_collapse():
+    mixer = SegMix()
+    cur = MasteryCurriculum(mixer, LEVELS, mastery=0.9, collapse=0.05, warmup=1)
+    assert mixer.ratio == 0.0  # warm-up: shuffle off
+    actions = [cur.step(s).action for s in (0.95, 0.80, 0.85, 0.91, 0.70, 0.60, 0.72, 0.66)]
+    # warm-up ignores 0.95; 0.80/0.85 hold (learning); 0.91 masters level 0; at level 1, 0.70 sets
+    # the best, 0.60 collapses (>= 0.05 below) -> back; at level 0 again 0.72 holds, 0.66 collapses
+    # but level 0 cannot step back.
+    assert actions == ["warmup", "hold", "hold", "advance", "hold", "back", "hold", "hold"]
+    assert [r.level for r in cur.history] == [0, 0, 0, 1, 1, 0, 0, 0]
+    assert (mixer.patch_size, mixer.ratio) == (32, 0.25)
+    top = MasteryCurriculum(SegMix(), LEVELS, mastery=0.5, warmup=0)
+    assert [top.step(1.0).action for _ in range(4)] == ["advance", "advance", "hold", "hold"]
+    with pytest.raises(ValueError, match="score in"):
+        top.step(1.5)
+
+
+def test_with_patience_a_plateau_below_mastery_advances_and_improvement_holds():
+    cur = MasteryCurriculum(SegMix(), LEVELS, mastery=0.95, collapse=0.2, patience=1, min_gain=0.01, warmup=0)
+    actions = [cur.step(s).action for s in (0.50, 0.60, 0.605, 0.40, 0.40, 0.30, 0.30)]
+    # 0.50 first at level 0, 0.60 improves: hold; 0.605 gains < 0.01: plateau -> level 1; 0.40 first,
+    # 0.40 plateau -> level 2; 0.30 first at level 2, then the top level only holds
+    assert actions == ["hold", "hold", "advance", "hold", "advance", "hold", "hold"]
+    assert cur.history[-1].level == len(LEVELS) - 1
+
+
+def test_mastery_state_resumes_with_identical_decisions():
+    a = MasteryCurriculum(SegMix(), LEVELS, warmup=0, patience=2)
+    for s in (0.5, 0.95, 0.6, 0.6):
+        a.step(s)
+    b = MasteryCurriculum(SegMix(), LEVELS, warmup=0, patience=2)
+    b.load_state_dict(a.state_dict())
+    assert b.stalled == a.stalled == 1
+    assert [a.step(s) for s in (0.6, 0.5, 0.96)] == [b.step(s) for s in (0.6, 0.5, 0.96)]
+
+
+def test_segmix_is_the_mastery_rule_on_cell_accuracy_and_segmix_loss_the_old_rule():
+    cfg = CurriculumConfig()
+    _, cur = create_method("segmix", LEVELS, {}, cfg.rule("mastery"))
+    assert isinstance(cur, MasteryCurriculum) and (cur.mastery, cur.collapse) == (cfg.mastery, cfg.collapse)
+    assert cfg.signal_for("mastery") == "cell_accuracy" and cfg.signal_for("feedback") == "train_loss"
+    assert CurriculumConfig(signal="val_f1").signal_for("mastery") == "val_f1"
+    _, old = create_method("segmix-loss", LEVELS, {}, cfg.rule("feedback"))
+    assert old.name == "feedback" and old.advance == cfg.advance
+
+
+def _maps_for(cells: torch.Tensor, patch: int) -> torch.Tensor:
+    """Class maps (B, K, gh, gw) that are constant per grid cell: upsampled, pooled -> the same."""
+    return cells.repeat_interleave(patch, -1).repeat_interleave(patch, -2)
+
+
+def test_cell_hits_counts_informative_swapped_cells_and_their_gated_argmax():
+    labels = torch.tensor([[1.0, 0, 0], [0, 1, 0]])  # two single-label tiles
+    source = torch.tensor([[[0, 1]], [[1, 0]]])  # each image: its own left cell, the other's right
+    cells = torch.zeros(2, 3, 1, 2)
+    cells[0, 1, 0, 1] = 5.0  # image 0, right cell (from tile 1, class 1): says class 1 -> hit
+    cells[1, 1, 0, 1] = 5.0  # image 1, right cell (from tile 0, class 0): says class 1 -> miss
+    cells[:, 2] = 9.0  # class 2 is in no label: the gate must ignore it
+    hits = cell_hits(_maps_for(cells, 4), source, 4, labels, (4, 8))
+    assert hits.tolist() == [1.0, 2.0]  # own cells are not counted
+    same = torch.tensor([[1.0, 0, 0], [1.0, 0, 0]])
+    assert cell_hits(_maps_for(cells, 4), source, 4, same, (4, 8)).tolist() == [0.0, 0.0]  # nothing to tell apart
+
+
+def test_patch_cam_loss_learns_pooled_cells_of_multi_label_tiles():
+    labels = torch.tensor([[1.0, 1, 0], [1.0, 1, 0]])  # multi-label: nothing positive is known
+    source = torch.tensor([[[0, 1]], [[1, 0]]])
+    wrong = torch.zeros(2, 3, 1, 2)
+    wrong[:, 1] = 6.0  # every cell says class 1
+    maps = _maps_for(wrong, 4)
+    base = patch_cam_loss(maps, source, 4, labels, (4, 8))
+    pooled = torch.tensor([[[0, -1]], [[-1, -1]]])  # image 0's left cell is known to be class 0
+    with_pool = patch_cam_loss(maps, source, 4, labels, (4, 8), pooled)
+    assert with_pool > base  # the pooled cell's class-1 logit is now a known error
+    right = wrong.clone()
+    right[0, :, 0, 0] = torch.tensor([6.0, -6.0, -6.0])
+    assert patch_cam_loss(_maps_for(right, 4), source, 4, labels, (4, 8), pooled) < with_pool
+
+
+def test_select_cells_admits_confident_cells_per_class_quota_only_from_multi_label_tiles():
+    conf = torch.tensor([[[0.99, 0.95], [0.91, 0.60]], [[0.97, 0.93], [0.92, 0.99]]])
+    pred = torch.tensor([[[0, 0], [0, 0]], [[1, 1], [1, 1]]])
+    multi = torch.tensor([True, True])
+    chosen = select_cells(conf, pred, multi, share=0.5, confidence=0.9)
+    # class 0: 4 cells, quota 2 -> the two most confident (0.99, 0.95); class 1: 0.99, 0.97
+    assert chosen.tolist() == [[[0, 0], [-1, -1]], [[1, -1], [-1, 1]]]
+    assert (select_cells(conf, pred, torch.tensor([False, True]), 1.0, 0.9)[0] == -1).all()
+    low = select_cells(conf, pred, multi, share=1.0, confidence=0.96)
+    assert (low >= 0).sum() == 3  # 0.99, 0.97, 0.99: the confidence floor binds before the quota
+
+
+def test_cell_truth_is_the_majority_tissue_class_and_minus_one_on_glass():
+    masks = torch.full((1, 4, 8), 4, dtype=torch.uint8)  # class 4 = glass (num_classes 4)
+    masks[0, :, :3] = 2
+    masks[0, 0, 3] = 1
+    assert cell_truth(masks, 4, 4).tolist() == [[[2, -1]]]
+
+
+def test_pool_update_scores_precision_against_truth_and_looks_up_by_patch_size():
+    images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    labels = torch.tensor([[1.0, 1, 0], [1.0, 1, 0], [1.0, 0, 0], [0, 1.0, 1]])
+    masks = torch.zeros(4, 8, 8, dtype=torch.uint8)
+    masks[:, :, 4:] = 1  # left cells are class 0, right cells class 1
+
+    def forward(x):  # says class 0 on the left half, class 1 on the right, for every tile...
+        out = torch.zeros(len(x), 3, 8, 8)
+        out[:, 0, :, :4] = 8.0
+        out[:, 1, :, 4:] = 8.0
+        out[0, 0] = 8.0  # ...except tile 0, which sees class 0 everywhere (its right cells are wrong)
+        out[0, 1] = 0.0
+        return out
+
+    loader = [(images, labels, torch.arange(4), masks)]
+    pool = PatchPool(4, confidence=0.9)
+    multi_cells, confident, admitted, scored, correct = pool.update(forward, loader, 8, 4, share=1.0)
+    assert multi_cells == 3 * 4  # tiles 0, 1, 3 have two labels; 2x2 cells each
+    assert admitted == confident and scored == admitted
+    assert correct == admitted - 2  # tile 0's two right cells were admitted as class 0
+    assert pool.lookup(torch.tensor([2]), 4).eq(-1).all()  # single-label tiles are never pooled
+    assert pool.lookup(torch.tensor([1]), 4).tolist() == [[[0, 1], [0, 1]]]
+    assert pool.lookup(torch.tensor([1]), 2) is None  # built at another patch size
+
+
+def test_single_label_share_fills_each_batch_class_balanced_and_repeats_per_epoch():
+    labels = np.zeros((40, 3), np.uint8)
+    labels[:, :2] = 1  # multi-label tiles...
+    labels[[3, 7], :] = [1, 0, 0]  # ...a few single-label ones
+    labels[[11], :] = [0, 0, 1]
+    sampler = SingleLabelShare(labels, batch_size=8, share=0.25, seed=0)
+    order = list(sampler)
+    assert len(order) == len(sampler) == 40
+    batches = [order[i : i + 8] for i in range(0, 40, 8)]
+    assert all(sum(i in (3, 7, 11) for i in b[6:]) == 2 for b in batches)  # the last 2 of each batch
+    tail = [i for b in batches for i in b[6:]]
+    assert {3, 7} & set(tail) and 11 in tail  # both classes with single-label tiles drawn
+    assert list(sampler) == order
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+    plain = SingleLabelShare(np.ones((16, 3), np.uint8), 8, 0.5, 0)
+    assert sorted(plain) == list(range(16))  # no single-label tiles: a plain shuffle
+
+
+@pytest.mark.slow
+def test_stage1_writes_the_pool_trace_and_resumes_its_state(tmp_path):
+    from segmix.data.synth import SynthConfig, generate
+    from segmix.train import Stage1Config, train_classifier
+
+    data = tmp_path / "data"
+    generate(SynthConfig(n_train=24, n_val=8, n_test=2, tile_size=64, seed=3), data, workers=1)
+    base = [
+        "model.backbone=resnet18",
+        "train.image_size=64",
+        "train.batch_size=8",
+        "num_workers=0",
+        "ladder.patch_min=16",
+        "curriculum.warmup=0",
+        "curriculum.mastery=0.01",  # every epoch masters its level: the pool's share grows
+        "patch_pool.share=1.0",
+        "patch_pool.confidence=0.5",
+        "mixing.single_share=0.25",
+    ]
+    run = tmp_path / "run"
+    train_classifier(load_config(Stage1Config, None, base + ["train.epochs=1"]), data, run, progress=False)
+    train_classifier(load_config(Stage1Config, None, base + ["train.epochs=2"]), data, run, progress=False)
+    rows = read_pool_csv(run / "pool.csv")
+    assert [r.epoch for r in rows] == [0, 1]  # the first epoch's row came back from the checkpoint
+    assert rows[1].share > rows[0].share > 0 and rows[1].admitted > 0
+    assert 0 < rows[1].scored <= rows[1].admitted and 0 <= rows[1].correct <= rows[1].scored  # against train_gt
+    trace = list(csv.DictReader((run / "curriculum.csv").open()))
+    assert [r["action"] for r in trace] == ["advance", "advance"]
+    assert all(0.0 <= float(r["signal"]) <= 1.0 for r in trace)  # the cell accuracy
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["pool"]["patch_size"] == rows[1].patch_size and ckpt["pool"]["cells"].shape[0] == 24
+
+
+def test_report_plots_the_signal_and_the_pool(tmp_path):
+    import base64
+
+    from segmix.pipeline.report import curriculum_plot
+    from segmix.shuffle import write_history_csv
+    from segmix.train.pool import PoolStats, write_pool_csv
+
+    cur = MasteryCurriculum(SegMix(), LEVELS, warmup=1)
+    for s in (0.7, 0.95, 0.6):
+        cur.step(s)
+    write_history_csv(cur.history, tmp_path / "curriculum.csv")
+    without_pool = curriculum_plot(tmp_path, mastery=0.9)
+    write_pool_csv(
+        [PoolStats(0, 32, 0.0, 0, 0, 0, 0, 0), PoolStats(1, 16, 0.25, 40, 20, 10, 8, 6)], tmp_path / "pool.csv"
+    )
+    with_pool = curriculum_plot(tmp_path, mastery=0.9)
+    assert read_pool_csv(tmp_path / "pool.csv")[1].precision == 0.75
+    for picture in (without_pool, with_pool):
+        assert base64.b64decode(picture.split(",")[-1])[:4] == b"\x89PNG"
+    assert len(with_pool) > len(without_pool)  # the pool's panel is drawn
+    assert curriculum_plot(tmp_path / "missing") is None
