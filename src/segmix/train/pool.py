@@ -138,6 +138,10 @@ class PatchPool:
         self.cells: Tensor | None = None  # int8 (N, gh, gw)
         self.patch_size: int | None = None
 
+    def clear(self) -> None:
+        """Empty the pool (no cell is known beyond what the labels say)."""
+        self.cells = self.patch_size = None
+
     def lookup(self, index: Tensor, patch_size: int) -> Tensor | None:
         """The pool's classes of tiles ``index`` (B,): long (B, gh, gw), or None when the pool is
         empty or was built at another patch size."""

@@ -286,7 +286,7 @@ class PoolCallback(L.Callback):
             counts = module.pool.update(forward, self.loader, size, patch_size, share, reduce_sum)
             module.train(was_training)
         else:
-            module.pool.cells = None
+            module.pool.clear()
         row = PoolStats(trainer.current_epoch, patch_size, share, *counts)
         module.pool_history.append(row)
         module.log_dict({"pool/admitted": float(row.admitted), "pool/precision": row.precision or 0.0})
@@ -364,7 +364,7 @@ def train_classifier(
     module = Stage1Module(cfg.model_dump(mode="json"), spec.classes, n_tiles=len(train_tiles))
     checkpoints = out / "checkpoints"
     pool_tiles = TileDataset(data_root, "train", spec, stain=stain)
-    callbacks = [
+    callbacks = [  # in this order: the pool is rebuilt at the level the curriculum has just chosen
         CurriculumCallback(out / "curriculum.csv"),
         PoolCallback(_pool_loader(cfg, pool_tiles, indices), out / "pool.csv"),
         EpochCheckpoint(checkpoints / "last.ckpt"),
