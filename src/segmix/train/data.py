@@ -32,10 +32,14 @@ class TrainTiles(Dataset):
         return len(self.tiles)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        item = self.tiles[index]
+        image, label = self.tensors(self.tiles[index])
+        return image, label, index
+
+    def tensors(self, item: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """A :class:`TileDataset` item's image as uint8 (3, S, S) and label as float (K,)."""
         image = fit_square(item["image"], self.size)
         image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
-        return image, torch.from_numpy(item["label"].astype(np.float32)), index
+        return image, torch.from_numpy(item["label"].astype(np.float32))
 
 
 # Seeds of derived random streams: seed * RUN_STRIDE + offset. Primes, so nearby (seed, offset)

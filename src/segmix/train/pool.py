@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from segmix.data.dataset import TileDataset
 from segmix.data.io import IGNORE_INDEX, csv_text, write_text
-from segmix.train.data import fit_square
+from segmix.train.data import TrainTiles, fit_square
 from segmix.train.losses import cell_logits
 
 
@@ -66,12 +66,13 @@ def read_pool_csv(path: str | Path) -> list[PoolStats]:
         ]
 
 
-class PoolTiles(Dataset):
-    """Training tiles for the pool's pass: ``(image uint8 (3, S, S), label float (K,), index,
-    mask uint8 (S, S))``; the mask is all ``IGNORE_INDEX`` where the tile has no pixel truth."""
+class PoolTiles(TrainTiles):
+    """Training tiles ``indices`` for the pool's pass: ``(image uint8 (3, S, S), label float (K,),
+    index, mask uint8 (S, S))``; the mask is all ``IGNORE_INDEX`` where the tile has no pixel truth."""
 
     def __init__(self, tiles: TileDataset, size: int, indices: list[int]) -> None:
-        self.tiles, self.size, self.indices = tiles, size, list(indices)
+        super().__init__(tiles, size)
+        self.indices = list(indices)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -79,16 +80,11 @@ class PoolTiles(Dataset):
     def __getitem__(self, i: int):
         index = self.indices[i]
         item = self.tiles[index]
-        image = fit_square(item["image"], self.size)
+        image, label = self.tensors(item)
         mask = item["mask"]
         mask = np.full((self.size, self.size), IGNORE_INDEX, np.uint8) if mask is None else mask
         mask = fit_square(mask, self.size, Image.NEAREST)
-        return (
-            torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous(),
-            torch.from_numpy(item["label"].astype(np.float32)),
-            index,
-            torch.from_numpy(np.ascontiguousarray(mask)),
-        )
+        return image, label, index, torch.from_numpy(np.ascontiguousarray(mask))
 
 
 def cell_truth(masks: Tensor, patch_size: int, num_classes: int) -> Tensor:

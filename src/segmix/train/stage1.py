@@ -25,11 +25,11 @@ from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1
 from segmix.config import Stage1Config, save_config
 from segmix.data.dataset import TileDataset, require_masks
 from segmix.data.spec import DatasetSpec, resolve_spec
-from segmix.data.stain import fit_stain_normalizer
+from segmix.data.stain import StainNormalizer, fit_stain_normalizer
 from segmix.errors import DatasetError
 from segmix.models import CLASSIFIER_FILE, CamClassifier, save_classifier
 from segmix.shuffle import METHODS, Curriculum, Mixer, SegMix, create_method, write_history_csv
-from segmix.train.augment import dihedral_pair, hed_jitter
+from segmix.train.augment import dihedral, dihedral_pair, hed_jitter
 from segmix.train.data import RUN_STRIDE, EpochShuffle, SingleLabelShare, TrainTiles, split_holdout
 from segmix.train.losses import cell_hits, patch_cam_loss
 from segmix.train.pool import PatchPool, PoolStats, PoolTiles, write_pool_csv
@@ -110,21 +110,21 @@ class Stage1Module(L.LightningModule):
         self._loss_count = 0
 
     def _pool_cells(self, index: Tensor) -> Tensor | None:
-        """The patch pool's classes of the batch's tiles (B, gh, gw) at the mixer's patch size."""
-        if self.pool is None or not hasattr(self.mixer, "patch_size"):
-            return None
-        return self.pool.lookup(index, self.mixer.patch_size)
+        """The patch pool's classes of the batch's tiles (B, gh, gw) at the mixer's patch size
+        (a pool exists only beside the SegMix mixer)."""
+        return None if self.pool is None else self.pool.lookup(index, self.mixer.patch_size)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         images, labels, index = batch
         g = step_generator(self.cfg.seed, self.global_step, self.global_rank)
         x = images.float() / 255
         pooled = self._pool_cells(index)
-        if self.cfg.augment.dihedral:
-            # The pool's grid turns with its tiles (ladder patch sizes divide the tile).
-            grid = pooled if pooled is not None else torch.zeros(len(x), 1, 1, device=x.device)
-            x, grid = dihedral_pair(x, grid, g)
-            pooled = grid if pooled is not None else None
+        if self.cfg.augment.dihedral and pooled is not None:
+            # The pool's grid turns with its tiles (ladder patch sizes divide the tile); the
+            # same random draws as without it.
+            x, pooled = dihedral_pair(x, pooled, g)
+        elif self.cfg.augment.dihedral:
+            x = dihedral(x, g)
         x = hed_jitter(x, self.cfg.augment.hed_jitter, g)
         x, targets, info = self.mixer(x, labels, g)
         logits, maps = self.model(self.normalize(x))
@@ -294,10 +294,14 @@ class PoolCallback(L.Callback):
             write_pool_csv(module.pool_history, self.csv_path)
 
 
-def _pool_loader(cfg: Stage1Config, tiles: TileDataset, indices: list[int]) -> Callable[[int, int], DataLoader]:
-    """Loader factory of the pool's pass over ``indices`` of ``tiles`` (read with their masks)."""
+def _pool_loader(
+    cfg: Stage1Config, data_root: str | Path, spec: DatasetSpec, stain: StainNormalizer | None, indices: list[int]
+) -> Callable[[int, int], DataLoader]:
+    """Loader factory of the pool's pass over training tiles ``indices``, read with their masks;
+    called only when there is a pool, so runs without one do not list the tiles twice."""
 
     def make(rank: int, world_size: int) -> DataLoader:
+        tiles = TileDataset(data_root, "train", spec, stain=stain)
         dataset = PoolTiles(tiles, cfg.train.image_size, indices[rank::world_size])
         return DataLoader(dataset, batch_size=cfg.train.batch_size * 2, num_workers=cfg.num_workers)
 
@@ -363,10 +367,9 @@ def train_classifier(
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
     module = Stage1Module(cfg.model_dump(mode="json"), spec.classes, n_tiles=len(train_tiles))
     checkpoints = out / "checkpoints"
-    pool_tiles = TileDataset(data_root, "train", spec, stain=stain)
     callbacks = [  # in this order: the pool is rebuilt at the level the curriculum has just chosen
         CurriculumCallback(out / "curriculum.csv"),
-        PoolCallback(_pool_loader(cfg, pool_tiles, indices), out / "pool.csv"),
+        PoolCallback(_pool_loader(cfg, data_root, spec, stain, indices), out / "pool.csv"),
         EpochCheckpoint(checkpoints / "last.ckpt"),
         *(callbacks or []),
     ]
