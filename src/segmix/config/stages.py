@@ -10,6 +10,7 @@ config time (a ladder that does not fit the tile, a fixed level past its end), n
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -163,12 +164,10 @@ class CurriculumConfig(Section):
     warmup_off: bool = Field(FEEDBACK_RULE.warmup_off, description="no mixing during warm-up")
 
     def rule(self, curriculum: str) -> dict:
-        """The keyword arguments of the named curriculum's rule (``mastery`` or ``feedback``)."""
-        keys = {
-            "mastery": ("mastery", "collapse", "patience", "min_gain"),
-            "feedback": ("mode", "advance", "tighten", "backoff"),
-        }[curriculum]
-        return self.model_dump(include={*keys, "warmup", "warmup_off"})
+        """The keyword arguments of the named curriculum's rule (``mastery`` or ``feedback``): the
+        fields of its rule's constants (:data:`MASTERY_RULE`, :data:`FEEDBACK_RULE`)."""
+        rule = {"mastery": MASTERY_RULE, "feedback": FEEDBACK_RULE}[curriculum]
+        return self.model_dump(include={f.name for f in fields(rule)})
 
     def signal_for(self, curriculum: str) -> str:
         """The signal the named curriculum reads (``auto`` resolved)."""
