@@ -204,6 +204,16 @@ def test_val_split_without_masks(world, tmp_path):
     assert r.returncode == 1 and "val/mask: folder does not exist" in r.stdout
 
 
+def test_val_miou_feedback_without_a_val_split(world, tmp_path):
+    data = copy_data(world, tmp_path / "d")
+    spec = (data / "dataset.yaml").read_text()
+    (data / "dataset.yaml").write_text(spec.replace("  val: val\n", "  val: null\n"))
+    sets = ["--set", "mixing.method=segmix-gain"]
+    r = segmix("train-cls", "--data", data, "--out", tmp_path / "R", *TINY, *sets, cwd=tmp_path)
+    assert_user_error(r, "curriculum.signal val_miou", str(data), "no val split with masks")
+    assert not (tmp_path / "R" / "checkpoints").exists()
+
+
 def _bad_outputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -1,5 +1,5 @@
-"""SegMix's feedback: the mastery rule, the held-out cell accuracy, the patch pool and the
-class-balanced single-label share of each batch."""
+"""SegMix's feedback: the mastery rule, the held-out cell accuracy, the gain rule on the val
+split's mIoU, the patch pool and the class-balanced single-label share of each batch."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from segmix.config import CurriculumConfig, load_config
-from segmix.shuffle import MasteryCurriculum, SegMix, build_levels, create_method
+from segmix.shuffle import GainCurriculum, MasteryCurriculum, SegMix, build_levels, create_method
 from segmix.train.data import SingleLabelShare
-from segmix.train.losses import cell_hits, patch_cam_loss
+from segmix.train.losses import cell_hits, gated_confusion, patch_cam_loss
 from segmix.train.pool import PatchPool, cell_truth, read_pool_csv, select_cells
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -64,6 +64,61 @@ def test_segmix_is_the_mastery_rule_on_cell_accuracy_and_segmix_loss_the_old_rul
     assert CurriculumConfig(signal="val_f1").signal_for("mastery") == "val_f1"
     _, old = create_method("segmix-loss", LEVELS, {}, cfg.rule("feedback"))
     assert old.name == "feedback" and old.advance == cfg.advance
+
+
+def test_gain_rule_climbs_on_new_bests_and_steps_back_when_a_level_costs_the_score():
+    mixer = SegMix()
+    cur = GainCurriculum(mixer, LEVELS, drop=0.02, dwell=1, warmup=1)
+    assert mixer.ratio == 0.0  # warm-up: shuffle off
+    actions = [cur.step(s).action for s in (0.60, 0.65, 0.70, 0.69, 0.66, 0.69, 0.71, 0.72)]
+    # warm-up 0.60 is the first best; 0.65 and 0.70 are new bests -> up to level 2; 0.69 is below
+    # the best but within drop: hold; 0.66 is 0.04 below the best: back; 0.69 hold; 0.71 a new best:
+    # advance; 0.72 at the top level: hold.
+    assert actions == ["warmup", "advance", "advance", "hold", "back", "hold", "advance", "hold"]
+    assert [r.level for r in cur.history] == [0, 1, 2, 2, 1, 1, 2, 2]
+    assert cur.history[2].threshold == pytest.approx(1 - 0.65)  # 1 - the best before the step
+    again = GainCurriculum(SegMix(), LEVELS, drop=0.02, warmup=0)
+    # the best is kept across levels: after a step back, a level still 0.02 below it steps back again
+    assert [again.step(s).action for s in (0.7, 0.8, 0.7, 0.75)] == ["advance", "advance", "back", "back"]
+    slow = GainCurriculum(SegMix(), LEVELS, dwell=2, warmup=0)
+    assert [slow.step(s).action for s in (0.5, 0.6, 0.7, 0.8)] == ["hold", "advance", "hold", "advance"]
+    with pytest.raises(ValueError, match="score in"):
+        slow.step(1.5)
+    with pytest.raises(ValueError, match="dwell"):
+        GainCurriculum(SegMix(), LEVELS, dwell=0)
+
+
+def test_gain_state_resumes_with_identical_decisions():
+    a = GainCurriculum(SegMix(), LEVELS, warmup=0, dwell=2)
+    for s in (0.5, 0.6, 0.59):  # hold, advance (held 2 steps), hold: one step held at level 1
+        a.step(s)
+    b = GainCurriculum(SegMix(), LEVELS, warmup=0, dwell=2)
+    b.load_state_dict(a.state_dict())
+    assert (b.best, b.held) == (a.best, a.held) == (0.6, 1)
+    assert [a.step(s) for s in (0.61, 0.5, 0.7)] == [b.step(s) for s in (0.61, 0.5, 0.7)]
+
+
+def test_segmix_gain_reads_val_miou_with_the_configs_rule():
+    cfg = CurriculumConfig(drop=0.03, dwell=2)
+    _, cur = create_method("segmix-gain", LEVELS, {}, cfg.rule("gain"))
+    assert isinstance(cur, GainCurriculum) and (cur.drop, cur.dwell) == (0.03, 2)
+    assert cfg.signal_for("gain") == "val_miou"
+    default = GainCurriculum(SegMix(), LEVELS)
+    keys = ("drop", "dwell", "warmup", "warmup_off")
+    assert CurriculumConfig().rule("gain") == {k: getattr(default, k) for k in keys}
+
+
+def test_gated_confusion_scores_the_label_gated_argmax_on_tissue_pixels_only():
+    maps = torch.zeros(1, 3, 2, 2)
+    maps[0, 0, :, 0] = 5.0  # left column: class 0
+    maps[0, 1, :, 1] = 3.0
+    maps[0, 2, :, 1] = 9.0  # right column: class 2, which the tile lacks: gated -> class 1
+    labels = torch.tensor([[1.0, 1.0, 0.0]])
+    masks = torch.tensor([[[0, 1], [1, 255]]])  # 255: glass / ignore, not counted
+    conf = gated_confusion(maps, labels, masks)
+    # truth 0 -> pred 0 (top left); truth 1 -> pred 1 (top right); truth 1 -> pred 0 (bottom left);
+    # the bottom right pixel is glass
+    assert conf.tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 0]]
 
 
 def _maps_for(cells: torch.Tensor, patch: int) -> torch.Tensor:
@@ -193,6 +248,24 @@ def test_stage1_writes_the_pool_trace_and_resumes_its_state(tmp_path):
     assert all(0.0 <= float(r["signal"]) <= 1.0 for r in trace)  # the cell accuracy
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["pool"]["patch_size"] == rows[1].patch_size and ckpt["pool"]["cells"].shape[0] == 24
+
+
+def test_stage1_logs_val_miou_and_segmix_gain_steps_on_it(tmp_path):
+    from segmix.data.synth import SynthConfig, generate
+    from segmix.train import Stage1Config, train_classifier
+
+    data = tmp_path / "data"
+    generate(SynthConfig(n_train=16, n_val=8, n_test=2, tile_size=64, seed=4), data, workers=1)
+    sets = ["model.backbone=resnet18", "train.image_size=64", "train.batch_size=8", "num_workers=0"]
+    sets += ["ladder.patch_min=16", "mixing.method=segmix-gain", "train.epochs=2", "curriculum.drop=1.0"]
+    run = tmp_path / "run"
+    train_classifier(load_config(Stage1Config, None, sets), data, run, progress=False)
+    trace = list(csv.DictReader((run / "curriculum.csv").open()))
+    metrics = list(csv.DictReader(next((run / "logs").glob("version_*/metrics.csv")).open()))
+    logged = [float(r["val_miou"]) for r in metrics if r.get("val_miou")]
+    assert len(logged) == 2 and all(0.0 < v <= 1.0 for v in logged)
+    assert [float(r["signal"]) for r in trace] == pytest.approx(logged)  # the rule read the val mIoU
+    assert [r["action"] for r in trace][0] == "warmup"
 
 
 def test_report_plots_the_signal_and_the_pool(tmp_path):

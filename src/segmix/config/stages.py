@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from segmix.config.names import check_backbone, check_encoder, check_segmenter_arch, segmenter_arch
-from segmix.shuffle.curriculum import FEEDBACK_RULE, MASTERY_RULE, Level, build_levels, patch_ladder
+from segmix.shuffle.curriculum import FEEDBACK_RULE, GAIN_RULE, MASTERY_RULE, Level, build_levels, patch_ladder
 from segmix.shuffle.registry import LABEL_MIXERS, METHODS
 
 
@@ -132,13 +132,15 @@ class LadderSection(Section):
 class CurriculumConfig(Section):
     """The feedback curricula's signal and rules (see :mod:`segmix.shuffle.curriculum`).
 
-    ``segmix`` uses the mastery rule on ``cell_accuracy``; ``segmix-loss`` the relative rule on
-    the mixed-batch loss (``signal: auto`` picks these).
+    ``segmix`` uses the mastery rule on ``cell_accuracy``; ``segmix-gain`` the gain rule on
+    ``val_miou``; ``segmix-loss`` the relative rule on the mixed-batch loss (``signal: auto``
+    picks these).
     """
 
-    signal: Literal["auto", "cell_accuracy", "train_loss", "val_loss", "val_f1"] = Field(
+    signal: Literal["auto", "cell_accuracy", "val_miou", "train_loss", "val_loss", "val_f1"] = Field(
         "auto",
-        description="what the feedback reads each epoch; auto: cell_accuracy (segmix), train_loss (segmix-loss)",
+        description="what the feedback reads each epoch; auto: cell_accuracy (segmix), val_miou (segmix-gain: "
+        "label-gated CAMs against the val split's masks), train_loss (segmix-loss)",
     )
     mastery: float = Field(
         MASTERY_RULE.mastery, gt=0, le=1, description="segmix: cell accuracy at which a level is mastered"
@@ -150,6 +152,10 @@ class CurriculumConfig(Section):
         MASTERY_RULE.patience, ge=0, description="segmix: epochs without improvement that advance (0: never)"
     )
     min_gain: float = Field(MASTERY_RULE.min_gain, ge=0, description="segmix: least rise that counts as improvement")
+    drop: float = Field(
+        GAIN_RULE.drop, ge=0, description="segmix-gain: fall below the best score so far that steps back"
+    )
+    dwell: int = Field(GAIN_RULE.dwell, ge=1, description="segmix-gain: least epochs at a level before it advances")
     mode: Literal["loss", "score"] = Field(
         FEEDBACK_RULE.mode, description="segmix-loss: loss (lower is better) or score (higher)"
     )
@@ -166,14 +172,14 @@ class CurriculumConfig(Section):
     def rule(self, curriculum: str) -> dict:
         """The keyword arguments of the named curriculum's rule (``mastery`` or ``feedback``): the
         fields of its rule's constants (:data:`MASTERY_RULE`, :data:`FEEDBACK_RULE`)."""
-        rule = {"mastery": MASTERY_RULE, "feedback": FEEDBACK_RULE}[curriculum]
+        rule = {"mastery": MASTERY_RULE, "feedback": FEEDBACK_RULE, "gain": GAIN_RULE}[curriculum]
         return self.model_dump(include={f.name for f in fields(rule)})
 
     def signal_for(self, curriculum: str) -> str:
         """The signal the named curriculum reads (``auto`` resolved)."""
         if self.signal != "auto":
             return self.signal
-        return "cell_accuracy" if curriculum == "mastery" else "train_loss"
+        return {"mastery": "cell_accuracy", "gain": "val_miou"}.get(curriculum, "train_loss")
 
 
 class PoolSection(Section):

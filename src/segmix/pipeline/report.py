@@ -260,7 +260,8 @@ def write_report(ctx) -> Path:
         "Feedback curriculum",
         curriculum_plot(ctx.dir("stage1"), _mastery_line(ctx.cfg.stage1)),
         "The feedback signal after each epoch (segmix: the share of shuffled held-out cells whose CAM picks a class "
-        "of the tile they came from; dashed: the mastery line) and the shuffle setting the curriculum chose for the "
+        "of the tile they came from; dashed: the mastery line; segmix-gain: the label-gated CAMs' mIoU against the "
+        "val masks) and the shuffle setting the curriculum chose for the "
         "next one: ▲ harder (finer patches / more swaps), ▼ easier. With a patch pool: the cells its confident CAMs "
         "admitted after each epoch, and their precision against the true masks where the dataset has them.",
     )

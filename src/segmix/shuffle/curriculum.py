@@ -1,4 +1,4 @@
-"""Difficulty curricula for the shuffle: mastery feedback (SegMix), loss feedback, scheduled and fixed.
+"""Difficulty curricula for the shuffle: mastery and gain feedback (SegMix), loss feedback, scheduled and fixed.
 
 A curriculum owns a ladder of levels, easiest first: coarse patches and few swaps, then finer
 patches and more swaps. It writes ``patch_size`` / ``ratio`` into the mixer it drives and is
@@ -14,6 +14,17 @@ shuffled held-out cell picks a class of the tile the cell came from):
 4. ``hold`` while it improves (by ``min_gain`` over the level's best, or on the level's first step);
 5. with ``patience`` > 0, ``advance`` after ``patience`` steps without improvement: the level has
    taught what it can (a plateau), else ``hold``. A move resets the level's best.
+
+The gain rule (:class:`GainCurriculum`, method ``segmix-gain``) reads a score that means the
+same at every level (stage 1's ``val_miou``: label-gated CAMs against the val split's masks), so
+it can compare levels with each other:
+
+1. Warm-up as below; its scores count towards the best.
+2. ``back`` when the score is ``drop`` or more below the best so far: this level costs what the
+   method is for;
+3. ``advance`` when the score is at least the best so far (a harder level did not cost it) and
+   the level has been held ``dwell`` steps;
+4. ``hold`` otherwise. The best is kept across levels, never reset by a move.
 
 The older relative rule (:class:`FeedbackCurriculum`), with ``e_t`` the error at step ``t``
 (the signal itself in ``mode="loss"``; ``1 - signal`` in ``mode="score"``):
@@ -39,7 +50,7 @@ The older relative rule (:class:`FeedbackCurriculum`), with ``e_t`` the error at
 
 Every step appends a :class:`HistoryRow` (step, signal, error, threshold, level, patch_size,
 ratio, action) to ``history``; ``state_dict`` / ``load_state_dict`` resume with identical later
-decisions. The rules' defaults (:data:`MASTERY_RULE`, :data:`FEEDBACK_RULE`) are also the config's
+decisions. The rules' defaults (:data:`MASTERY_RULE`, :data:`GAIN_RULE`, :data:`FEEDBACK_RULE`) are also the config's
 (:class:`segmix.config.CurriculumConfig`): the API and ``segmix run`` behave alike.
 """
 
@@ -60,6 +71,9 @@ __all__ = [
     "FeedbackCurriculum",
     "FeedbackRule",
     "FixedCurriculum",
+    "GAIN_RULE",
+    "GainCurriculum",
+    "GainRule",
     "HistoryRow",
     "Level",
     "MASTERY_RULE",
@@ -243,6 +257,13 @@ class WarmupCurriculum(Curriculum):
     def _is_off(self) -> bool:
         return self.warmup_off and self.step_count < self.warmup
 
+    def _score(self, signal: float) -> float:
+        """``signal`` as a score in [0, 1], the localisation rules' input; ValueError otherwise."""
+        score = float(signal)
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"{self.name} curriculum needs a score in [0, 1], got {signal}")
+        return score
+
     def state_dict(self) -> dict:
         return {**super().state_dict(), **{k: getattr(self, k) for k in self.state_keys}}
 
@@ -405,9 +426,7 @@ class MasteryCurriculum(WarmupCurriculum):
         super().__init__(mixer, levels)
 
     def step(self, signal: float) -> HistoryRow:
-        score = float(signal)
-        if not 0.0 <= score <= 1.0:
-            raise ValueError(f"mastery curriculum needs a score in [0, 1], got {signal}")
+        score = self._score(signal)
         error, threshold = 1.0 - score, 1.0 - self.mastery
         if self.step_count < self.warmup:
             return self._record(score, "warmup", error)
@@ -426,3 +445,68 @@ class MasteryCurriculum(WarmupCurriculum):
         if action != "hold":
             self.best, self.stalled = None, 0
         return self._record(score, action, error, threshold)
+
+
+@dataclass(frozen=True)
+class GainRule(WarmupRule):
+    """The constants of the gain rule (module docstring); the one source of their defaults."""
+
+    drop: float = 0.02
+    dwell: int = 1
+
+
+GAIN_RULE = GainRule()
+
+
+class GainCurriculum(WarmupCurriculum):
+    """SegMix's feedback on a score that means the same at every level (stage 1's ``val_miou``):
+    go harder while the score keeps reaching new bests, step back when a level costs it.
+
+    Args:
+        mixer: object with ``patch_size`` and ``ratio`` attributes (a :class:`SegMix`).
+        levels: the ladder, easiest first (:func:`build_levels`).
+        drop: fall below the best score so far that steps back.
+        dwell: least steps at a level before it may advance.
+        warmup: steps at level 0 before feedback starts.
+        warmup_off: shuffle off (ratio 0) during warm-up, rather than at level 0.
+
+    The best score is kept across levels (warm-up included), never reset by a move.
+    ``HistoryRow.error`` is ``1 - score`` and ``threshold`` is ``1 - best`` before the step.
+    """
+
+    name = "gain"
+    state_keys = ("best", "held")
+
+    def __init__(
+        self,
+        mixer: Mixer,
+        levels: list[Level],
+        drop: float = GAIN_RULE.drop,
+        dwell: int = GAIN_RULE.dwell,
+        warmup: int = GAIN_RULE.warmup,
+        warmup_off: bool = GAIN_RULE.warmup_off,
+    ) -> None:
+        if drop < 0.0 or dwell < 1:
+            raise ValueError(f"need drop >= 0 and dwell >= 1; got {drop}, {dwell}")
+        self.drop, self.dwell = drop, dwell
+        self.warmup, self.warmup_off = warmup, warmup_off
+        self.best: float | None = None
+        self.held = 0
+        super().__init__(mixer, levels)
+
+    def step(self, signal: float) -> HistoryRow:
+        score = self._score(signal)
+        best, threshold = self.best, None if self.best is None else 1.0 - self.best
+        self.best = score if best is None else max(best, score)
+        if self.step_count < self.warmup:
+            return self._record(score, "warmup", 1.0 - score, threshold)
+        self.held += 1
+        if best is not None and score <= best - self.drop and self.level > 0:
+            action, self.level = "back", self.level - 1
+        elif (best is None or score >= best) and self.held >= self.dwell and self.level < len(self.levels) - 1:
+            action, self.level = "advance", self.level + 1
+        else:
+            action = "hold"
+        if action != "hold":
+            self.held = 0
+        return self._record(score, action, 1.0 - score, threshold)

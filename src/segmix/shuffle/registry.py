@@ -20,6 +20,7 @@ from segmix.shuffle.curriculum import (
     Curriculum,
     FeedbackCurriculum,
     FixedCurriculum,
+    GainCurriculum,
     Level,
     MasteryCurriculum,
     ScheduledCurriculum,
@@ -74,6 +75,7 @@ METHODS: dict[str, Method] = {
     "shuffle-scheduled": Method("segmix", "scheduled"),
     "segmix": Method("segmix", "mastery"),
     "segmix-loss": Method("segmix", "feedback"),
+    "segmix-gain": Method("segmix", "gain"),
 }
 
 
@@ -98,6 +100,7 @@ CURRICULA: dict[str, type[Curriculum]] = {
     "scheduled": ScheduledCurriculum,
     "feedback": FeedbackCurriculum,
     "mastery": MasteryCurriculum,
+    "gain": GainCurriculum,
 }
 
 

@@ -8,6 +8,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler, Subset
 
 from segmix.data.dataset import TileDataset
+from segmix.data.io import IGNORE_INDEX
 
 
 def fit_square(image: np.ndarray, size: int, resample: int = Image.BILINEAR) -> np.ndarray:
@@ -40,6 +41,28 @@ class TrainTiles(Dataset):
         image = fit_square(item["image"], self.size)
         image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
         return image, torch.from_numpy(item["label"].astype(np.float32))
+
+
+class MaskedTiles(TrainTiles):
+    """Tiles ``indices`` (default: all) with their pixel truth: ``(image uint8 (3, S, S), label
+    float (K,), index, mask uint8 (S, S))``; the mask is all ``IGNORE_INDEX`` where the tile has
+    none. For passes that score CAMs against truth: the validation split, the patch pool's."""
+
+    def __init__(self, tiles: TileDataset, size: int, indices: list[int] | None = None) -> None:
+        super().__init__(tiles, size)
+        self.indices = list(range(len(tiles))) if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        index = self.indices[i]
+        item = self.tiles[index]
+        image, label = self.tensors(item)
+        mask = item["mask"]
+        mask = np.full((self.size, self.size), IGNORE_INDEX, np.uint8) if mask is None else mask
+        mask = fit_square(mask, self.size, Image.NEAREST)
+        return image, label, index, torch.from_numpy(np.ascontiguousarray(mask))
 
 
 # Seeds of derived random streams: seed * RUN_STRIDE + offset. Primes, so nearby (seed, offset)

@@ -85,3 +85,23 @@ def cell_hits(maps: Tensor, source: Tensor, patch_size: int, labels: Tensor, siz
     gated = cells.permute(0, 2, 3, 1).masked_fill(~gate[:, None, None], float("-inf"))
     hit = present.gather(-1, gated.argmax(dim=-1, keepdim=True)).squeeze(-1)
     return torch.stack([(hit & counted).sum(), counted.sum()]).float()
+
+
+def gated_confusion(maps: Tensor, labels: Tensor, masks: Tensor) -> Tensor:
+    """Confusion (truth x prediction) of label-gated CAMs against pixel truth: float (K, K).
+
+    The prediction at a pixel is the upsampled CAM's strongest class among the tile's own labels
+    (a pseudo mask without background handling); pixels whose truth is not a class (glass,
+    ignore) are left out.
+
+    Args:
+        maps: float (B, K, h, w) per-location class logits.
+        labels: (B, K) multi-hot labels.
+        masks: integer (B, H, W) truth, values >= K not counted.
+    """
+    k = maps.shape[1]
+    up = F.interpolate(maps, size=tuple(masks.shape[-2:]), mode="bilinear", align_corners=False)
+    pred = up.masked_fill(~(labels > 0.5)[:, :, None, None], float("-inf")).argmax(dim=1)
+    truth = masks.long()
+    tissue = truth < k
+    return torch.bincount(truth[tissue] * k + pred[tissue], minlength=k * k).view(k, k).float()

@@ -19,16 +19,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from segmix.data.dataset import TileDataset
-from segmix.data.io import IGNORE_INDEX, csv_text, write_text
-from segmix.train.data import TrainTiles, fit_square
+from segmix.data.io import csv_text, write_text
 from segmix.train.losses import cell_logits
 
 
@@ -64,27 +60,6 @@ def read_pool_csv(path: str | Path) -> list[PoolStats]:
             PoolStats(**{f.name: (float if f.name == "share" else int)(r[f.name]) for f in fields(PoolStats)})
             for r in csv.DictReader(fh)
         ]
-
-
-class PoolTiles(TrainTiles):
-    """Training tiles ``indices`` for the pool's pass: ``(image uint8 (3, S, S), label float (K,),
-    index, mask uint8 (S, S))``; the mask is all ``IGNORE_INDEX`` where the tile has no pixel truth."""
-
-    def __init__(self, tiles: TileDataset, size: int, indices: list[int]) -> None:
-        super().__init__(tiles, size)
-        self.indices = list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        index = self.indices[i]
-        item = self.tiles[index]
-        image, label = self.tensors(item)
-        mask = item["mask"]
-        mask = np.full((self.size, self.size), IGNORE_INDEX, np.uint8) if mask is None else mask
-        mask = fit_square(mask, self.size, Image.NEAREST)
-        return image, label, index, torch.from_numpy(np.ascontiguousarray(mask))
 
 
 def cell_truth(masks: Tensor, patch_size: int, num_classes: int) -> Tensor:
@@ -158,7 +133,7 @@ class PatchPool:
         """Rebuild the pool at ``patch_size`` admitting up to ``share`` (see :func:`select_cells`).
 
         ``forward`` maps uint8 images (B, 3, S, S) to class maps (B, K, h, w); ``loader`` yields
-        :class:`PoolTiles` batches (this process's share of the tiles); ``reduce_sum`` sums a
+        :class:`segmix.train.data.MaskedTiles` batches (this process's share of the tiles); ``reduce_sum`` sums a
         tensor over processes. Returns ``(multi_cells, confident, admitted, scored, correct)``.
         """
         grid = (image_size // patch_size, image_size // patch_size)

@@ -26,13 +26,13 @@ from segmix.config import Stage1Config, save_config
 from segmix.data.dataset import TileDataset, require_masks
 from segmix.data.spec import DatasetSpec, resolve_spec
 from segmix.data.stain import StainNormalizer, fit_stain_normalizer
-from segmix.errors import DatasetError
+from segmix.errors import ConfigError, DatasetError
 from segmix.models import CLASSIFIER_FILE, CamClassifier, save_classifier
 from segmix.shuffle import METHODS, Curriculum, Mixer, SegMix, create_method, write_history_csv
 from segmix.train.augment import dihedral, dihedral_pair, hed_jitter
-from segmix.train.data import RUN_STRIDE, EpochShuffle, SingleLabelShare, TrainTiles, split_holdout
-from segmix.train.losses import cell_hits, patch_cam_loss
-from segmix.train.pool import PatchPool, PoolStats, PoolTiles, write_pool_csv
+from segmix.train.data import RUN_STRIDE, EpochShuffle, MaskedTiles, SingleLabelShare, TrainTiles, split_holdout
+from segmix.train.losses import cell_hits, gated_confusion, patch_cam_loss
+from segmix.train.pool import PatchPool, PoolStats, write_pool_csv
 from segmix.train.runtime import (
     EpochCheckpoint,
     adamw_cosine,
@@ -66,6 +66,7 @@ def build_mixer(cfg: Stage1Config) -> tuple[Mixer, Curriculum | None]:
         None: None,
         "mastery": cfg.curriculum.rule("mastery"),
         "feedback": cfg.curriculum.rule("feedback"),
+        "gain": cfg.curriculum.rule("gain"),
         "scheduled": {"total_steps": cfg.train.epochs},
         "fixed": {"level": cfg.ladder.fixed_level},
     }[method.curriculum]
@@ -96,6 +97,7 @@ class Stage1Module(L.LightningModule):
         self.pool = PatchPool(n_tiles, self.cfg.patch_pool.confidence) if pooled else None
         self.pool_history: list[PoolStats] = []
         self._cells = torch.zeros(2)
+        self._confusion = torch.zeros(k, k)
         self.val_f1 = MultilabelF1Score(num_labels=k, average=None)
         self.val_ap = MultilabelAveragePrecision(num_labels=k, average=None)
         self._loss_sum = torch.zeros(())
@@ -149,6 +151,7 @@ class Stage1Module(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._cells = torch.zeros(2, device=self.device)
+        self._confusion = torch.zeros_like(self._confusion, device=self.device)
 
     def _score_cells(self, images: Tensor, labels: Tensor, batch_idx: int) -> None:
         """Add this batch's ``cell_hits`` on a shuffle at the curriculum's current level, drawn
@@ -164,9 +167,10 @@ class Stage1Module(L.LightningModule):
         self._cells += cell_hits(maps.float(), info.source, info.patch_size, labels, x.shape[-2:])
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        images, labels, _ = batch
+        images, labels, _, masks = batch
         self._score_cells(images, labels, batch_idx)
-        logits, _ = self.model(self.normalize(images))
+        logits, maps = self.model(self.normalize(images))
+        self._confusion += gated_confusion(maps.float(), labels, masks)
         logits = logits.float()
         self.log(
             "val_loss",
@@ -186,6 +190,10 @@ class Stage1Module(L.LightningModule):
             hits, cells = self.trainer.strategy.reduce(self._cells, reduce_op="sum").tolist()
             # No counted cell (nothing swapped, or every tile alike): nothing to localise yet.
             self.log("val_cell_accuracy", hits / cells if cells else 0.0)
+        confusion = self.trainer.strategy.reduce(self._confusion, reduce_op="sum")
+        if confusion.sum() > 0:  # the validation tiles have pixel truth
+            union = confusion.sum(0) + confusion.sum(1) - confusion.diag()
+            self.log("val_miou", (confusion.diag()[union > 0] / union[union > 0]).mean())
         self.log("val_ap", ap.nanmean())
         for name, v in zip(self.class_names, f1):
             self.log(f"val_f1/{name}", v)
@@ -200,6 +208,8 @@ class Stage1Module(L.LightningModule):
         if signal == "train_loss":
             mean = self._loss_sum / max(self._loss_count, 1)
             return float(self.trainer.strategy.reduce(mean, reduce_op="mean"))
+        if signal not in self.trainer.callback_metrics:
+            raise ConfigError(f"curriculum.signal {signal}: not measured (val_miou needs a val split with masks)")
         return float(self.trainer.callback_metrics[signal])
 
     def configure_optimizers(self) -> dict:
@@ -256,7 +266,7 @@ class PoolCallback(L.Callback):
     """Rebuilds the patch pool after the curriculum's step (so at the next epoch's patch size);
     writes its trace (``pool.csv``: size and, with pixel truth, precision per epoch).
 
-    ``make_loader(rank, world_size)`` gives this process's :class:`PoolTiles` loader.
+    ``make_loader(rank, world_size)`` gives this process's :class:`MaskedTiles` loader.
     """
 
     def __init__(self, make_loader: Callable[[int, int], DataLoader], csv_path: str | Path) -> None:
@@ -302,7 +312,7 @@ def _pool_loader(
 
     def make(rank: int, world_size: int) -> DataLoader:
         tiles = TileDataset(data_root, "train", spec, stain=stain)
-        dataset = PoolTiles(tiles, cfg.train.image_size, indices[rank::world_size])
+        dataset = MaskedTiles(tiles, cfg.train.image_size, indices[rank::world_size])
         return DataLoader(dataset, batch_size=cfg.train.batch_size * 2, num_workers=cfg.num_workers)
 
     return make
@@ -344,6 +354,12 @@ def train_classifier(
     stain = fit_stain_normalizer(cfg.stain.method, cfg.stain.reference, train_tiles, cfg.stain.fit_tiles)
     train_tiles.stain = stain
     has_val = spec.splits.val is not None and (Path(data_root) / spec.splits.val).is_dir()
+    curriculum = METHODS[cfg.mixing.method].curriculum
+    if curriculum is not None and cfg.curriculum.signal_for(curriculum) == "val_miou" and not has_val:
+        raise ConfigError(
+            f"stage1.curriculum.signal val_miou ({cfg.mixing.method}): {data_root} has no val split with masks; "
+            "name another signal (cell_accuracy) or add the split"
+        )
     if has_val:
         val_tiles = TileDataset(data_root, "val", spec, stain=stain)
         require_masks(
@@ -352,9 +368,10 @@ def train_classifier(
             "dataset.yaml to hold out 10 % of the train tiles instead)",
         )
         train_set = TrainTiles(train_tiles, cfg.train.image_size)
-        val_set = TrainTiles(val_tiles, cfg.train.image_size)
-    else:
-        train_set, val_set = split_holdout(TrainTiles(train_tiles, cfg.train.image_size), 0.1, cfg.seed)
+        val_set = MaskedTiles(val_tiles, cfg.train.image_size)
+    else:  # held-out train tiles: no pixel truth, so no val_miou
+        train_set, held = split_holdout(TrainTiles(train_tiles, cfg.train.image_size), 0.1, cfg.seed)
+        val_set = MaskedTiles(train_tiles, cfg.train.image_size, held.indices)
     indices = train_set.indices if isinstance(train_set, Subset) else list(range(len(train_set)))
     labels = np.stack([train_tiles.samples[i].label for i in indices])
     batch = cfg.train.batch_size
