@@ -1,4 +1,5 @@
-"""Stage-1 losses beyond the image-level BCE, and the localisation score on shuffled cells.
+"""Stage-1 losses beyond the image-level BCE, and the localisation scores: on shuffled cells
+(``cell_hits``) and of label-gated CAMs against pixel truth (``gated_confusion``).
 
 What a shuffled batch knows about each grid cell: a cell from image j carries none of the
 classes absent from j's label (certain negatives), and, when j has a single label, exactly that

@@ -2,7 +2,8 @@
 
 Lightning brings mixed precision (bf16 on CPU, AMP on GPU), DDP, checkpoint/resume and
 loggers. What is ours: the mixer applied to each batch on the device, the per-patch CAM loss,
-the localisation score on a fixed shuffled held-out set (``val_cell_accuracy``), and the
+the localisation scores on the held-out set (``val_cell_accuracy`` on a fixed shuffle of it,
+``val_miou`` of its label-gated CAMs against its masks), and the
 curriculum stepped at each epoch end by :class:`CurriculumCallback` with the feedback signal,
 followed by the patch pool's rebuild; both states are saved in every checkpoint.
 """
