@@ -16,7 +16,8 @@ isolates that part:
   output stride 8 (finer CAMs; its cost is in ``seconds``); ``uncertain``: pseudo-mask pixels
   whose CAM is below 0.3 left out of stage 2;
 - ``segmix-gain``: the gain rule on the val split's mIoU (``val_miou``); ``gain-dwell2``: at
-  least two epochs per level; ``gain-single``: without the single-label share.
+  least two epochs per level; ``gain-single``: without the single-label share; ``gain-p1`` /
+  ``gain-p2``: advancing after 1 / 2 epochs without a new best (``curriculum.patience``).
 
 Jobs run ``--jobs`` at a time, each in its own process (set ``--jobs 1`` on a small CPU
 machine). ``--stage2`` picks the variants that also train stage 2 (``all`` or a list); the rest
@@ -53,6 +54,8 @@ VARIANTS = {
     "segmix-gain": ["stage1.mixing.method=segmix-gain"],
     "gain-dwell2": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.dwell=2"],
     "gain-single": ["stage1.mixing.method=segmix-gain", "stage1.mixing.single_share=0"],
+    "gain-p1": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.patience=1"],
+    "gain-p2": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.patience=2"],
     "-single": ["stage1.mixing.single_share=0"],
     "old-default": ["stage1.mixing.method=segmix-loss", "stage1.mixing.single_share=0"],
     "+pool": ["stage1.patch_pool.share=0.5"],

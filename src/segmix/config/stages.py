@@ -149,7 +149,7 @@ class CurriculumConfig(Section):
         MASTERY_RULE.collapse, ge=0, description="segmix: drop below the level's best score that steps back"
     )
     patience: int = Field(
-        MASTERY_RULE.patience, ge=0, description="segmix: epochs without improvement that advance (0: never)"
+        MASTERY_RULE.patience, ge=0, description="segmix, segmix-gain: epochs without a gain that advance (0: never)"
     )
     min_gain: float = Field(MASTERY_RULE.min_gain, ge=0, description="segmix: least rise that counts as improvement")
     drop: float = Field(

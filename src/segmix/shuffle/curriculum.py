@@ -24,7 +24,8 @@ it can compare levels with each other:
    method is for;
 3. ``advance`` when the score is at least the best so far (a harder level did not cost it) and
    the level has been held ``dwell`` steps;
-4. ``hold`` otherwise. The best is kept across levels, never reset by a move.
+4. with ``patience`` > 0, ``advance`` after ``patience`` steps without a new best (a plateau),
+   else ``hold``. The best is kept across levels, never reset by a move.
 
 The older relative rule (:class:`FeedbackCurriculum`), with ``e_t`` the error at step ``t``
 (the signal itself in ``mode="loss"``; ``1 - signal`` in ``mode="score"``):
@@ -453,6 +454,7 @@ class GainRule(WarmupRule):
 
     drop: float = 0.02
     dwell: int = 1
+    patience: int = 0
 
 
 GAIN_RULE = GainRule()
@@ -466,7 +468,9 @@ class GainCurriculum(WarmupCurriculum):
         mixer: object with ``patch_size`` and ``ratio`` attributes (a :class:`SegMix`).
         levels: the ladder, easiest first (:func:`build_levels`).
         drop: fall below the best score so far that steps back.
-        dwell: least steps at a level before it may advance.
+        dwell: least steps at a level before it may advance on a new best.
+        patience: steps without a new best (and without a drop) after which the level advances
+            anyway, so a plateau does not hold it for good (0: never).
         warmup: steps at level 0 before feedback starts.
         warmup_off: shuffle off (ratio 0) during warm-up, rather than at level 0.
 
@@ -475,7 +479,7 @@ class GainCurriculum(WarmupCurriculum):
     """
 
     name = "gain"
-    state_keys = ("best", "held")
+    state_keys = ("best", "held", "stalled")
 
     def __init__(
         self,
@@ -483,15 +487,16 @@ class GainCurriculum(WarmupCurriculum):
         levels: list[Level],
         drop: float = GAIN_RULE.drop,
         dwell: int = GAIN_RULE.dwell,
+        patience: int = GAIN_RULE.patience,
         warmup: int = GAIN_RULE.warmup,
         warmup_off: bool = GAIN_RULE.warmup_off,
     ) -> None:
-        if drop < 0.0 or dwell < 1:
-            raise ValueError(f"need drop >= 0 and dwell >= 1; got {drop}, {dwell}")
-        self.drop, self.dwell = drop, dwell
+        if drop < 0.0 or dwell < 1 or patience < 0:
+            raise ValueError(f"need drop >= 0, dwell >= 1 and patience >= 0; got {drop}, {dwell}, {patience}")
+        self.drop, self.dwell, self.patience = drop, dwell, patience
         self.warmup, self.warmup_off = warmup, warmup_off
         self.best: float | None = None
-        self.held = 0
+        self.held = self.stalled = 0
         super().__init__(mixer, levels)
 
     def step(self, signal: float) -> HistoryRow:
@@ -501,12 +506,16 @@ class GainCurriculum(WarmupCurriculum):
         if self.step_count < self.warmup:
             return self._record(score, "warmup", 1.0 - score, threshold)
         self.held += 1
+        top = self.level == len(self.levels) - 1
         if best is not None and score <= best - self.drop and self.level > 0:
-            action, self.level = "back", self.level - 1
-        elif (best is None or score >= best) and self.held >= self.dwell and self.level < len(self.levels) - 1:
-            action, self.level = "advance", self.level + 1
+            action = "back"
+        elif best is None or score >= best:
+            self.stalled = 0
+            action = "advance" if self.held >= self.dwell and not top else "hold"
         else:
-            action = "hold"
+            self.stalled += 1
+            action = "advance" if 0 < self.patience <= self.stalled and not top else "hold"
+        self.level += {"advance": 1, "back": -1, "hold": 0}[action]
         if action != "hold":
-            self.held = 0
+            self.held = self.stalled = 0
         return self._record(score, action, 1.0 - score, threshold)
