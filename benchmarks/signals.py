@@ -32,14 +32,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from feedback import BENCHMARKS, VARIANTS, config_file, synthesise  # noqa: E402
 from segmix.data.dataset import TileDataset  # noqa: E402
 from segmix.data.spec import resolve_spec  # noqa: E402
 from segmix.shuffle import SegMix  # noqa: E402
 from segmix.train.data import MaskedTiles  # noqa: E402
-from segmix.train.losses import cell_hits, gated_confusion  # noqa: E402
+from segmix.train.losses import cell_hits, confusion_miou, gated_argmax, gated_confusion  # noqa: E402
 
 DEADLINE = [float("inf")]  # perf_counter after which no job starts (--budget-s)
 DEFAULT_VARIANTS = "none,fixed-0,fixed-1,fixed-2,fixed-3,fixed-4,fixed-5,scheduled,segmix"
@@ -64,11 +63,6 @@ def pixel_hits(maps, source, patch_size, labels, size):
     return torch.stack([(hit & mask).sum(), mask.sum()]).float()
 
 
-def gated_argmax(maps, gate, size):
-    up = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
-    return up.masked_fill(~gate[:, :, None, None], float("-inf")).argmax(1)
-
-
 def agreement(maps, own, info, labels):
     """Swapped pixels whose class in the mixed image is the one the source tile's own CAM
     gives them: context independence (no truth needed)."""
@@ -79,8 +73,8 @@ def agreement(maps, own, info, labels):
     gate = present.flatten(1, 2).any(1)
     pixel_src = src.repeat_interleave(ps, 1).repeat_interleave(ps, 2)
     size = (gh * ps, gw * ps)
-    mixed = gated_argmax(maps, gate, size)
-    alone = gated_argmax(own, hard, size)
+    mixed = gated_argmax(maps.float(), gate, size)
+    alone = gated_argmax(own.float(), hard, size)
     rows = torch.arange(size[0], device=src.device).view(1, -1, 1).expand_as(pixel_src)
     cols = torch.arange(size[1], device=src.device).view(1, 1, -1).expand_as(pixel_src)
     from_source = alone[pixel_src, rows, cols]
@@ -133,8 +127,7 @@ class Probe(L.Callback):
         for s, x, y in self.batches(module):
             _, maps = module.model(module.normalize(x))
             conf += gated_confusion(maps.float().cpu(), y.cpu(), self.masks[s : s + 32])
-        union = conf.sum(0) + conf.sum(1) - conf.diag()
-        return float((conf.diag()[union > 0] / union[union > 0]).mean())
+        return float(confusion_miou(conf))
 
     def on_validation_epoch_end(self, trainer, module):
         if trainer.sanity_checking:

@@ -13,7 +13,7 @@ import torch
 from segmix.config import CurriculumConfig, load_config
 from segmix.shuffle import GainCurriculum, MasteryCurriculum, SegMix, build_levels, create_method
 from segmix.train.data import SingleLabelShare
-from segmix.train.losses import cell_hits, gated_confusion, patch_cam_loss
+from segmix.train.losses import cell_hits, confusion_miou, gated_confusion, patch_cam_loss
 from segmix.train.pool import PatchPool, cell_truth, read_pool_csv, select_cells
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -129,6 +129,7 @@ def test_gated_confusion_scores_the_label_gated_argmax_on_tissue_pixels_only():
     # truth 0 -> pred 0 (top left); truth 1 -> pred 1 (top right); truth 1 -> pred 0 (bottom left);
     # the bottom right pixel is glass
     assert conf.tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 0]]
+    assert float(confusion_miou(conf)) == pytest.approx(0.5)  # classes 0 and 1: 1/2 each; 2 never seen
 
 
 def _maps_for(cells: torch.Tensor, patch: int) -> torch.Tensor:

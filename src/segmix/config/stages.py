@@ -83,7 +83,8 @@ class MixingSection(Section):
     """Which batch mixer stage 1 uses (:data:`segmix.shuffle.METHODS`), and its knobs."""
 
     method: str = Field(
-        "segmix", description="none, cutmix, mixup, shuffle-fixed, shuffle-scheduled, segmix, segmix-loss"
+        "segmix",
+        description="none, cutmix, mixup, shuffle-fixed, shuffle-scheduled, segmix, segmix-gain, segmix-loss",
     )
     label_mix: str = Field("union", description='targets of mixed images; measured: +1.8 pseudo-mask mIoU over "area"')
     probability: float = Field(1.0, ge=0, le=1, description="probability that a batch is mixed")
@@ -170,8 +171,9 @@ class CurriculumConfig(Section):
     warmup_off: bool = Field(FEEDBACK_RULE.warmup_off, description="no mixing during warm-up")
 
     def rule(self, curriculum: str) -> dict:
-        """The keyword arguments of the named curriculum's rule (``mastery`` or ``feedback``): the
-        fields of its rule's constants (:data:`MASTERY_RULE`, :data:`FEEDBACK_RULE`)."""
+        """The keyword arguments of the named curriculum's rule (``mastery``, ``gain`` or
+        ``feedback``): the fields of its rule's constants (:data:`MASTERY_RULE`, :data:`GAIN_RULE`,
+        :data:`FEEDBACK_RULE`)."""
         rule = {"mastery": MASTERY_RULE, "feedback": FEEDBACK_RULE, "gain": GAIN_RULE}[curriculum]
         return self.model_dump(include={f.name for f in fields(rule)})
 

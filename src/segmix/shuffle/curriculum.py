@@ -51,8 +51,9 @@ The older relative rule (:class:`FeedbackCurriculum`), with ``e_t`` the error at
 
 Every step appends a :class:`HistoryRow` (step, signal, error, threshold, level, patch_size,
 ratio, action) to ``history``; ``state_dict`` / ``load_state_dict`` resume with identical later
-decisions. The rules' defaults (:data:`MASTERY_RULE`, :data:`GAIN_RULE`, :data:`FEEDBACK_RULE`) are also the config's
-(:class:`segmix.config.CurriculumConfig`): the API and ``segmix run`` behave alike.
+decisions. The rules' defaults (:data:`MASTERY_RULE`, :data:`GAIN_RULE`, :data:`FEEDBACK_RULE`)
+are also the config's (:class:`segmix.config.CurriculumConfig`): the API and ``segmix run``
+behave alike.
 """
 
 from __future__ import annotations

@@ -88,6 +88,24 @@ def cell_hits(maps: Tensor, source: Tensor, patch_size: int, labels: Tensor, siz
     return torch.stack([(hit & counted).sum(), counted.sum()]).float()
 
 
+def gated_argmax(maps: Tensor, gate: Tensor, size: tuple[int, int]) -> Tensor:
+    """The upsampled CAM's strongest class among ``gate`` at every pixel: long (B, H, W).
+
+    Args:
+        maps: float (B, K, h, w) per-location class logits.
+        gate: bool (B, K), the classes allowed per image (its labels: the pseudo masks' gate).
+        size: (H, W) to upsample to.
+    """
+    up = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+    return up.masked_fill(~gate[:, :, None, None], float("-inf")).argmax(dim=1)
+
+
+def confusion_miou(confusion: Tensor) -> Tensor:
+    """Mean IoU of a (K, K) truth x prediction confusion, over the classes it has seen (scalar)."""
+    union = confusion.sum(0) + confusion.sum(1) - confusion.diag()
+    return (confusion.diag()[union > 0] / union[union > 0]).mean()
+
+
 def gated_confusion(maps: Tensor, labels: Tensor, masks: Tensor) -> Tensor:
     """Confusion (truth x prediction) of label-gated CAMs against pixel truth: float (K, K).
 
@@ -101,8 +119,7 @@ def gated_confusion(maps: Tensor, labels: Tensor, masks: Tensor) -> Tensor:
         masks: integer (B, H, W) truth, values >= K not counted.
     """
     k = maps.shape[1]
-    up = F.interpolate(maps, size=tuple(masks.shape[-2:]), mode="bilinear", align_corners=False)
-    pred = up.masked_fill(~(labels > 0.5)[:, :, None, None], float("-inf")).argmax(dim=1)
+    pred = gated_argmax(maps, labels > 0.5, masks.shape[-2:])
     truth = masks.long()
     tissue = truth < k
     return torch.bincount(truth[tissue] * k + pred[tissue], minlength=k * k).view(k, k).float()

@@ -32,7 +32,7 @@ from segmix.models import CLASSIFIER_FILE, CamClassifier, save_classifier
 from segmix.shuffle import METHODS, Curriculum, Mixer, SegMix, create_method, write_history_csv
 from segmix.train.augment import dihedral, dihedral_pair, hed_jitter
 from segmix.train.data import RUN_STRIDE, EpochShuffle, MaskedTiles, SingleLabelShare, TrainTiles, split_holdout
-from segmix.train.losses import cell_hits, gated_confusion, patch_cam_loss
+from segmix.train.losses import cell_hits, confusion_miou, gated_confusion, patch_cam_loss
 from segmix.train.pool import PatchPool, PoolStats, write_pool_csv
 from segmix.train.runtime import (
     EpochCheckpoint,
@@ -193,8 +193,7 @@ class Stage1Module(L.LightningModule):
             self.log("val_cell_accuracy", hits / cells if cells else 0.0)
         confusion = self.trainer.strategy.reduce(self._confusion, reduce_op="sum")
         if confusion.sum() > 0:  # the validation tiles have pixel truth
-            union = confusion.sum(0) + confusion.sum(1) - confusion.diag()
-            self.log("val_miou", (confusion.diag()[union > 0] / union[union > 0]).mean())
+            self.log("val_miou", confusion_miou(confusion))
         self.log("val_ap", ap.nanmean())
         for name, v in zip(self.class_names, f1):
             self.log(f"val_f1/{name}", v)
