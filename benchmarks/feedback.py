@@ -17,7 +17,11 @@ isolates that part:
   whose CAM is below 0.3 left out of stage 2;
 - ``segmix-gain``: the gain rule on the val split's mIoU (``val_miou``); ``gain-dwell2``: at
   least two epochs per level; ``gain-single``: without the single-label share; ``gain-p1`` /
-  ``gain-p2``: advancing after 1 / 2 epochs without a new best (``curriculum.patience``).
+  ``gain-p2``: advancing after 1 / 2 epochs without a new best (``curriculum.patience``);
+- ``+replay``: half of the batches mixed at an easier level than the curriculum's, drawn
+  uniformly (``mixing.replay``); ``sched-replay``: the same on the linear schedule;
+  ``random-level``: every batch at a level drawn uniformly from the whole ladder (the finest
+  fixed level with replay 5/6), no curriculum at all.
 
 Jobs run ``--jobs`` at a time, each in its own process (set ``--jobs 1`` on a small CPU
 machine). ``--stage2`` picks the variants that also train stage 2 (``all`` or a list); the rest
@@ -56,6 +60,10 @@ VARIANTS = {
     "gain-single": ["stage1.mixing.method=segmix-gain", "stage1.mixing.single_share=0"],
     "gain-p1": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.patience=1"],
     "gain-p2": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.patience=2"],
+    "+replay": ["stage1.mixing.replay=0.5"],
+    "sched-replay": ["stage1.mixing.method=shuffle-scheduled", "stage1.mixing.replay=0.5"],
+    "random-level": ["stage1.mixing.method=shuffle-fixed", f"stage1.ladder.fixed_level={LEVELS - 1}"]
+    + [f"stage1.mixing.replay={(LEVELS - 1) / LEVELS}"],
     "-single": ["stage1.mixing.single_share=0"],
     "old-default": ["stage1.mixing.method=segmix-loss", "stage1.mixing.single_share=0"],
     "+pool": ["stage1.patch_pool.share=0.5"],

@@ -183,3 +183,19 @@ def test_old_flat_keys_are_refused_with_their_new_place_and_ladders_are_checked(
         load_config(Stage1Config, None, ["train.image_size=64", "ladder.patch_min=40"])
     with pytest.raises(ConfigError, match=r"fixed_level 9: the ladder has levels 0\.\.5"):
         load_config(Stage1Config, None, ["ladder.fixed_level=9"])
+
+
+def test_replayed_batches_use_an_easier_level_with_the_same_mixer_settings():
+    from segmix.shuffle.curriculum import Level
+    from segmix.train.stage1 import Stage1Module
+
+    sets = TINY + ["mixing.method=shuffle-fixed", "ladder.fixed_level=3", "mixing.replay=1"]
+    module = Stage1Module(load_config(Stage1Config, None, sets).model_dump(), ["TE", "NEC", "LYM", "TAS"])
+    levels = module.curriculum.levels
+    g = torch.Generator().manual_seed(0)
+    mixers = [module._batch_mixer(g) for _ in range(40)]
+    assert all(m is not module.mixer for m in mixers)  # replay 1 at level 3: always an easier level
+    assert {levels.index(Level(m.patch_size, m.ratio)) for m in mixers} == {0, 1, 2}
+    assert {(m.p, m.label_mix) for m in mixers} == {(module.mixer.p, module.mixer.label_mix)}
+    module.cfg.mixing.replay = 0.0
+    assert module._batch_mixer(g) is module.mixer

@@ -95,6 +95,12 @@ class MixingSection(Section):
         lt=1,
         description="grid mixers: share of each batch drawn from single-label tiles, class-balanced (0: off)",
     )
+    replay: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="curricula: share of batches mixed at an easier level than the current one, drawn uniformly",
+    )
 
     @field_validator("method")
     @classmethod

@@ -49,6 +49,10 @@ The older relative rule (:class:`FeedbackCurriculum`), with ``e_t`` the error at
    can do (the first epoch at a level sets ``ref``, the next is always 5 % lower), a schedule in
    disguise; it is kept as the ``segmix-loss`` method for comparison.
 
+Replay (``batch_level``, config ``mixing.replay``): any curriculum can mix a share of batches at
+an easier level than its current one, drawn uniformly, so what the coarse levels taught (context
+over large regions) keeps being trained while the frontier moves to finer patches.
+
 Every step appends a :class:`HistoryRow` (step, signal, error, threshold, level, patch_size,
 ratio, action) to ``history``; ``state_dict`` / ``load_state_dict`` resume with identical later
 decisions. The rules' defaults (:data:`MASTERY_RULE`, :data:`GAIN_RULE`, :data:`FEEDBACK_RULE`)
@@ -63,6 +67,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
+
+import torch
 
 from segmix.data.io import csv_text, write_text
 from segmix.shuffle.mixer import Mixer
@@ -209,6 +215,17 @@ class Curriculum:
     @property
     def current(self) -> Level:
         return self.levels[self.level]
+
+    def batch_level(self, replay: float, generator: torch.Generator | None = None) -> Level:
+        """The level one batch is mixed at: the current one or, with probability ``replay``, an
+        easier one drawn uniformly (level 0 has none). Draws two numbers from ``generator``
+        whatever the outcome, so the stream does not depend on the level."""
+        if not 0.0 <= replay <= 1.0:
+            raise ValueError(f"replay must lie in [0, 1], got {replay}")
+        u = torch.rand(2, generator=generator).tolist()
+        if self._is_off() or self.level == 0 or u[0] >= replay:
+            return self.current
+        return self.levels[min(int(u[1] * self.level), self.level - 1)]
 
     def _is_off(self) -> bool:
         return False

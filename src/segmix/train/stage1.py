@@ -117,11 +117,23 @@ class Stage1Module(L.LightningModule):
         (a pool exists only beside the SegMix mixer)."""
         return None if self.pool is None else self.pool.lookup(index, self.mixer.patch_size)
 
+    def _batch_mixer(self, g: torch.Generator) -> Mixer:
+        """The mixer of this batch: the curriculum's, or with ``mixing.replay`` one at an easier
+        level (replayed batches go without the patch pool, built at the current patch size)."""
+        replay = self.cfg.mixing.replay
+        if self.curriculum is None or replay == 0:
+            return self.mixer
+        level = self.curriculum.batch_level(replay, g)
+        if level == self.curriculum.current:
+            return self.mixer
+        return SegMix(level.patch_size, level.ratio, self.mixer.p, self.mixer.label_mix)
+
     def training_step(self, batch, batch_idx: int) -> Tensor:
         images, labels, index = batch
         g = step_generator(self.cfg.seed, self.global_step, self.global_rank)
         x = images.float() / 255
-        pooled = self._pool_cells(index)
+        mixer = self._batch_mixer(g)
+        pooled = self._pool_cells(index) if mixer is self.mixer else None
         if self.cfg.augment.dihedral and pooled is not None:
             # The pool's grid turns with its tiles (ladder patch sizes divide the tile); the
             # same random draws as without it.
@@ -129,7 +141,7 @@ class Stage1Module(L.LightningModule):
         elif self.cfg.augment.dihedral:
             x = dihedral(x, g)
         x = hed_jitter(x, self.cfg.augment.hed_jitter, g)
-        x, targets, info = self.mixer(x, labels, g)
+        x, targets, info = mixer(x, labels, g)
         logits, maps = self.model(self.normalize(x))
         loss_img = F.binary_cross_entropy_with_logits(logits.float(), targets)
         loss = loss_img
