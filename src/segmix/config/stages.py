@@ -99,7 +99,7 @@ class MixingSection(Section):
         0.0,
         ge=0,
         le=1,
-        description="curricula: share of batches mixed at an easier level than the current one, drawn uniformly",
+        description="curricula: share of batches mixed at an easier level than the current, drawn uniformly (0: off)",
     )
 
     @field_validator("method")

@@ -51,7 +51,10 @@ The older relative rule (:class:`FeedbackCurriculum`), with ``e_t`` the error at
 
 Replay (``batch_level``, config ``mixing.replay``): any curriculum can mix a share of batches at
 an easier level than its current one, drawn uniformly, so what the coarse levels taught (context
-over large regions) keeps being trained while the frontier moves to finer patches.
+over large regions) keeps being trained while the frontier moves to finer patches. Measured
+(README): replay 0.5 costs the mastery rule 2 points of pseudo-mask mIoU on the default
+benchmark, so it is off by default; the finest fixed level with replay 5/6 is the random-level
+control (every batch's level drawn from the whole ladder).
 
 Every step appends a :class:`HistoryRow` (step, signal, error, threshold, level, patch_size,
 ratio, action) to ``history``; ``state_dict`` / ``load_state_dict`` resume with identical later
