@@ -22,7 +22,6 @@ import argparse
 import csv
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
 
 from feedback import BENCHMARKS, VARIANTS, config_file, synthesise  # noqa: E402
 from segmix.data.dataset import TileDataset  # noqa: E402
@@ -44,6 +44,11 @@ DEADLINE = [float("inf")]  # perf_counter after which no job starts (--budget-s)
 DEFAULT_VARIANTS = "none,fixed-0,fixed-1,fixed-2,fixed-3,fixed-4,fixed-5,scheduled,segmix"
 
 
+def grow(cells, patch_size):
+    """A (B, gh, gw) grid to pixels: (B, gh * patch_size, gw * patch_size)."""
+    return cells.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)
+
+
 def pixel_hits(maps, source, patch_size, labels, size):
     """cell_hits pixel by pixel: every pixel of a counted cell counts, a hit when the
     upsampled CAM's strongest class among the mixed image's is a class of its source."""
@@ -54,12 +59,8 @@ def pixel_hits(maps, source, patch_size, labels, size):
     own = torch.arange(batch, device=source.device).view(-1, 1, 1)
     counted = (source != own) & (gate[:, None, None] & ~present).any(dim=-1)
     best = gated_argmax(maps.float(), gate, (gh * patch_size, gw * patch_size))
-
-    def grow(t):
-        return t.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)
-
-    hit = hard[grow(source)].gather(-1, best[..., None]).squeeze(-1)
-    mask = grow(counted)
+    hit = hard[grow(source, patch_size)].gather(-1, best[..., None]).squeeze(-1)
+    mask = grow(counted, patch_size)
     return torch.stack([(hit & mask).sum(), mask.sum()]).float()
 
 
@@ -71,7 +72,7 @@ def agreement(maps, own, info, labels):
     gh, gw = src.shape[1:]
     present = hard[src]
     gate = present.flatten(1, 2).any(1)
-    pixel_src = src.repeat_interleave(ps, 1).repeat_interleave(ps, 2)
+    pixel_src = grow(src, ps)
     size = (gh * ps, gw * ps)
     mixed = gated_argmax(maps.float(), gate, size)
     alone = gated_argmax(own.float(), hard, size)
@@ -189,17 +190,8 @@ def job(bench: str, variant: str, seed: int, data: Path, out: Path, threads: int
     return {"benchmark": bench, "variant": variant, "seed": seed, **result, "signals": signals}
 
 
-def rank(values: list[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    for r, i in enumerate(order):
-        ranks[i] = float(r)
-    return ranks
-
-
 def spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = rank(a), rank(b)
-    return statistics.correlation(ra, rb) if len(a) > 2 else float("nan")
+    return float(spearmanr(a, b).statistic) if len(a) > 2 else float("nan")
 
 
 def report(rows: list[dict]) -> None:

@@ -1,6 +1,7 @@
 """Curricula follow their documented rules; state round-trips mid-way."""
 
 import pytest
+import torch
 
 from segmix.shuffle import SegMix, build_levels, create_curriculum, patch_ladder
 from segmix.shuffle.curriculum import FeedbackCurriculum, Level, MasteryCurriculum
@@ -148,8 +149,6 @@ def test_ladders_can_align_with_vit_tokens():
 
 
 def test_replay_draws_only_easier_levels_uniformly_and_never_during_warmup():
-    import torch
-
     levels = build_levels([56, 28], 0.25, 0.5, 2)  # 4 levels
     cur = create_curriculum("fixed", SegMix(), levels, level=3)
     g = torch.Generator().manual_seed(0)
@@ -169,8 +168,6 @@ def test_replay_draws_only_easier_levels_uniformly_and_never_during_warmup():
 
 
 def test_replay_consumes_the_same_numbers_whatever_it_draws():
-    import torch
-
     levels = build_levels([56, 28], 0.25, 0.5, 2)
     top, bottom = (create_curriculum("fixed", SegMix(), levels, level=k) for k in (3, 0))
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)

@@ -381,7 +381,7 @@ def train_classifier(
         )
         train_set = TrainTiles(train_tiles, cfg.train.image_size)
         val_set = MaskedTiles(val_tiles, cfg.train.image_size)
-    else:  # held-out train tiles: no pixel truth, so no val_miou
+    else:  # held-out train tiles: val_miou only where train_gt gives them truth (never a feedback signal)
         train_set, held = split_holdout(TrainTiles(train_tiles, cfg.train.image_size), 0.1, cfg.seed)
         val_set = MaskedTiles(train_tiles, cfg.train.image_size, held.indices)
     indices = train_set.indices if isinstance(train_set, Subset) else list(range(len(train_set)))
