@@ -6,7 +6,7 @@ moved). Columns, median milliseconds per batch over ``--repeats`` calls after a 
 - ``clone``: ``x.clone()``, the memory-copy floor;
 - ``segmix``: ``SegMix(patch_size, 0.5)`` (input NCHW; ``segmix (cl)`` channels_last);
 - ``cellmix``: PyPI ``cellmix`` 0.1.7, ``get_online_augmentation("CellMix")``;
-- ``train step``: one resnet18 forward + backward + SGD step, channels_last + bf16 autocast.
+- ``train step``: one resnet18 forward + backward + SGD step, channels_last, ``precision: auto`` as in training.
 
 Also printed: distinct source images per mixed image (per-position permutations).
 Needs the ``bench`` extra: ``pip install -e '.[bench]'``. Run: ``python benchmarks/shuffle_speed.py``.
@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from segmix.config.precision import autocast
 from segmix.shuffle import SegMix
 
 
@@ -43,7 +44,7 @@ def train_step_ms(x: torch.Tensor, repeats: int) -> float:
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast("auto", "cpu"):
             loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xc).float(), y)
         loss.backward()
         opt.step()

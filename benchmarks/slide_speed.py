@@ -71,6 +71,7 @@ def measure(slide: str, level: int, window: int, batch: int, repeats: int) -> di
     """Runs in its own process: predict the slide, then the raw forward; report tiles/s and RSS."""
     import torch
 
+    from segmix.config.precision import autocast
     from segmix.data.synth import SynthConfig, dataset_spec
     from segmix.infer import predict_slide
     from segmix.models import create_segmenter, predict_probs
@@ -83,7 +84,7 @@ def measure(slide: str, level: int, window: int, batch: int, repeats: int) -> di
     res = predict_slide(model, cfg, spec, slide, out, level=level, batch_size=batch)
     rss_predict = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     x = torch.rand(batch, 3, window, window)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), autocast(cfg.precision, "cpu"):  # as predict_slide runs it
         predict_probs(model, x)
         t0 = time.perf_counter()
         for _ in range(repeats):
@@ -139,7 +140,10 @@ def main() -> None:
         f"{r['tiles_run']} / {r['tiles_total']} | {r['tiles_per_second']:.2f} | {r['raw_tiles_per_second']:.2f} | "
         f"{ratio:.2f} | {r['peak_rss_mb']:.0f} | {r['seconds']:.0f} |"
     )
-    print(f"\nwindow {r['window']} px, batch {r['batch']}, DeepLabV3+ resnet18, bf16 autocast, channels_last")
+    from segmix.config.precision import resolve_precision
+
+    precision = resolve_precision("auto", "cpu")
+    print(f"\nwindow {r['window']} px, batch {r['batch']}, DeepLabV3+ resnet18, {precision} (auto), channels_last")
 
 
 if __name__ == "__main__":

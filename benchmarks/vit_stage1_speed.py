@@ -4,8 +4,8 @@
 
 Each setting runs in its own process (so peak memory is its own): ``trainable_blocks`` null
 (everything trains), 4 (head + last 4 blocks) and 0 (head only, frozen backbone); a training
-step is the classifier's forward, BCE on its image logits, backward and an AdamW step, under bf16
-autocast as in stage 1. Prints a table: images/s and peak memory (GPU: max allocated; CPU: RSS).
+step is the classifier's forward, BCE on its image logits, backward and an AdamW step, at
+``precision: auto`` as in stage 1. Prints a table: images/s and peak memory (GPU: max allocated; CPU: RSS).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def run_one(backbone: str, size: int, batch: int, trainable: int | None, steps: 
     import torch
     import torch.nn.functional as F
 
+    from segmix.config.precision import autocast
     from segmix.models import CamClassifier
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -32,7 +33,7 @@ def run_one(backbone: str, size: int, batch: int, trainable: int | None, steps: 
     y = torch.randint(0, 2, (batch, 4), device=device).float()
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with autocast("auto", device.type):
             logits, _ = model(model.normalize(x))
         F.binary_cross_entropy_with_logits(logits.float(), y).backward()
         opt.step()
@@ -91,7 +92,7 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         rows.append((setting, json.loads(out)))
     dev = rows[0][1]["device"]
-    print(f"\n{args.backbone}, {args.size} px, batch {args.batch}, bf16 autocast, {dev}")
+    print(f"\n{args.backbone}, {args.size} px, batch {args.batch}, precision auto, {dev}")
     print("| trained | parameters trained (M) | images/s | peak memory (GiB) |")
     print("|---|---|---|---|")
     names = {"all": "everything (fine-tuned)", "4": "head + last 4 blocks", "0": "head only (frozen backbone)"}

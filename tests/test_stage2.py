@@ -43,10 +43,15 @@ def test_trains_on_masks_keeps_best_and_evaluates(seg_run, tmp_path):
         len(list((tmp_path / "ev" / "pred").iterdir())) == 3
         and len(list((tmp_path / "ev" / "overlays").iterdir())) == 2
     )
-    # the best checkpoint's val mIoU is the best logged one
-    best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=False)
-    monitored = [v for v in best["callbacks"].values() if isinstance(v, dict) and v.get("monitor") == "val_miou"]
-    assert monitored and 0 <= float(monitored[0]["best_model_score"]) <= 1
+    # the best checkpoint holds the best logged val mIoU's epoch, and best.json names it
+    best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    named = json.loads((run / "best.json").read_text())
+    assert 0 <= best["score"] <= 1 and (best["epoch"], best["score"]) == (named["epoch"], named["val_miou"])
+    import yaml
+
+    from segmix.config.precision import resolve_precision
+
+    assert yaml.safe_load((run / "config.yaml").read_text())["_meta"]["precision"] == resolve_precision("auto", "cpu")
 
 
 @pytest.mark.slow
@@ -95,3 +100,152 @@ def test_dihedral_pair_moves_masks_with_images():
     for seed in range(5):
         xa, ya = dihedral_pair(x, y, torch.Generator().manual_seed(seed))
         assert torch.equal(xa[:, 0].long(), ya)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume keeps one truth: the exported model is the best epoch over the whole run
+# ---------------------------------------------------------------------------------------------
+def _resume_cfg(epochs: int) -> Stage2Config:
+    train = {"image_size": 64, "batch_size": 8, "epochs": epochs}
+    return Stage2Config(model={"encoder": "resnet18"}, train=train, num_workers=0, threads=1)
+
+
+def _weights(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _logged_val_miou(run) -> dict[int, float]:
+    """Epoch -> val mIoU over every attempt's CSV log."""
+    import csv
+
+    found = {}
+    for path in sorted(run.glob("logs/version_*/metrics.csv")):
+        for row in csv.DictReader(path.open()):
+            if row.get("val_miou"):
+                found[int(row["epoch"])] = float(row["val_miou"])
+    return found
+
+
+@pytest.fixture(scope="module")
+def resume_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn-resume")
+    generate(SynthConfig(n_train=24, n_val=4, n_test=2, tile_size=64, seed=3), root, workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(resume_data, tmp_path_factory):
+    """Three epochs in one go: the yardstick of every resumed run."""
+    run = tmp_path_factory.mktemp("seg-ref")
+    train_segmenter(_resume_cfg(3), resume_data, resume_data / "train_gt", run, progress=False)
+    return run
+
+
+def _check_best(run) -> int:
+    """The exported weights are those of the epoch with the best logged val mIoU; nothing stale."""
+    logged = _logged_val_miou(run)
+    best = json.loads((run / "best.json").read_text())
+    assert best["epoch"] == max(logged, key=logged.get) and best["val_miou"] == pytest.approx(max(logged.values()))
+    saved = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert saved["epoch"] == best["epoch"]
+    assert _same_weights(_weights(run / "segmenter.pt"), saved["state_dict"])
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    return best["epoch"]
+
+
+@pytest.mark.slow
+def test_more_epochs_after_a_finished_run_export_the_best_of_all(resume_data, tmp_path):
+    run = tmp_path / "grow"
+    train_segmenter(_resume_cfg(1), resume_data, resume_data / "train_gt", run, progress=False)
+    first = _weights(run / "segmenter.pt")
+    (run / "checkpoints" / "best-v1.ckpt").write_bytes(b"left by Lightning's ModelCheckpoint")
+    train_segmenter(_resume_cfg(3), resume_data, resume_data / "train_gt", run, progress=False)
+    best = _check_best(run)
+    assert sorted(_logged_val_miou(run)) == [0, 1, 2]
+    if best == 0:  # the first attempt's only epoch stayed the best: its weights, not the last epoch's
+        assert _same_weights(_weights(run / "segmenter.pt"), first)
+    else:
+        assert not _same_weights(_weights(run / "segmenter.pt"), first)
+
+
+@pytest.mark.slow
+def test_crash_between_last_and_best_checkpoint_then_rerun_matches_uninterrupted(
+    resume_data, uninterrupted, tmp_path, monkeypatch
+):
+    from segmix.train.runtime import BestCheckpoint
+
+    run, real, calls = tmp_path / "crash", BestCheckpoint._write, []
+
+    def crash_on_second_best(self, module):  # the first new best after epoch 0: last.ckpt is already written
+        calls.append(self.epoch)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        real(self, module)
+
+    monkeypatch.setattr(BestCheckpoint, "_write", crash_on_second_best)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_segmenter(_resume_cfg(3), resume_data, resume_data / "train_gt", run, progress=False)
+    monkeypatch.setattr(BestCheckpoint, "_write", real)
+    killed_at = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"]
+    stale = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["epoch"]
+    assert stale < killed_at == calls[1]  # last.ckpt names a best epoch that best.ckpt does not hold
+    train_segmenter(_resume_cfg(3), resume_data, resume_data / "train_gt", run, progress=False)
+    assert _check_best(run) == _check_best(uninterrupted)
+    assert _same_weights(_weights(run / "segmenter.pt"), _weights(uninterrupted / "segmenter.pt"))
+
+
+@pytest.mark.slow
+def test_crash_after_the_first_epoch_then_rerun_matches_uninterrupted(resume_data, uninterrupted, tmp_path):
+    import lightning as L
+
+    class CrashAfterEpoch0(L.Callback):  # runs after last.ckpt and best.ckpt of epoch 0
+        def on_train_epoch_end(self, trainer, module):
+            raise RuntimeError("killed")
+
+    run = tmp_path / "crash0"
+    with pytest.raises(RuntimeError, match="killed"):
+        train_segmenter(
+            _resume_cfg(3),
+            resume_data,
+            resume_data / "train_gt",
+            run,
+            progress=False,
+            extra_callbacks=[CrashAfterEpoch0()],
+        )
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
+    train_segmenter(_resume_cfg(3), resume_data, resume_data / "train_gt", run, progress=False)
+    assert sorted(_logged_val_miou(run)) == [0, 1, 2]  # epochs 1 and 2 trained after the resume
+    assert _check_best(run) == _check_best(uninterrupted)
+    assert _same_weights(_weights(run / "segmenter.pt"), _weights(uninterrupted / "segmenter.pt"))
+
+
+@pytest.mark.slow
+def test_sigkill_during_train_seg_then_rerun_matches_uninterrupted(resume_data, uninterrupted, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "killed"
+    args = [sys.executable, "-m", "segmix.cli", "train-seg", "--data", str(resume_data)]
+    args += ["--masks", str(resume_data / "train_gt"), "--out", str(run), "--set", "model.encoder=resnet18"]
+    for key, value in [("image_size", 64), ("batch_size", 8), ("epochs", 3)]:
+        args += ["--set", f"train.{key}={value}"]
+    args += ["--set", "num_workers=0", "--set", "threads=1"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last, deadline = run / "checkpoints" / "last.ckpt", time.time() + 300
+    while not last.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "train-seg finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "segmenter.pt").exists()
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert _check_best(run) == _check_best(uninterrupted)
+    assert _same_weights(_weights(run / "segmenter.pt"), _weights(uninterrupted / "segmenter.pt"))

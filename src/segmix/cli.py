@@ -158,6 +158,13 @@ Preset = Annotated[
     Optional[str], typer.Option(help="Dataset preset: luad-histoseg, bcss-wsss or wsss4luad (default: detect).")
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show library logs, warnings and tracebacks.")]
+Precision = Annotated[
+    Optional[str],
+    typer.Option(
+        help="auto (bf16 where the device computes it natively, else fp32 / fp16 AMP), 32, 16 or bf16 "
+        "(default: the model's own precision key, auto unless set)."
+    ),
+]
 
 
 @app.callback()
@@ -185,6 +192,16 @@ def _configured(model, config: Optional[Path], overrides: list[str]):
 
 def _fail(message: str) -> NoReturn:
     raise ConfigError(message)
+
+
+def _precision(value: Optional[str]) -> Optional[str]:
+    """``--precision`` in its canonical name; a one-line error naming the flag."""
+    from segmix.config.precision import precision_name
+
+    try:
+        return None if value is None else precision_name(value)
+    except ValueError as err:
+        _fail(f"--precision: {err}")
 
 
 SYNTH_FLAGS = {
@@ -383,6 +400,7 @@ def evaluate(
     ] = None,
     stride: Annotated[Optional[float], typer.Option(help="Sliding-window stride, share of the window.")] = None,
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Flip test-time augmentation.")] = None,
+    precision: Precision = None,
 ) -> None:
     """Score a segmenter under the dataset's protocol: per-class IoU, mIoU, FwIoU, Dice, pixel accuracy."""
     from segmix.data.dataset import TileDataset
@@ -390,12 +408,15 @@ def evaluate(
 
     if split not in ("val", "test"):
         _fail(f"--split {split}: must be val or test")
+    precision = _precision(precision)
     total = len(TileDataset(data, split))
     if out is not None:
         prepare_output_dir(out)
     with _progress() as bar:
         task = bar.add_task(f"evaluating ({split})", total=total)
-        scores = run_evaluate(segmenter, data, split, out, stride, flip, on_batch=lambda n: bar.advance(task, n))
+        scores = run_evaluate(
+            segmenter, data, split, out, stride, flip, precision=precision, on_batch=lambda n: bar.advance(task, n)
+        )
     print_scores(scores, f"{segmenter.name} on {split}")
 
 
@@ -425,6 +446,7 @@ def predict(
         float, typer.Option(min=0.0, max=0.9, help="Slides: share of each tile shared with its neighbours.")
     ] = 0.25,
     batch_size: Annotated[int, typer.Option(min=1, help="Tiles per forward pass.")] = 16,
+    precision: Precision = None,
 ) -> None:
     """Segment images (mask, overlay, area CSV) and whole slides (class map, overlay, mm^2, GeoJSON).
 
@@ -436,6 +458,7 @@ def predict(
     at the end). Under torchrun each process predicts every world-th slide.
     """
     from segmix.cam.run import rank_and_world
+    from segmix.config.threads import fit_threads
     from segmix.infer import is_slide, plan_outputs, predict_image, prediction_inputs
     from segmix.models import SEGMENTER_FILE, load_segmenter, pick_device
 
@@ -443,11 +466,14 @@ def predict(
         checkpoint = run_dir / "stage2" / SEGMENTER_FILE
     if checkpoint is None:
         _fail("no model: pass --checkpoint segmenter.pt or --run RUN_DIR")
+    precision = _precision(precision)
     files = prediction_inputs(inputs)
     plan_outputs(files, out)
     prepare_output_dir(out)
     model, cfg, spec = load_segmenter(checkpoint)
+    cfg = cfg.model_copy(update={"precision": precision or cfg.precision})
     device = pick_device()
+    fit_threads(0, None, gpu=device.type == "cuda")
     model = model.to(device)
     rank, world = rank_and_world()
     for f in [f for f in files if not is_slide(f)][rank::world]:  # each process its share

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from segmix.cam.background import tissue_mask
 from segmix.cam.cams import class_activation_maps
 from segmix.cam.masks import pseudo_masks
 from segmix.config import save_config
+from segmix.config.precision import autocast, precision_name
+from segmix.config.threads import fit_threads
 from segmix.data.dataset import TileDataset, collate_list
 from segmix.data.io import read_mask, write_atomic, write_mask, write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
@@ -38,9 +40,18 @@ class CamConfig(BaseModel):
     saturation: float = Field(0.15, ge=0, le=1, description="... and saturation below this")
     uncertain: float | None = Field(None, ge=0, le=1, description="best CAM below this -> 255 (ignored)")
     save_cams: bool = Field(False, description="also write float16 CAM arrays (.npy)")
-    num_workers: int = Field(
-        2, ge=0, description="processes reading tiles, glass and truth; as many threads write PNGs"
+    num_workers: int | None = Field(
+        None,
+        ge=0,
+        description="processes reading tiles, glass and truth (as many threads write PNGs); null: what fits the cores",
     )
+    threads: int | None = Field(None, ge=1, description="torch threads; null: the cores the workers leave")
+    precision: str | None = Field(None, description="auto, 32, 16 or bf16; null: the classifier's own precision")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _known_precision(cls, v: str | int | None) -> str | None:
+        return None if v is None else precision_name(v)
 
 
 def generate_pseudo_masks(
@@ -65,16 +76,18 @@ def generate_pseudo_masks(
     spec = spec or resolve_spec(data_root)
     out = Path(out_dir)
     dev = pick_device(device)
-    model = _classifier_for(classifier, spec, dev)
+    model, precision = _classifier_for(classifier, spec, dev)
+    precision = cfg.precision or precision
+    workers = fit_threads(cfg.num_workers, cfg.threads, gpu=dev.type == "cuda")
     items = CamInputs(TileDataset(data_root, cfg.split, spec, with_masks=False, stain=model.stain), cfg)
     rank, world = rank_and_world()
     if rank == 0:
         _start_outputs(out, cfg, classifier, data_root)
     scorer = _MaskScorer(spec)
-    with _Writer(out, spec, max(1, cfg.num_workers)) as writer:
-        for batch in _shard(items, cfg, rank, world):
+    with _Writer(out, spec, max(1, workers)) as writer:
+        for batch in _shard(items, cfg.batch_size, workers, rank, world):
             for group in _same_size_groups(batch):
-                masks, cams = pseudo_masks_of(model, group, cfg, spec, dev)
+                masks, cams = pseudo_masks_of(model, group, cfg, spec, dev, precision)
                 writer.submit(group, masks, cams if cfg.save_cams else None)
                 scorer.update(group, masks)
             if on_batch:
@@ -106,13 +119,18 @@ class CamInputs(Dataset):
 
 
 def pseudo_masks_of(
-    model: CamClassifier, group: list[dict], cfg: CamConfig, spec: DatasetSpec, device: torch.device
+    model: CamClassifier,
+    group: list[dict],
+    cfg: CamConfig,
+    spec: DatasetSpec,
+    device: torch.device,
+    precision: str = "auto",
 ) -> tuple[np.ndarray, torch.Tensor]:
     """Pseudo masks uint8 (B, H, W) and CAMs float (B, K, H, W) of same-size items of
-    :class:`CamInputs`."""
+    :class:`CamInputs`, computed at ``precision`` (:mod:`segmix.config.precision`)."""
     images = torch.from_numpy(np.stack([g["image"] for g in group])).to(device).permute(0, 3, 1, 2)
     x = model.normalize(images)
-    with torch.autocast(device.type, dtype=torch.bfloat16):
+    with autocast(precision, device.type):
         cams = class_activation_maps(model, x, cfg.scales, cfg.flip)
         logits = None if _has_labels(group, cfg) else model(x.contiguous(memory_format=torch.channels_last))[0]
     labels = _gate(group, logits, cfg, device)
@@ -135,11 +153,12 @@ def _gate(group: list[dict], logits: torch.Tensor | None, cfg: CamConfig, device
     return (probs > cfg.threshold) | (probs == probs.max(dim=1, keepdim=True).values)
 
 
-def _classifier_for(path: str | Path, spec: DatasetSpec, device: torch.device) -> CamClassifier:
-    model, _, classes = load_classifier(path)
+def _classifier_for(path: str | Path, spec: DatasetSpec, device: torch.device) -> tuple[CamClassifier, str]:
+    """The classifier on ``device`` and the precision of its config."""
+    model, cfg, classes = load_classifier(path)
     if classes != spec.classes:
         raise ModelFileError(f"{path}: trained on classes {classes}, dataset has {spec.classes}")
-    return model.to(device).to(memory_format=torch.channels_last)
+    return model.to(device).to(memory_format=torch.channels_last), cfg.precision
 
 
 def _start_outputs(out: Path, cfg: CamConfig, classifier: str | Path, data_root: str | Path) -> None:
@@ -148,12 +167,10 @@ def _start_outputs(out: Path, cfg: CamConfig, classifier: str | Path, data_root:
         stale.unlink(missing_ok=True)
 
 
-def _shard(items: CamInputs, cfg: CamConfig, rank: int, world: int) -> DataLoader:
+def _shard(items: CamInputs, batch_size: int, workers: int, rank: int, world: int) -> DataLoader:
     # Each rank takes every world-th image: no image is missed or written twice.
     shard = Subset(items, list(range(rank, len(items), world))) if world > 1 else items
-    return DataLoader(
-        shard, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate_list, num_workers=cfg.num_workers
-    )
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate_list, num_workers=workers)
 
 
 def _same_size_groups(items: list[dict]) -> Iterator[list[dict]]:

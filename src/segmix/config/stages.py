@@ -16,6 +16,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from segmix.config.names import check_backbone, check_encoder, check_segmenter_arch, segmenter_arch
+from segmix.config.precision import precision_name
 from segmix.shuffle.curriculum import FEEDBACK_RULE, GAIN_RULE, MASTERY_RULE, Level, build_levels, patch_ladder
 from segmix.shuffle.registry import LABEL_MIXERS, METHODS
 
@@ -25,15 +26,32 @@ class Section(BaseModel):
 
 
 class RunOptions(Section):
-    """How a training stage runs: seed, devices, precision (the same keys in both stages)."""
+    """How a training stage runs: seed, devices, precision, threads (the same keys in both stages)."""
 
     seed: int = Field(0, description="fixes data order, mixing, augmentation and initialisation")
-    num_workers: int = Field(2, ge=0, description="DataLoader worker processes")
-    precision: str = Field("auto", description="bf16 autocast on CPU / capable GPUs, fp16 AMP on older GPUs")
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader worker processes; null: what fits the cores (segmix.config.threads)"
+    )
+    threads: int | None = Field(None, ge=1, description="torch threads per process; null: the cores the workers leave")
+    precision: str = Field(
+        "auto",
+        description="auto: bf16 autocast on GPUs and CPUs with native bf16, fp16 AMP on older GPUs, fp32 elsewhere; "
+        "or 32, 16, bf16",
+    )
     accelerator: str = "auto"
     devices: int | str = Field("auto", description="GPUs (or CPU processes) per node")
     num_nodes: int = Field(1, ge=1)
     strategy: str = Field("auto", description='"ddp" for several GPUs / nodes')
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _known_precision(cls, v: str | int) -> str:
+        return precision_name(v)
+
+
+# Keys that say where a run executes, not what it learns: a run may resume with other values, and
+# `segmix run`'s stage hashes leave them out.
+PLACEMENT_KEYS = frozenset({"num_workers", "threads", "devices", "num_nodes", "strategy", "accelerator"})
 
 
 class TrainSection(Section):

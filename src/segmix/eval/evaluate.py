@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from segmix.config.threads import fit_threads
 from segmix.data.dataset import TileDataset, collate_list
 from segmix.data.io import write_image, write_mask, write_text
 from segmix.data.preview import contact_sheet, overlay
@@ -46,10 +47,12 @@ def evaluate(
     overlays: int = 8,
     device: str | None = None,
     on_batch: Callable[[int], None] | None = None,
+    precision: str | None = None,
 ) -> SegScores:
     """Scores of ``segmenter.pt`` on ``split``; outputs go to ``out_dir`` when given.
 
-    ``stride`` and ``flip`` override the model's ``inference`` settings when given.
+    ``stride`` and ``flip`` override the model's ``inference`` settings when given, ``precision``
+    its ``precision`` (:mod:`segmix.config.precision`).
     """
     model, cfg, trained_spec = load_segmenter(segmenter)
     spec = resolve_spec(data_root)
@@ -57,7 +60,9 @@ def evaluate(
         raise ModelFileError(f"{segmenter}: trained on {trained_spec.classes}, dataset has {spec.classes}")
     given = {k: v for k, v in {"window_stride": stride, "flip": flip}.items() if v is not None}
     cfg = cfg.model_copy(update={"inference": cfg.inference.model_copy(update=given)})
+    cfg = cfg.model_copy(update={"precision": precision or cfg.precision})
     dev = pick_device(device)
+    fit_threads(0, None, gpu=dev.type == "cuda")
     model = model.to(dev).to(memory_format=torch.channels_last)
     tiles = TileDataset(data_root, split, spec, stain=model.stain)
     if any(s.mask is None for s in tiles.samples):

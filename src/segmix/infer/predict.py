@@ -29,6 +29,7 @@ from PIL import Image
 
 from segmix.cam.background import tissue_mask
 from segmix.config import Stage2Config
+from segmix.config.precision import autocast
 from segmix.data.io import IMAGE_SUFFIXES, csv_text, read_image, write_image, write_mask, write_text
 from segmix.data.preview import overlay
 from segmix.data.spec import DatasetSpec
@@ -260,8 +261,10 @@ def slide_probabilities(
     batch_size: int,
     device: torch.device,
     on_tiles: Callable[[int, int], None] | None = None,
+    precision: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax summed into the class map (K, mh, mw) and the windows per map pixel (1, mh, mw).
+    """Softmax summed into the class map (K, mh, mw) and the windows per map pixel (1, mh, mw),
+    computed at ``precision`` (:mod:`segmix.config.precision`).
 
     Tiles are read in a thread one batch ahead while the model runs.
     """
@@ -279,7 +282,7 @@ def slide_probabilities(
             pixels = pending.result()
             pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
             x = segmenter_input(torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2))
-            with torch.autocast(device.type, dtype=torch.bfloat16):
+            with autocast(precision, device.type):
                 probs = predict_probs(model, x, flip).float().cpu()
             for (tx, ty), prob in zip(batch, probs):
                 ys, xs = plan.map_box(tx, ty)
@@ -322,7 +325,7 @@ def predict_slide(
         start = time.perf_counter()
         flip = cfg.inference.flip
         acc, cnt = slide_probabilities(
-            model, reader, plan, spec.num_indices, flip, batch_size, torch.device(device), on_tiles
+            model, reader, plan, spec.num_indices, flip, batch_size, torch.device(device), on_tiles, cfg.precision
         )
         seconds = time.perf_counter() - start
         classmap = acc.argmax(0).to(torch.uint8).numpy()

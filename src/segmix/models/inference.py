@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from segmix.config import Stage2Config
+from segmix.config.precision import autocast
 from segmix.models.segmenter import predict_probs, segmenter_input, sliding_window_probs
 
 
@@ -25,19 +26,25 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 @torch.no_grad()
 def segment(
-    model: nn.Module, images: list[np.ndarray], cfg: Stage2Config, device, num_classes: int
+    model: nn.Module,
+    images: list[np.ndarray],
+    cfg: Stage2Config,
+    device,
+    num_classes: int,
+    precision: str | None = None,
 ) -> list[np.ndarray]:
     """Class-index maps uint8 (H, W) for uint8 (H, W, 3) images of any size.
 
     Window-sized images go through in one batch; others by sliding window (window =
     ``cfg.train.image_size``, stride ``cfg.inference.window_stride`` of it, overlapping softmax
-    averaged), under bf16 autocast.
+    averaged), at ``precision`` (default: the model's own ``cfg.precision``; ``auto`` resolved
+    for the device by :mod:`segmix.config.precision`).
     """
     s = cfg.train.image_size
     flip = cfg.inference.flip
     out: list[np.ndarray | None] = [None] * len(images)
     tiles = [i for i, im in enumerate(images) if im.shape[:2] == (s, s)]
-    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+    with autocast(precision or cfg.precision, torch.device(device).type):
         if tiles:
             batch = torch.stack([torch.from_numpy(np.asarray(images[i])).to(device).permute(2, 0, 1) for i in tiles])
             preds = predict_probs(model, segmenter_input(batch), flip).argmax(1).to(torch.uint8).cpu().numpy()

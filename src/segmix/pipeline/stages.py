@@ -27,6 +27,7 @@ from pathlib import Path
 from rich.console import Console
 
 from segmix.config import save_config
+from segmix.config.stages import PLACEMENT_KEYS
 from segmix.data.dataset import TileDataset
 from segmix.data.io import prepare_output_dir, write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
@@ -83,7 +84,7 @@ def evaluate_model(cfg: RunConfig, model_file: Path, data_root: Path, out: Path,
     from segmix.eval import evaluate
 
     e = cfg.evaluate
-    return evaluate(model_file, data_root, e.split, out, e.stride, e.flip, overlays)
+    return evaluate(model_file, data_root, e.split, out, e.stride, e.flip, overlays, precision=e.precision)
 
 
 def _stage_hash(ctx: Context, name: str) -> str:
@@ -93,10 +94,10 @@ def _stage_hash(ctx: Context, name: str) -> str:
         "data": lambda: (
             c.synth.model_dump() if c.data is None else {"data": str(Path(c.data).resolve()), "preset": c.preset}
         ),
-        "stage1": lambda: (h["data"], c.stage1.model_dump()),
-        "cams": lambda: (h["stage1"], c.cams.model_dump()),
-        "stage2": lambda: (h["cams"], c.stage2.model_dump()),
-        "supervised": lambda: (h["data"], c.stage2.model_dump(), c.fully_supervised),
+        "stage1": lambda: (h["data"], c.stage1.model_dump(exclude=PLACEMENT_KEYS)),
+        "cams": lambda: (h["stage1"], c.cams.model_dump(exclude={"num_workers", "threads"})),
+        "stage2": lambda: (h["cams"], c.stage2.model_dump(exclude=PLACEMENT_KEYS)),
+        "supervised": lambda: (h["data"], c.stage2.model_dump(exclude=PLACEMENT_KEYS), c.fully_supervised),
         "evaluate": lambda: (h["stage2"], h["supervised"], c.evaluate.model_dump()),
         "report": lambda: (h["evaluate"], h["cams"], c.report.model_dump()),
     }[name]()
@@ -136,13 +137,20 @@ def run_stage2(ctx: Context) -> dict:
     train_segmenter(
         ctx.cfg.stage2, ctx.data_root, ctx.dir("cams") / "masks", ctx.dir("stage2"), ctx.spec, ctx.progress, claim=False
     )
-    return {}
+    return _best_epoch("stage2", ctx.dir("stage2"))
 
 
 def run_supervised(ctx: Context) -> dict:
     if ctx.cfg.fully_supervised:
         train_supervised(ctx.cfg, ctx.data_root, ctx.spec, ctx.dir("supervised"), ctx.progress)
+        return _best_epoch("supervised", ctx.dir("supervised"))
     return {}
+
+
+def _best_epoch(name: str, folder: Path) -> dict:
+    """``{name: {"epoch", "val_miou"}}``: the exported model's epoch (stage 2 keeps the best one)."""
+    best = _read(folder / "best.json")
+    return {name: best} if best else {}
 
 
 def run_evaluate(ctx: Context) -> dict:

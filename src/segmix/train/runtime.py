@@ -13,21 +13,29 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from pydantic import BaseModel
 
 from segmix.config import RunOptions
-from segmix.config.stages import TrainSection, upgrade_flat_config
+from segmix.config.precision import resolve_precision
+from segmix.config.stages import PLACEMENT_KEYS, TrainSection, upgrade_flat_config
+from segmix.config.threads import fit_threads
 from segmix.data.io import write_atomic
 from segmix.errors import OutputError, TrainingDiverged
-from segmix.train.data import STEP_STRIDE, seeded_generator
+from segmix.train.data import RUN_STRIDE, STEP_STRIDE, seeded_generator
 
 log = logging.getLogger(__name__)
 
 
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """``auto``: bf16 autocast on CPU and on GPUs that have it, fp16 AMP on older GPUs."""
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed"
+def device_type(opts: RunOptions) -> str:
+    """``"cuda"`` when the trainer will run on GPUs, else ``"cpu"``."""
+    return "cuda" if torch.cuda.is_available() and opts.accelerator in ("auto", "gpu", "cuda") else "cpu"
+
+
+def run_placement(opts: RunOptions) -> tuple[str, int]:
+    """The precision the trainer runs at (``auto`` resolved by :mod:`segmix.config.precision`)
+    and the DataLoader workers, with torch's threads set to fit the cores
+    (:mod:`segmix.config.threads`); both logged once."""
+    kind = device_type(opts)
+    precision = resolve_precision(opts.precision, kind)
+    log.info("precision: %s (%s on %s)", precision, opts.precision, kind)
+    return precision, fit_threads(opts.num_workers, opts.threads, gpu=kind == "cuda")
 
 
 def loggers(out: Path) -> list:
@@ -65,19 +73,90 @@ class EpochCheckpoint(L.Callback):
         trainer.save_checkpoint(self.path, weights_only=False)  # optimizer and loop state: our own folder only
 
 
-def build_trainer(opts: RunOptions, epochs: int, out: Path, callbacks: list, progress: bool, **extra) -> L.Trainer:
-    """A Trainer for ``opts`` (devices, nodes, strategy, precision) logging into ``out``."""
+class BestCheckpoint(L.Callback):
+    """The weights of the epoch with the highest ``monitor`` over the whole run, in one file.
+
+    Lightning's ``ModelCheckpoint`` does not survive a resume here: finding ``best.ckpt`` it
+    writes ``best-v1.ckpt`` beside it, and the run exported the stale one. This callback keeps
+    the best score and epoch in its state (saved in ``last.ckpt``, restored on resume) and writes
+    ``path`` (``{"epoch", "score", "state_dict"}``, the module's weights) atomically, after
+    ``last.ckpt`` of the same epoch. A kill between the two writes leaves ``last.ckpt`` naming
+    an epoch whose weights are its own: :meth:`sync` writes them before training goes on, and
+    before :meth:`weights` is read.
+    """
+
+    def __init__(self, path: Path, monitor: str = "val_miou") -> None:
+        self.path, self.monitor = Path(path), monitor
+        self.score: float | None = None
+        self.epoch: int | None = None
+
+    def state_dict(self) -> dict:
+        return {"monitor": self.monitor, "score": self.score, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.score, self.epoch = state.get("score"), state.get("epoch")
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.is_global_zero:  # left by Lightning's ModelCheckpoint before this callback
+            for stale in self.path.parent.glob(f"{self.path.stem}-v*{self.path.suffix}"):
+                stale.unlink()
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.sync(trainer, module)
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None:
+            return
+        if self.score is None or float(value) > self.score:
+            self.score, self.epoch = float(value), trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.epoch == trainer.current_epoch and trainer.is_global_zero:
+            self._write(module)
+
+    def sync(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """Write the best epoch's weights when they are the module's (the last finished epoch)
+        and ``path`` holds another epoch's, or none."""
+        if self.epoch is None or not trainer.is_global_zero or self._saved_epoch() == self.epoch:
+            return
+        if self.epoch != trainer.current_epoch - 1:
+            raise OutputError(f"{self.path}: holds no weights of the best epoch {self.epoch}; train into a new --out")
+        self._write(module)
+
+    def weights(self) -> dict:
+        """The best epoch's state dict (keys of ``module.model``)."""
+        return torch.load(self.path, map_location="cpu", weights_only=True)["state_dict"]
+
+    def _saved_epoch(self) -> int | None:
+        if not self.path.is_file():
+            return None
+        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        return saved.get("epoch") if isinstance(saved, dict) and "score" in saved else None
+
+    def _write(self, module: L.LightningModule) -> None:
+        state = {k: v.detach().cpu() for k, v in module.model.state_dict().items()}
+        payload = {"epoch": self.epoch, "score": self.score, "state_dict": state}
+        write_atomic(self.path, lambda fh: torch.save(payload, fh))
+
+
+def build_trainer(
+    opts: RunOptions, precision: str, epochs: int, out: Path, callbacks: list, progress: bool, **extra
+) -> L.Trainer:
+    """A Trainer for ``opts`` (devices, nodes, strategy) at ``precision`` (resolved,
+    :func:`run_placement`) logging into ``out``."""
     return L.Trainer(
         max_epochs=epochs,
         accelerator=opts.accelerator,
         devices=opts.devices,
         num_nodes=opts.num_nodes,
         strategy=opts.strategy,
-        precision=resolve_precision(opts.precision, opts.accelerator),
+        precision=precision,
         logger=loggers(out),
         callbacks=callbacks,
         default_root_dir=str(out),
         enable_model_summary=False,
+        enable_checkpointing=False,  # our own: EpochCheckpoint, BestCheckpoint (Lightning's would add one per epoch)
         enable_progress_bar=progress,
         log_every_n_steps=10,
         plugins=[AtomicCheckpointIO()],
@@ -92,11 +171,10 @@ def fit_or_resume(trainer: L.Trainer, module: L.LightningModule, train_loader, v
     they are only ever read from the run's own folder.
     """
     last = ckpt_dir / "last.ckpt"
+    if trainer.is_global_zero:
+        for stale in ckpt_dir.glob(".tmp-*"):  # a checkpoint whose writer was killed mid-write
+            stale.unlink(missing_ok=True)
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None, weights_only=False)
-
-
-# Keys that say where a run executes, not what it learns: a run may resume with other values.
-PLACEMENT_KEYS = frozenset({"num_workers", "devices", "num_nodes", "strategy", "accelerator"})
 
 
 def claim_run_folder(out: Path, cfg: BaseModel, model_file: str, **inputs: str | Path) -> None:
@@ -152,10 +230,21 @@ def _extends(key: str, before, after) -> bool:
     return key == "train.epochs" and isinstance(before, int) and isinstance(after, int) and after > before
 
 
+# Offset of the global-RNG seed of a step from its generator's: far past every derived stream.
+_GLOBAL_RNG_OFFSET = 2**40
+
+
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     """The random numbers of one training step (mixing, augmentation), one stream per
-    (seed, step, rank): a resumed run draws the same as an uninterrupted one, and ranks differ."""
-    return seeded_generator(seed, step * STEP_STRIDE + rank)
+    (seed, step, rank): a resumed run draws the same as an uninterrupted one, and ranks differ.
+
+    Also seeds torch's global RNG for the step, from another stream of the same triple: what
+    the model draws itself (dropout in smp's decoders) is then the same after a resume too;
+    checkpoints do not hold the global RNG's state.
+    """
+    offset = step * STEP_STRIDE + rank
+    torch.manual_seed(seed * RUN_STRIDE + offset + _GLOBAL_RNG_OFFSET)
+    return seeded_generator(seed, offset)
 
 
 def adamw_cosine(params, train: TrainSection) -> dict:

@@ -41,6 +41,7 @@ from segmix.train.runtime import (
     check_finite,
     claim_run_folder,
     fit_or_resume,
+    run_placement,
     step_generator,
 )
 
@@ -317,7 +318,12 @@ class PoolCallback(L.Callback):
 
 
 def _pool_loader(
-    cfg: Stage1Config, data_root: str | Path, spec: DatasetSpec, stain: StainNormalizer | None, indices: list[int]
+    cfg: Stage1Config,
+    data_root: str | Path,
+    spec: DatasetSpec,
+    stain: StainNormalizer | None,
+    indices: list[int],
+    workers: int,
 ) -> Callable[[int, int], DataLoader]:
     """Loader factory of the pool's pass over training tiles ``indices``, read with their masks;
     called only when there is a pool, so runs without one do not list the tiles twice."""
@@ -325,7 +331,7 @@ def _pool_loader(
     def make(rank: int, world_size: int) -> DataLoader:
         tiles = TileDataset(data_root, "train", spec, stain=stain)
         dataset = MaskedTiles(tiles, cfg.train.image_size, indices[rank::world_size])
-        return DataLoader(dataset, batch_size=cfg.train.batch_size * 2, num_workers=cfg.num_workers)
+        return DataLoader(dataset, batch_size=cfg.train.batch_size * 2, num_workers=workers)
 
     return make
 
@@ -391,20 +397,23 @@ def train_classifier(
         raise DatasetError(data_root, f"{len(train_set)} training tiles, fewer than one batch of {batch}")
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    loader_args = {"batch_size": batch, "num_workers": cfg.num_workers, "persistent_workers": cfg.num_workers > 0}
+    precision, workers = run_placement(cfg)
+    loader_args = {"batch_size": batch, "num_workers": workers, "persistent_workers": workers > 0}
     train_loader = DataLoader(train_set, sampler=_train_sampler(cfg, train_set, labels), drop_last=True, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
     module = Stage1Module(cfg.model_dump(mode="json"), spec.classes, n_tiles=len(train_tiles))
     checkpoints = out / "checkpoints"
     callbacks = [  # in this order: the pool is rebuilt at the level the curriculum has just chosen
         CurriculumCallback(out / "curriculum.csv"),
-        PoolCallback(_pool_loader(cfg, data_root, spec, stain, indices), out / "pool.csv"),
+        PoolCallback(_pool_loader(cfg, data_root, spec, stain, indices, workers), out / "pool.csv"),
         EpochCheckpoint(checkpoints / "last.ckpt"),
         *(callbacks or []),
     ]
-    trainer = build_trainer(cfg, cfg.train.epochs, out, callbacks, progress)
+    trainer = build_trainer(cfg, precision, cfg.train.epochs, out, callbacks, progress)
     if trainer.is_global_zero:
-        save_config(cfg, out / "config.yaml", dataset=str(Path(data_root).resolve()), classes=spec.classes)
+        save_config(
+            cfg, out / "config.yaml", dataset=str(Path(data_root).resolve()), classes=spec.classes, precision=precision
+        )
     fit_or_resume(trainer, module, train_loader, val_loader, checkpoints)
     target = out / CLASSIFIER_FILE
     if trainer.is_global_zero:

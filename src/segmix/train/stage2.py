@@ -2,11 +2,13 @@
 
 Cross-entropy that skips the ignore index (255, uncertain pseudo-mask pixels), optional Dice,
 joint flips of image and mask, stain jitter of the image. Validation mIoU against real masks
-every epoch; the best epoch by val mIoU is kept beside the last one for resume.
+every epoch; the best epoch by val mIoU over the whole run (resumes included) is kept beside the
+last one and exported (``best.json`` names it).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -14,7 +16,6 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from segmix.config import Stage2Config, save_config
 from segmix.config.foundation import FOUNDATION_MODELS
 from segmix.data.dataset import TileDataset, collate_list, require_masks
-from segmix.data.io import IGNORE_INDEX, read_mask
+from segmix.data.io import IGNORE_INDEX, read_mask, write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
 from segmix.data.stain import fit_stain_normalizer
 from segmix.errors import DatasetError
@@ -32,12 +33,14 @@ from segmix.models.segmenter import check_window
 from segmix.train.augment import dihedral_pair, hed_jitter
 from segmix.train.data import EpochShuffle, fit_square
 from segmix.train.runtime import (
+    BestCheckpoint,
     EpochCheckpoint,
     adamw_cosine,
     build_trainer,
     check_finite,
     claim_run_folder,
     fit_or_resume,
+    run_placement,
     step_generator,
 )
 
@@ -113,8 +116,9 @@ class Stage2Module(L.LightningModule):
         self._cm = ConfusionMatrix(self.num_out, self.spec.index_names, self.spec.exclude_index)
 
     def validation_step(self, batch: list[dict], batch_idx: int) -> None:
+        images = [it["image"] for it in batch]
         for pred, item in zip(
-            segment(self.model, [it["image"] for it in batch], self.cfg, self.device, self.num_out), batch
+            segment(self.model, images, self.cfg, self.device, self.num_out, self.trainer.precision), batch
         ):
             self._cm.update(pred, item["mask"])
 
@@ -154,7 +158,8 @@ def train_segmenter(
     batch = cfg.train.batch_size
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    loader_args = {"num_workers": cfg.num_workers, "persistent_workers": cfg.num_workers > 0}
+    precision, workers = run_placement(cfg)
+    loader_args = {"num_workers": workers, "persistent_workers": workers > 0}
     train_loader = DataLoader(
         train_set,
         batch_size=batch,
@@ -169,25 +174,23 @@ def train_segmenter(
         val_loader = DataLoader(val_tiles, batch_size=batch, collate_fn=collate_list, **loader_args)
     module = Stage2Module(cfg.model_dump(mode="json"), spec.model_dump(mode="json"))
     ckpt_dir = out / "checkpoints"
+    # In this order: the best epoch's weights are written after the last.ckpt that names them.
     callbacks = [EpochCheckpoint(ckpt_dir / "last.ckpt")]
-    if val_loader is not None:
-        callbacks.append(
-            ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val_miou", mode="max", save_top_k=1)
-        )
+    best = BestCheckpoint(ckpt_dir / "best.ckpt") if val_loader is not None else None
+    callbacks += [best] if best else []
     trainer = build_trainer(
-        cfg, cfg.train.epochs, out, callbacks + list(extra_callbacks or []), progress, num_sanity_val_steps=0
+        cfg, precision, cfg.train.epochs, out, callbacks + list(extra_callbacks or []), progress, num_sanity_val_steps=0
     )
     if trainer.is_global_zero:
-        save_config(
-            cfg, out / "config.yaml", dataset=str(Path(data_root).resolve()), masks=str(Path(mask_dir).resolve())
-        )
+        masks = str(Path(mask_dir).resolve())
+        save_config(cfg, out / "config.yaml", dataset=str(Path(data_root).resolve()), masks=masks, precision=precision)
     fit_or_resume(trainer, module, train_loader, val_loader, ckpt_dir)
     target = out / SEGMENTER_FILE
     if trainer.is_global_zero:
-        best = ckpt_dir / "best.ckpt"
         state = module.model.state_dict()
-        if best.is_file():
-            ck = torch.load(best, map_location="cpu", weights_only=False)
-            state = {k[len("model.") :]: v for k, v in ck["state_dict"].items() if k.startswith("model.")}
+        if best is not None:
+            best.sync(trainer, module)  # a resume with nothing left to train starts no epoch
+            state = best.weights()
+            write_text(out / "best.json", json.dumps({"epoch": best.epoch, "val_miou": best.score}))
         save_segmenter(state, cfg, spec, target, stain)
     return target

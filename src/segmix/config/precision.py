@@ -1,0 +1,73 @@
+"""One precision rule for training and inference: what ``precision`` accepts, what ``auto``
+resolves to on a device, and the autocast context that applies it.
+
+``auto`` is bf16 autocast where the hardware computes bf16 natively (CUDA GPUs that support it;
+CPUs with AVX512-BF16 or AMX whose ATen kernels run at AVX-512 level), fp16 AMP on older GPUs,
+and fp32 everywhere else: on an AVX2-only CPU PyTorch emulates bf16, and a training step of the
+demo's models runs 5-7x slower than in fp32 (``benchmarks/cpu_speed.py``).
+
+>>> precision_name(32), precision_name("bf16"), precision_name("16-mixed")
+('32-true', 'bf16-mixed', '16-mixed')
+>>> resolve_precision("32", "cpu")
+'32-true'
+>>> import torch
+>>> with autocast("32-true", "cpu"):
+...     torch.ones(2, 2) @ torch.ones(2, 2)
+tensor([[2., 2.],
+        [2., 2.]])
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+AUTO = "auto"
+FP32, FP16, BF16 = "32-true", "16-mixed", "bf16-mixed"
+PRECISIONS = (AUTO, FP32, FP16, BF16)
+# Lightning's short names and the usual spellings of each.
+_ALIASES = {"32": FP32, "fp32": FP32, "float32": FP32, "16": FP16, "fp16": FP16, "bf16": BF16, "bfloat16": BF16}
+_DTYPES = {FP16: torch.float16, BF16: torch.bfloat16}
+
+
+def precision_name(value: str | int) -> str:
+    """The canonical name of a precision given as ``auto``, ``32``, ``16``, ``bf16``, Lightning's
+    long names (``32-true``, ``16-mixed``, ``bf16-mixed``) or the integers 32 and 16.
+
+    Raises:
+        ValueError: naming the known values.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"precision {value!r}: expected one of {', '.join(PRECISIONS)} (or 32, 16, bf16)")
+    name = str(value).strip().lower()
+    name = _ALIASES.get(name, name)
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {value!r}; known: {', '.join(PRECISIONS)} (or 32, 16, bf16)")
+    return name
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 natively: AVX512-BF16 or AMX, with ATen's kernels at
+    AVX-512 level (``ATEN_CPU_CAPABILITY=avx2`` makes even such a CPU emulate bf16)."""
+    hardware = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return hardware and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def resolve_precision(precision: str | int, device_type: str) -> str:
+    """``precision`` with ``auto`` resolved for a device type (``"cpu"``, ``"cuda"``): bf16
+    where the device computes it natively, fp16 AMP on a GPU without bf16, else fp32."""
+    name = precision_name(precision)
+    if name != AUTO:
+        return name
+    if device_type == "cuda":
+        return BF16 if torch.cuda.is_bf16_supported() else FP16
+    return BF16 if device_type == "cpu" and native_bf16_cpu() else FP32
+
+
+def autocast(precision: str | int, device_type: str) -> contextlib.AbstractContextManager:
+    """The autocast context of ``precision`` on ``device_type`` (``auto`` resolved); none for fp32."""
+    name = resolve_precision(precision, device_type)
+    if name == FP32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=_DTYPES[name])

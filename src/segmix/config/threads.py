@@ -1,0 +1,76 @@
+"""Threads that fit the machine: torch's intra-op threads and DataLoader workers together no more
+than the cores this process may use.
+
+Two torch threads on two cores that DataLoader workers (or any other job) also want collapse:
+OpenMP threads spin waiting for each other, and a forward pass ran 14x slower. So every command
+that computes sets its threads once from :func:`plan_threads`; ``num_workers`` / ``threads``
+given in a config override either half.
+
+>>> plan_threads(None, None, cores=2)
+(0, 2)
+>>> plan_threads(None, None, cores=16, gpu=True)
+(8, 8)
+>>> plan_threads(2, None, cores=2)        # workers given: threads take what is left, at least one
+(2, 1)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# At most this many DataLoader workers feed a GPU by default: tile decoding rarely needs more.
+GPU_WORKERS = 8
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, as set by taskset, cgroups or
+    SLURM), shared among the processes of a node started by torchrun / SLURM."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    local = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE") or "1"
+    try:
+        return max(1, cores // max(1, int(local)))
+    except ValueError:
+        return max(1, cores)
+
+
+def plan_threads(
+    num_workers: int | None, threads: int | None, cores: int | None = None, gpu: bool = False
+) -> tuple[int, int]:
+    """``(workers, threads)`` for a process with ``cores`` cores (default: :func:`usable_cores`).
+
+    On a CPU the model is the work: no workers, every core a torch thread (decoding a batch of
+    tiles costs a few percent of a training step, measured in ``benchmarks/cpu_speed.py``'s
+    note). Feeding a GPU, workers decode while the GPU computes: up to :data:`GPU_WORKERS`,
+    leaving one core to the main process. A value given is kept; the other half takes the cores
+    that are left, at least one thread.
+    """
+    cores = cores or usable_cores()
+    if num_workers is None:
+        num_workers = min(GPU_WORKERS, cores - 1) if gpu else 0
+    if threads is None:
+        threads = max(1, cores - num_workers)
+    return num_workers, threads
+
+
+def fit_threads(num_workers: int | None, threads: int | None, gpu: bool = False) -> int:
+    """Set torch's intra-op threads by :func:`plan_threads`; returns the DataLoader workers.
+
+    Without ``threads``, a positive ``OMP_NUM_THREADS`` in the environment is the thread count
+    (the override for commands without a config: ``predict``, ``evaluate``).
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if threads is None and env.isdigit() and int(env) > 0:
+        threads = int(env)
+    workers, n = plan_threads(num_workers, threads, gpu=gpu)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    log.info("threads: %d torch threads, %d DataLoader workers (%d cores usable)", n, workers, usable_cores())
+    return workers
