@@ -79,6 +79,18 @@ def test_sigkill_during_stage1_then_rerun_gives_the_same_metrics(reference, tmp_
     assert not list(run.glob("stage1.stale-*"))  # resumed in place, not restarted
 
 
+def test_sigkill_during_stage2_then_rerun_gives_the_same_metrics(tmp_path):
+    extra = ["stage1.train.epochs=1", "stage2.train.epochs=3", "fully_supervised=false"]
+    reference = _strip(run_pipeline(tiny_config(*extra), tmp_path / "ref", progress=False, until="evaluate"))
+    run = tmp_path / "killed"
+    ckpt = run / "stage2" / "checkpoints" / "last.ckpt"
+    _kill_when(_run_command(run, TINY + extra), ckpt.is_file, "during stage 2")
+    assert torch.load(ckpt, weights_only=False)["epoch"] < 2 and not (run / "stage2" / "segmenter.pt").exists()
+    resumed = run_pipeline(tiny_config(*extra), run, progress=False, until="evaluate")
+    assert _strip(resumed) == reference  # test mIoU and the exported epoch (stage2.epoch) alike
+    assert resumed["stage2"]["epoch"] in (0, 1, 2) and not list(run.glob("stage2.stale-*"))
+
+
 def test_sigkill_while_writing_pseudo_masks_then_rerun(tmp_path):
     extra = KILL + ["synth.n_train=120", "stage1.train.epochs=1"]
     reference = _strip(run_pipeline(tiny_config(*extra), tmp_path / "ref", progress=False, until="evaluate"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import lightning as L
@@ -129,9 +130,12 @@ class BestCheckpoint(L.Callback):
         return torch.load(self.path, map_location="cpu", weights_only=True)["state_dict"]
 
     def _saved_epoch(self) -> int | None:
-        if not self.path.is_file():
+        """The epoch ``path`` holds; None without one, or for a file of Lightning's ModelCheckpoint
+        (written before this callback, and replaced by :meth:`sync`)."""
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, pickle.UnpicklingError):
             return None
-        saved = torch.load(self.path, map_location="cpu", weights_only=True)
         return saved.get("epoch") if isinstance(saved, dict) and "score" in saved else None
 
     def _write(self, module: L.LightningModule) -> None:

@@ -188,7 +188,7 @@ def train_segmenter(
     target = out / SEGMENTER_FILE
     if trainer.is_global_zero:
         state = module.model.state_dict()
-        if best is not None:
+        if best is not None and best.epoch is not None:  # None: resumed from a checkpoint of before BestCheckpoint
             best.sync(trainer, module)  # a resume with nothing left to train starts no epoch
             state = best.weights()
             write_text(out / "best.json", json.dumps({"epoch": best.epoch, "val_miou": best.score}))
