@@ -36,8 +36,9 @@ class ColourModel(torch.nn.Module):
         return self.conv(x)
 
 
-def make_slide(path: Path, width=1024, height=768, mpp=0.5) -> np.ndarray:
-    """Pyramidal tiled TIFF: top 2/3 red (left half) and blue (right half), bottom third glass."""
+def make_slide(path: Path, width=1024, height=768, mpp=0.5, downsample=2) -> np.ndarray:
+    """Pyramidal tiled TIFF: top 2/3 red (left half) and blue (right half), bottom third glass;
+    level 1 is ``downsample`` times coarser."""
     img = np.empty((height, width, 3), np.uint8)
     img[:] = GLASS
     img[: 2 * height // 3, : width // 2] = RED
@@ -45,7 +46,7 @@ def make_slide(path: Path, width=1024, height=768, mpp=0.5) -> np.ndarray:
     res = (1e4 / mpp, 1e4 / mpp)
     with tifffile.TiffWriter(path, bigtiff=True) as tw:
         tw.write(img, tile=(128, 128), photometric="rgb", subifds=1, resolution=res, resolutionunit="CENTIMETER")
-        tw.write(img[::2, ::2], tile=(128, 128), photometric="rgb", subfiletype=1)
+        tw.write(img[::downsample, ::downsample], tile=(128, 128), photometric="rgb", subfiletype=1)
     return img
 
 
@@ -58,6 +59,7 @@ def test_pyramidal_tiff_reader_levels_mpp_and_regions(tmp_path):
     assert region.shape == (64, 64, 3) and (region[:, 30:] == 255).all()
     np.testing.assert_array_equal(region[:, :24], img[500:564, 1000:1024])
     assert choose_level(r, mpp=1.0) == 1 and choose_level(r, mpp=0.4) == 0 and choose_level(r) == 0
+    assert choose_level(r, mpp=0.9) == 0 and choose_level(r, mpp=1.01) == 1  # at or finer than the target
     r.close()
 
 
@@ -115,8 +117,9 @@ def test_real_svs_through_openslide(tmp_path):
     assert r.mpp == pytest.approx(0.499, abs=0.01)
     r.close()
     res = predict_slide(
-        ColourModel(), Stage2Config(train={"image_size": 112}), SPEC, SHARED_SLIDE, tmp_path, map_size=512
+        ColourModel(), Stage2Config(train={"image_size": 112}), SPEC, SHARED_SLIDE, tmp_path, mpp=0.5, map_size=512
     )
+    assert res.level == 0 and res.mpp_read == pytest.approx(0.499, abs=0.01)  # within 2 %: read as it is
     assert 0 < res.tiles_run < res.tiles_total
     rows = list(csv.DictReader((tmp_path / "CMU-1-Small-Region_areas.csv").open()))
     tissue_mm2 = sum(float(r["area_mm2"]) for r in rows if r["class"] != "background")
@@ -212,3 +215,66 @@ def test_cohort_sharded_over_two_processes_writes_each_slide_once(tmp_path):
         assert (tmp_path / "out" / name / f"{name}_summary.json").is_file()
     rows = {Path(row["slide"]).name: row["status"] for row in csv.DictReader((tmp_path / "out" / "cohort.csv").open())}
     assert rows["a.tif"] == rows["c.tif"] == rows["d.tif"] == "done" and rows["b.tif"].startswith("failed:")
+
+
+def test_slide_is_read_at_the_model_resolution_and_areas_do_not_depend_on_the_scan(tmp_path, caplog):
+    """A 0.25 um slide (levels 0.25 / 1.0 um) for a model trained at 0.5 um: read at level 0,
+    each window of 2x the model's input resampled to it; areas as on the same tissue at 0.5 um."""
+    spec = SPEC.model_copy(update={"mpp": 0.5})
+    cfg = Stage2Config(train={"image_size": 64})
+    make_slide(tmp_path / "fine.tif", width=1024, height=768, mpp=0.25, downsample=4)
+    make_slide(tmp_path / "half.tif", width=512, height=384, mpp=0.5, downsample=2)
+    areas = {}
+    for name in ("fine", "half"):
+        res = predict_slide(ColourModel(), cfg, spec, tmp_path / f"{name}.tif", tmp_path / name, map_size=256)
+        summary = json.loads((tmp_path / name / f"{name}_summary.json").read_text())
+        assert summary["level"] == 0 and summary["mpp_model"] == 0.5 and summary["mpp_read"] == pytest.approx(0.5)
+        rows = {
+            r["class"]: float(r["area_mm2"]) for r in csv.DictReader((tmp_path / name / f"{name}_areas.csv").open())
+        }
+        areas[name] = rows
+        assert res.tiles_run > 0
+    for cls in ("TE", "LYM"):
+        assert areas["fine"][cls] == pytest.approx(areas["half"][cls], rel=0.02)
+        assert areas["half"][cls] == pytest.approx(256 * 256 * 0.25e-6, rel=0.05)
+    # --mpp overrides the model's resolution, with a warning past 10 %: 1.0 um reads level 1
+    with caplog.at_level("WARNING"):
+        res = predict_slide(ColourModel(), cfg, spec, tmp_path / "fine.tif", tmp_path / "o1", mpp=1.0, map_size=256)
+    assert res.level == 1 and res.mpp_read == pytest.approx(1.0) and "trained at 0.5" in caplog.text
+
+
+def test_slide_needs_a_resolution_when_the_model_has_none(tmp_path):
+    from segmix.errors import ConfigError
+
+    make_slide(tmp_path / "s.tif", width=256, height=192)
+    cfg = Stage2Config(train={"image_size": 64})
+    with pytest.raises(ConfigError, match="--mpp"):
+        predict_slide(ColourModel(), cfg, SPEC, tmp_path / "s.tif", tmp_path / "o")
+    with pytest.raises(ConfigError, match="--mpp 0"):
+        predict_slide(ColourModel(), cfg, SPEC, tmp_path / "s.tif", tmp_path / "o", mpp=0)
+    res = predict_slide(ColourModel(), cfg, SPEC, tmp_path / "s.tif", tmp_path / "o", mpp=0.5, map_size=128)
+    assert res.level == 0 and res.mpp_model is None
+
+
+def test_models_carry_their_training_resolution(tmp_path):
+    from segmix.config import Stage1Config
+    from segmix.data.spec import load_spec
+    from segmix.models import (
+        CamClassifier,
+        create_segmenter,
+        load_payload,
+        load_segmenter,
+        save_classifier,
+        save_segmenter,
+    )
+
+    (tmp_path / "dataset.yaml").write_text("preset: luad-histoseg\nmpp: 0.5\n")
+    spec = load_spec(tmp_path / "dataset.yaml")
+    assert spec.mpp == 0.5 and spec.classes == ["TE", "NEC", "LYM", "TAS"]
+    (tmp_path / "bad.yaml").write_text("preset: luad-histoseg\nmpp: 0\n")
+    with pytest.raises(DatasetError, match="mpp"):
+        load_spec(tmp_path / "bad.yaml")
+    save_segmenter(create_segmenter("auto", "resnet18", 5).state_dict(), Stage2Config(), spec, tmp_path / "s.pt")
+    assert load_segmenter(tmp_path / "s.pt")[2].mpp == 0.5
+    save_classifier(CamClassifier("resnet18", 4), Stage1Config(), spec.classes, tmp_path / "c.pt", mpp=spec.mpp)
+    assert load_payload(tmp_path / "c.pt", {"mpp"}, "classifier")["mpp"] == 0.5

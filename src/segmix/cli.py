@@ -441,7 +441,13 @@ def predict(
         typer.Option("--run", help="A segmix run folder: uses its best stage-2 model (this or --checkpoint)."),
     ] = None,
     level: Annotated[Optional[int], typer.Option(help="Slides: pyramid level to predict at.")] = None,
-    mpp: Annotated[Optional[float], typer.Option(help="Slides: target microns per pixel (picks the level).")] = None,
+    mpp: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Slides: microns per pixel to read at (default: the model's training resolution); the level at "
+            "or finer than it, resampled."
+        ),
+    ] = None,
     overlap: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="Slides: share of each tile shared with its neighbours.")
     ] = 0.25,

@@ -47,6 +47,9 @@ class DatasetSpec(BaseModel):
     glass_is_background: bool  # near-white glass becomes ``background_index`` in pseudo masks
     label_format: LabelFormat = "space"  # how this project writes labels; reading accepts all
     splits: SplitDirs = SplitDirs()
+    # Microns per pixel of the tiles (None: unknown). Stored with the models trained on them, so
+    # that slides are read at the same resolution (`segmix predict`).
+    mpp: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
@@ -78,6 +81,10 @@ class DatasetSpec(BaseModel):
 
 
 _LUAD_PALETTE = [(205, 51, 51), (0, 255, 0), (65, 105, 225), (255, 165, 0), (255, 255, 255)]
+
+# The presets leave ``mpp`` unknown (None): the tiles as distributed carry no resolution tag, and
+# we have not checked a scanner resolution against the data's sources. Set ``mpp:`` in a
+# dataset.yaml beside the data (``preset: luad-histoseg`` plus ``mpp: ...``) once it is known.
 
 PRESETS: dict[str, DatasetSpec] = {
     "luad-histoseg": DatasetSpec(

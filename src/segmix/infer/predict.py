@@ -15,6 +15,7 @@ the same output (same name in two folders): nothing the user has is ever overwri
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -33,9 +34,11 @@ from segmix.config.precision import autocast
 from segmix.data.io import IMAGE_SUFFIXES, csv_text, read_image, write_image, write_mask, write_text
 from segmix.data.preview import overlay
 from segmix.data.spec import DatasetSpec
-from segmix.errors import DatasetError, OutputError
-from segmix.infer.slide import SLIDE_SUFFIXES, choose_level, open_slide
+from segmix.errors import ConfigError, DatasetError, OutputError
+from segmix.infer.slide import SLIDE_SUFFIXES, choose_level, open_slide, read_window
 from segmix.models import predict_probs, segment, segmenter_input, window_grid
+
+log = logging.getLogger(__name__)
 
 IMAGE_OUTPUTS = ("_mask.png", "_overlay.png", "_areas.csv")
 SLIDE_OUTPUTS = ("_classmap.png", "_overlay.png", "_areas.csv", ".geojson", "_summary.json")
@@ -209,6 +212,8 @@ class SlideResult:
     tiles_run: int
     seconds: float
     tiles_per_second: float
+    mpp_read: float | None = None  # microns per pixel the model saw (after resampling)
+    mpp_model: float | None = None  # microns per pixel of the model's training tiles
 
 
 @dataclass(frozen=True)
@@ -219,7 +224,9 @@ class SlidePlan:
     level: int
     width: int
     height: int
-    window: int
+    window: int  # the model's input, pixels
+    read: int  # level pixels read per window, resampled to ``window`` when they differ
+    mpp_read: float | None  # microns per pixel of the model's input
     d: int  # level pixels per class-map pixel
     thumb: np.ndarray
     tissue: np.ndarray
@@ -233,21 +240,23 @@ class SlidePlan:
     def map_box(self, x: int, y: int) -> tuple[slice, slice]:
         """The class-map pixels under the window at level pixel (x, y)."""
         mh, mw = self.map_shape
-        y1, x1 = min(mh, (y + self.window - 1) // self.d + 1), min(mw, (x + self.window - 1) // self.d + 1)
+        y1, x1 = min(mh, (y + self.read - 1) // self.d + 1), min(mw, (x + self.read - 1) // self.d + 1)
         return slice(y // self.d, y1), slice(x // self.d, x1)
 
 
 def plan_slide(reader, window: int, level: int | None, mpp: float | None, overlap: float, map_size: int) -> SlidePlan:
-    """The :class:`SlidePlan` of an open slide for windows of ``window`` level pixels."""
+    """The :class:`SlidePlan` of an open slide for a model input of ``window`` pixels: at
+    ``level``, or read at or finer than ``mpp`` and resampled to it (:func:`read_window`)."""
     lvl = choose_level(reader, mpp, level)
+    read, mpp_read = read_window(reader, lvl, window, None if level is not None else mpp)
     width, height = reader.level_dimensions[lvl]
-    stride = max(1, int(round(window * (1 - overlap))))
+    stride = max(1, int(round(read * (1 - overlap))))
     d = max(1, math.ceil(max(width, height) / map_size))
     thumb = _thumbnail(reader, math.ceil(width / d), math.ceil(height / d))
     # Glass is skipped on every slide, whatever the tile-level background policy.
     tissue = tissue_mask(thumb, min_area=0.0005)
-    all_tiles = [(x, y) for y, x in window_grid(height, width, window, stride)]
-    plan = SlidePlan(lvl, width, height, window, d, thumb, tissue, all_tiles, run=[])
+    all_tiles = [(x, y) for y, x in window_grid(height, width, read, stride)]
+    plan = SlidePlan(lvl, width, height, window, read, mpp_read, d, thumb, tissue, all_tiles, run=[])
     return replace(plan, run=[(x, y) for x, y in all_tiles if tissue[plan.map_box(x, y)].any()])
 
 
@@ -273,8 +282,8 @@ def slide_probabilities(
     batches = [plan.run[i : i + batch_size] for i in range(0, len(plan.run), batch_size)]
 
     def load(batch: list[tuple[int, int]]) -> np.ndarray:
-        regions = (reader.read_region(plan.level, x, y, plan.window, plan.window) for x, y in batch)
-        return np.stack([in_model_stain(model, r) for r in regions])
+        regions = (reader.read_region(plan.level, x, y, plan.read, plan.read) for x, y in batch)
+        return np.stack([in_model_stain(model, _resampled(r, plan.window)) for r in regions])
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load, batches[0]) if batches else None
@@ -295,6 +304,36 @@ def slide_probabilities(
     return acc, cnt
 
 
+def _resampled(region: np.ndarray, size: int) -> np.ndarray:
+    """``region`` uint8 (n, n, 3) as (size, size, 3): area averaging down, bilinear up."""
+    if region.shape[0] == size:
+        return region
+    import cv2
+
+    shrink = region.shape[0] > size
+    return cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def target_mpp(path: Path, spec: DatasetSpec, mpp: float | None, level: int | None) -> float | None:
+    """The microns per pixel to read a slide at: ``mpp`` when given (a warning when it differs
+    from the model's by over 10 %), else the model's training resolution; None with ``level``.
+
+    Raises:
+        ConfigError: neither is known and no level is given.
+    """
+    if level is not None:
+        return None
+    if mpp is not None and mpp <= 0:
+        raise ConfigError(f"--mpp {mpp}: microns per pixel must be positive")
+    if mpp is not None and spec.mpp is not None and abs(mpp / spec.mpp - 1) > 0.10:
+        log.warning("%s: read at %.3g um/px, the model was trained at %.3g um/px", path, mpp, spec.mpp)
+    if mpp is None and spec.mpp is None:
+        raise ConfigError(
+            f"{path}: the model records no training resolution; pass --mpp (its tiles' microns per pixel) or --level"
+        )
+    return mpp if mpp is not None else spec.mpp
+
+
 def predict_slide(
     model,
     cfg: Stage2Config,
@@ -313,15 +352,18 @@ def predict_slide(
 
     Args:
         model, cfg, spec: from :func:`segmix.models.load_segmenter`.
-        level / mpp: pyramid level, or the target microns per pixel to pick one.
+        level / mpp: pyramid level (read as it is), or the microns per pixel to read at
+            (default: the model's training resolution, ``spec.mpp``): the level at or finer
+            than it, each window resampled to it (:func:`target_mpp`).
         overlap: share of the window shared by neighbouring tiles (softmax averaged there).
         map_size: longest side of the class map; sets its downsampling.
         on_tiles: called with (tiles done, tiles to run) after each batch.
     """
     path, out = Path(path), Path(out)
+    target = target_mpp(path, spec, mpp, level)
     reader = open_slide(path)
     try:
-        plan = plan_slide(reader, cfg.train.image_size, level, mpp, overlap, map_size)
+        plan = plan_slide(reader, cfg.train.image_size, level, target, overlap, map_size)
         start = time.perf_counter()
         flip = cfg.inference.flip
         acc, cnt = slide_probabilities(
@@ -341,6 +383,8 @@ def predict_slide(
             tiles_run=len(plan.run),
             seconds=round(seconds, 3),
             tiles_per_second=round(len(plan.run) / seconds, 3) if seconds > 0 else 0.0,
+            mpp_read=plan.mpp_read,
+            mpp_model=spec.mpp,
         )
         _write_slide_outputs(output_paths(path, out), classmap, plan.thumb, spec, scale, result)
         return result

@@ -127,8 +127,10 @@ def open_slide(path: str | Path) -> SlideReader:
 
 
 def choose_level(reader: SlideReader, mpp: float | None = None, level: int | None = None) -> int:
-    """The pyramid level to predict at: ``level`` if given, else the one nearest ``mpp``
-    (microns per pixel), else level 0."""
+    """The pyramid level to predict at: ``level`` if given, else the coarsest level at or finer
+    than ``mpp`` (microns per pixel, within :data:`SAME_RESOLUTION`; level 0 when every level is
+    coarser), else level 0. Reading at or finer than the target and resampling down keeps the
+    detail a model trained at ``mpp`` saw."""
     if level is not None:
         if not 0 <= level < len(reader.level_dimensions):
             raise ConfigError(f"{reader.path}: level {level} not in 0..{len(reader.level_dimensions) - 1}")
@@ -137,5 +139,19 @@ def choose_level(reader: SlideReader, mpp: float | None = None, level: int | Non
         return 0
     if reader.mpp is None:
         raise ConfigError(f"{reader.path}: the slide records no microns per pixel; pass a level instead")
-    mpps = [reader.mpp * d for d in reader.level_downsamples]
-    return int(np.argmin([abs(np.log(m / mpp)) for m in mpps]))
+    finer = [i for i, d in enumerate(reader.level_downsamples) if reader.mpp * d <= mpp * (1 + SAME_RESOLUTION)]
+    return max(finer, default=0)
+
+
+# Resolutions within this share of each other count as the same: no resampling between them.
+SAME_RESOLUTION = 0.02
+
+
+def read_window(reader: SlideReader, level: int, window: int, mpp: float | None) -> tuple[int, float | None]:
+    """``(pixels, mpp_read)``: the square of ``level`` pixels that covers what a ``window``-pixel
+    model input covers at ``mpp`` (``window`` itself without a target or within
+    :data:`SAME_RESOLUTION`), and the microns per pixel the model then sees."""
+    level_mpp = reader.mpp * reader.level_downsamples[level] if reader.mpp else None
+    if mpp is None or level_mpp is None or abs(mpp / level_mpp - 1) <= SAME_RESOLUTION:
+        return window, level_mpp
+    return max(1, int(round(window * mpp / level_mpp))), mpp

@@ -55,14 +55,21 @@ def _cpu_state(state: dict) -> dict:
 
 
 def save_classifier(
-    model: CamClassifier, cfg: Stage1Config, classes: list[str], path: str | Path, stain: StainNormalizer | None = None
+    model: CamClassifier,
+    cfg: Stage1Config,
+    classes: list[str],
+    path: str | Path,
+    stain: StainNormalizer | None = None,
+    mpp: float | None = None,
 ) -> None:
-    """Weights + config + class names (+ the fitted stain normaliser), written atomically; plain data only."""
+    """Weights + config + class names (+ the fitted stain normaliser, the training tiles' microns
+    per pixel), written atomically; plain data only."""
     payload = {
         "state_dict": _cpu_state(model.state_dict()),
         "config": cfg.model_dump(mode="json"),
         "classes": list(classes),
         "stain": stain.to_dict() if stain else None,
+        "mpp": mpp,
     }
     save_payload(payload, path)
 

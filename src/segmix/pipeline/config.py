@@ -41,6 +41,9 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     data: str | None = None
     preset: str | None = None
+    mpp: float | None = Field(
+        None, gt=0, description="microns per pixel of the tiles; overrides dataset.yaml's (stored with the models)"
+    )
     seed: int | None = None
     synth: SynthConfig = SynthConfig()
     stage1: Stage1Config = Stage1Config()

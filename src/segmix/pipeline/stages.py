@@ -94,10 +94,10 @@ def _stage_hash(ctx: Context, name: str) -> str:
         "data": lambda: (
             c.synth.model_dump() if c.data is None else {"data": str(Path(c.data).resolve()), "preset": c.preset}
         ),
-        "stage1": lambda: (h["data"], c.stage1.model_dump(exclude=PLACEMENT_KEYS)),
+        "stage1": lambda: (h["data"], c.stage1.model_dump(exclude=PLACEMENT_KEYS), c.mpp),
         "cams": lambda: (h["stage1"], c.cams.model_dump(exclude={"num_workers", "threads"})),
-        "stage2": lambda: (h["cams"], c.stage2.model_dump(exclude=PLACEMENT_KEYS)),
-        "supervised": lambda: (h["data"], c.stage2.model_dump(exclude=PLACEMENT_KEYS), c.fully_supervised),
+        "stage2": lambda: (h["cams"], c.stage2.model_dump(exclude=PLACEMENT_KEYS), c.mpp),
+        "supervised": lambda: (h["data"], c.stage2.model_dump(exclude=PLACEMENT_KEYS), c.fully_supervised, c.mpp),
         "evaluate": lambda: (h["stage2"], h["supervised"], c.evaluate.model_dump()),
         "report": lambda: (h["evaluate"], h["cams"], c.report.model_dump()),
     }[name]()
@@ -223,6 +223,8 @@ def _resolve_data(ctx: Context) -> None:
         ctx.data_root = Path(ctx.cfg.data)
     if ctx.data_root.is_dir() and ((ctx.data_root / "dataset.yaml").is_file() or ctx.cfg.data is not None):
         ctx.spec = resolve_spec(ctx.data_root, ctx.cfg.preset)
+        if ctx.cfg.mpp is not None:
+            ctx.spec = ctx.spec.model_copy(update={"mpp": ctx.cfg.mpp})
 
 
 def run_pipeline(

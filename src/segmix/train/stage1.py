@@ -417,5 +417,5 @@ def train_classifier(
     fit_or_resume(trainer, module, train_loader, val_loader, checkpoints)
     target = out / CLASSIFIER_FILE
     if trainer.is_global_zero:
-        save_classifier(module.model, cfg, spec.classes, target, stain)
+        save_classifier(module.model, cfg, spec.classes, target, stain, spec.mpp)
     return target
