@@ -9,3 +9,15 @@ way, each importing only those below it (import-linter checks it, see ``pyprojec
 """
 
 __version__ = "0.1.0"
+
+# ``segmix.load_segmenter`` and ``segmix.load_classifier`` (a model file or a package folder of
+# ``segmix export``), imported on first use so that ``import segmix`` stays light.
+_LAZY = {"load_segmenter": "segmix.models", "load_classifier": "segmix.models"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'segmix' has no attribute {name!r}")

@@ -342,7 +342,10 @@ def train_cls(
 
 @_command()
 def cams(
-    classifier: Annotated[Path, typer.Option("--classifier", help="classifier.pt from train-cls.")],
+    classifier: Annotated[
+        Path,
+        typer.Option("--classifier", "--model", help="classifier.pt from train-cls, or a folder of segmix export."),
+    ],
     data: DataDir,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (masks/ inside).")],
     config: ConfigFile = None,
@@ -392,7 +395,9 @@ def train_seg(
 
 @_command()
 def evaluate(
-    segmenter: Annotated[Path, typer.Option("--checkpoint", help="segmenter.pt from train-seg.")],
+    segmenter: Annotated[
+        Path, typer.Option("--checkpoint", "--model", help="segmenter.pt from train-seg, or a folder of segmix export.")
+    ],
     data: DataDir,
     split: Annotated[str, typer.Option(help="val or test.")] = "test",
     out: Annotated[
@@ -421,6 +426,19 @@ def evaluate(
 
 
 @_command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A segmix run folder, or a train-seg folder.")],
+    out: OutDir,
+) -> None:
+    """A package of the run's models that needs no run: model.safetensors, config.json, a model card
+    (README.md) and the stage-1 classifier in classifier/. Use it with predict / evaluate / cams --model."""
+    from segmix.pipeline.export import export_run
+
+    path = export_run(run_dir, out)
+    _say(f"model package written to {path} (model card: {path / 'README.md'})")
+
+
+@_command()
 def predict(
     inputs: Annotated[
         list[Path],
@@ -434,7 +452,12 @@ def predict(
         typer.Option("--out", "-o", help="Output folder (best not an input folder: outputs never replace inputs)."),
     ],
     checkpoint: Annotated[
-        Optional[Path], typer.Option("--checkpoint", help="segmenter.pt from train-seg (this or --run is needed).")
+        Optional[Path],
+        typer.Option(
+            "--checkpoint",
+            "--model",
+            help="segmenter.pt from train-seg, or a folder of segmix export (this or --run is needed).",
+        ),
     ] = None,
     run_dir: Annotated[
         Optional[Path],

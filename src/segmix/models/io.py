@@ -26,6 +26,7 @@ from segmix.data.spec import DatasetSpec
 from segmix.data.stain import StainNormalizer
 from segmix.errors import ModelFileError, first_line
 from segmix.models.classifier import CamClassifier
+from segmix.models.package import is_package, read_package
 from segmix.models.segmenter import create_segmenter
 from segmix.models.weights import load_trusted_tensors
 
@@ -39,11 +40,15 @@ def save_payload(payload: dict, path: str | Path) -> None:
 
 
 def load_payload(path: str | Path, keys: set[str], what: str) -> dict:
-    """A model file written by :func:`save_payload`, loaded with ``weights_only=True``.
+    """A model file written by :func:`save_payload`, loaded with ``weights_only=True``, or a
+    package folder of :mod:`segmix.models.package` (a classifier's may be its ``classifier/``).
 
     A file that would run code when unpickled, or lacks ``keys``, is refused with a clear message.
     """
     path = Path(path)
+    if path.is_dir():
+        nested = path / what
+        return read_package(nested if is_package(nested) else path, what)
     payload = load_trusted_tensors(path, f"segmix {what}")
     if not isinstance(payload, dict) or not keys <= set(payload):
         raise ModelFileError(f"{path}: not a segmix {what} file (needs {', '.join(sorted(keys))})")
@@ -75,7 +80,8 @@ def save_classifier(
 
 
 def load_classifier(path: str | Path) -> tuple[CamClassifier, Stage1Config, list[str]]:
-    """Rebuild the classifier from ``classifier.pt`` (``weights_only=True``; no download)."""
+    """Rebuild the classifier from ``classifier.pt`` (``weights_only=True``; no download) or a
+    package folder (``segmix export``'s, or its ``classifier/``)."""
     payload = load_payload(path, {"state_dict", "config", "classes"}, "classifier")
     try:
         cfg = Stage1Config.model_validate(upgrade_flat_config(payload["config"], Stage1Config))
@@ -103,7 +109,8 @@ def save_segmenter(
 
 
 def load_segmenter(path: str | Path) -> tuple[nn.Module, Stage2Config, DatasetSpec]:
-    """``(model, Stage2Config, DatasetSpec)`` from ``segmenter.pt`` (``weights_only=True``)."""
+    """``(model, Stage2Config, DatasetSpec)`` from ``segmenter.pt`` (``weights_only=True``) or a
+    package folder of ``segmix export`` (safetensors + JSON)."""
     payload = load_payload(path, {"state_dict", "config", "spec"}, "segmenter")
     try:
         cfg = Stage2Config.model_validate(upgrade_flat_config(payload["config"], Stage2Config))
