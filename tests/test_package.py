@@ -108,3 +108,16 @@ def test_exported_package_predicts_byte_equal_to_its_run_after_the_run_is_gone(t
     assert compared == 7  # the tile's mask, overlay, areas; the slide's class map, overlay, areas, GeoJSON
     summary = json.loads((tmp_path / "from-pkg" / "slide" / "slide_summary.json").read_text())
     assert summary["mpp_model"] == 0.5 and summary["mpp_read"] == pytest.approx(0.5) and summary["level"] == 0
+
+
+def test_predict_on_a_slide_without_any_resolution_is_one_error_naming_the_option(tmp_path):
+    from segmix.models import save_segmenter
+
+    payload = _payload()
+    spec = SPEC.model_copy(update={"mpp": None})
+    save_segmenter(payload["state_dict"], Stage2Config(train={"image_size": 64}), spec, tmp_path / "m.pt")
+    make_slide(tmp_path / "s.tif", width=256, height=192)
+    args = [sys.executable, "-m", "segmix.cli", "predict", "--checkpoint", str(tmp_path / "m.pt")]
+    r = subprocess.run([*args, str(tmp_path / "s.tif"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("error:") == 1 and "pass --mpp" in r.stderr, r.stderr
+    assert not (tmp_path / "o" / "cohort.csv").exists()  # refused before any slide, not recorded as unreadable

@@ -488,7 +488,7 @@ def predict(
     """
     from segmix.cam.run import rank_and_world
     from segmix.config.threads import fit_threads
-    from segmix.infer import is_slide, plan_outputs, predict_image, prediction_inputs
+    from segmix.infer import check_resolution, is_slide, plan_outputs, predict_image, prediction_inputs
     from segmix.models import SEGMENTER_FILE, load_segmenter, pick_device
 
     if checkpoint is None and run_dir is not None:
@@ -510,6 +510,7 @@ def predict(
         _say(f"{f}: done")
     slides = [f for f in files if is_slide(f)]
     if slides:
+        check_resolution(spec, mpp, level)  # an option error, not one per slide
         slide_args = dict(level=level, mpp=mpp, overlap=overlap, batch_size=batch_size, device=device)
         _predict_slides(model, cfg, spec, slides, out, slide_args, rank, world)
     _say(f"outputs in {out}")

@@ -321,17 +321,27 @@ def target_mpp(path: Path, spec: DatasetSpec, mpp: float | None, level: int | No
     Raises:
         ConfigError: neither is known and no level is given.
     """
+    check_resolution(spec, mpp, level)
     if level is not None:
         return None
-    if mpp is not None and mpp <= 0:
-        raise ConfigError(f"--mpp {mpp}: microns per pixel must be positive")
     if mpp is not None and spec.mpp is not None and abs(mpp / spec.mpp - 1) > 0.10:
         log.warning("%s: read at %.3g um/px, the model was trained at %.3g um/px", path, mpp, spec.mpp)
-    if mpp is None and spec.mpp is None:
-        raise ConfigError(
-            f"{path}: the model records no training resolution; pass --mpp (its tiles' microns per pixel) or --level"
-        )
     return mpp if mpp is not None else spec.mpp
+
+
+def check_resolution(spec: DatasetSpec, mpp: float | None, level: int | None) -> None:
+    """Refuse, before any slide is read, an ``mpp`` that is not positive, or slides without a
+    resolution to read them at (no ``mpp``, no ``level``, none in the model).
+
+    Raises:
+        ConfigError: naming the option.
+    """
+    if mpp is not None and mpp <= 0:
+        raise ConfigError(f"--mpp {mpp}: microns per pixel must be positive")
+    if level is None and mpp is None and spec.mpp is None:
+        raise ConfigError(
+            "--mpp: the model records no training resolution; pass --mpp (its tiles' microns per pixel) or --level"
+        )
 
 
 def predict_slide(

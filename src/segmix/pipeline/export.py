@@ -9,6 +9,7 @@ protocol, intended use and limits.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import yaml
@@ -46,9 +47,10 @@ def export_run(run: str | Path, out: str | Path) -> Path:
     segmenter = load_payload(seg_file, {"state_dict", "config", "spec"}, "segmenter")
     write_package(segmenter, "segmenter", out)
     if clf_file is not None:
-        write_package(
-            load_payload(clf_file, {"state_dict", "config", "classes"}, "classifier"), "classifier", out / "classifier"
-        )
+        classifier = load_payload(clf_file, {"state_dict", "config", "classes"}, "classifier")
+        write_package(classifier, "classifier", out / "classifier")
+    elif is_package(out / "classifier"):  # an earlier export's: it is not this run's model
+        shutil.rmtree(out / "classifier")
     metrics = _read_json(run / "metrics.json")
     run_cfg = _read_yaml(run / "config.yaml")
     write_text(
