@@ -167,3 +167,20 @@ def test_shipped_presets_run_each_stage_on_a_tiny_fixture(preset, tmp_path):
     assert "pseudo_masks" not in metrics  # no train truth in the published layouts
     masks = list((tmp_path / "run" / "cams" / "masks").iterdir())
     assert len(masks) == 8
+
+
+def test_moving_a_stage_aside_twice_keeps_both_earlier_outputs(tmp_path):
+    from segmix.pipeline.stages import _move_aside
+
+    for attempt in ("first", "second", "third"):
+        (tmp_path / "stage1").mkdir()
+        (tmp_path / "stage1" / "notes.txt").write_text(attempt)
+        _move_aside(tmp_path / "stage1", "stage1", "abc")  # the same hash each time: `run --from stage1` again
+    kept = {p.name: (p / "notes.txt").read_text() for p in tmp_path.iterdir()}
+    assert kept == {"stage1.stale-abc": "first", "stage1.stale-abc.2": "second", "stage1.stale-abc.3": "third"}
+
+
+def test_from_after_until_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="--from cams comes after --until stage1"):
+        run_pipeline(tiny_config(), tmp_path / "r", progress=False, start="cams", until="stage1")
+    assert not (tmp_path / "r").exists()

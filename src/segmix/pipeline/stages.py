@@ -262,6 +262,10 @@ def _check_stage_names(start: str | None, until: str | None) -> None:
     for flag, name in (("--from", start), ("--until", until)):
         if name is not None and name not in STAGES:
             raise ConfigError(f"{flag} {name}: unknown stage; stages: {', '.join(STAGES)}")
+    if start is not None and until is not None and STAGES.index(start) > STAGES.index(until):
+        raise ConfigError(
+            f"--from {start} comes after --until {until}: no stage would run; stages: {', '.join(STAGES)}"
+        )
 
 
 def _refuse_multiprocess(cfg: RunConfig) -> None:
@@ -309,9 +313,11 @@ def _run_stage(ctx: Context, name: str, h: str, forced: bool) -> None:
 
 
 def _move_aside(folder: Path, name: str, old_hash: str) -> None:
-    """Keep the outputs of another config (never deleted): ``<stage>.stale-<hash>``."""
+    """Keep the outputs of another config (never deleted): ``<stage>.stale-<hash>``, or
+    ``<stage>.stale-<hash>.<n>`` when an earlier move (``--from`` twice) took that name."""
     stale = folder.with_name(f"{name}.stale-{old_hash}")
-    if stale.exists():
-        shutil.rmtree(stale)
+    n = 2
+    while stale.exists():
+        stale, n = folder.with_name(f"{name}.stale-{old_hash}.{n}"), n + 1
     os.replace(folder, stale)
     console.print(f"[yellow]{name}: earlier outputs moved to {stale.name}[/]")
