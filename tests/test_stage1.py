@@ -199,3 +199,20 @@ def test_replayed_batches_use_an_easier_level_with_the_same_mixer_settings():
     assert {(m.p, m.label_mix) for m in mixers} == {(module.mixer.p, module.mixer.label_mix)}
     module.cfg.mixing.replay = 0.0
     assert module._batch_mixer(g) is module.mixer
+
+
+def test_a_boolean_is_not_a_number_and_a_key_given_twice_is_refused(tmp_path):
+    from segmix.data.spec import load_spec
+    from segmix.errors import DatasetError
+    from segmix.pipeline.config import RunConfig
+
+    with pytest.raises(ConfigError, match=r"--set train.epochs=true: train.epochs: expected a number, got true"):
+        load_config(Stage1Config, None, ["train.epochs=true"])
+    assert load_config(Stage1Config, None, ["augment.dihedral=false"]).augment.dihedral is False  # a real bool
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("stage1:\n  train: {epochs: 3}\nstage1:\n  train: {lr: 0.01}\n")
+    with pytest.raises(ConfigError, match="twice.yaml: cannot read config \\(key 'stage1' given twice"):
+        load_config(RunConfig, twice)
+    (tmp_path / "dataset.yaml").write_text("preset: luad-histoseg\nmpp: 0.5\nmpp: 1.0\n")
+    with pytest.raises(DatasetError, match="'mpp' given twice"):
+        load_spec(tmp_path / "dataset.yaml")

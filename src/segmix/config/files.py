@@ -11,6 +11,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from segmix.data.io import read_yaml
 from segmix.errors import ConfigError, first_line, validation_problems
 
 M = TypeVar("M", bound=BaseModel)
@@ -47,7 +48,7 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: list[
     where = str(path) if path else "defaults"
     if path:
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
+            raw = read_yaml(Path(path).read_text()) or {}
         except (OSError, ValueError, yaml.YAMLError) as err:  # ValueError: not UTF-8 text
             raise ConfigError(f"{where}: cannot read config ({_reason(err)})") from err
         if not isinstance(raw, dict):

@@ -11,7 +11,7 @@ config time (a ladder that does not fit the tile, a fixed level past its end), n
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,6 +23,16 @@ from segmix.shuffle.registry import LABEL_MIXERS, METHODS
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _bool_is_not_a_number(cls, value, info):
+        # pydantic reads true as 1 for an int: `--set train.epochs=true` would train one epoch.
+        annotation = cls.model_fields[info.field_name].annotation
+        kinds = get_args(annotation) or (annotation,)
+        if isinstance(value, bool) and bool not in kinds and (int in kinds or float in kinds):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
 
 
 class RunOptions(Section):

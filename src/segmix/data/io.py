@@ -272,3 +272,29 @@ def csv_text(rows: list[dict], fieldnames: list[str] | None = None) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def read_yaml(text: str):
+    r"""YAML text as Python data (``yaml.safe_load``), refusing a key given twice in one mapping:
+    PyYAML keeps the last silently, and a section written twice would lose the first.
+
+    >>> read_yaml("a: 1\nb: {c: 2}")
+    {'a': 1, 'b': {'c': 2}}
+    >>> read_yaml("a: 1\na: 2")
+    Traceback (most recent call last):
+    ...
+    yaml.constructor.ConstructorError: ...
+    """
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass

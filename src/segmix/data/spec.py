@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from segmix.data.io import read_yaml
 from segmix.errors import DatasetError, validation_problems
 
 SPEC_FILE = "dataset.yaml"
@@ -122,7 +123,7 @@ def load_spec(path: str | Path) -> DatasetSpec:
     """Read and validate a ``dataset.yaml``; errors name the file and the key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
     except (OSError, yaml.YAMLError) as err:
         raise DatasetError(path, f"cannot read dataset description ({err})") from err
     if not isinstance(raw, dict):
