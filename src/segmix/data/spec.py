@@ -83,9 +83,13 @@ class DatasetSpec(BaseModel):
 
 _LUAD_PALETTE = [(205, 51, 51), (0, 255, 0), (65, 105, 225), (255, 165, 0), (255, 255, 255)]
 
-# The presets leave ``mpp`` unknown (None): the tiles as distributed carry no resolution tag, and
-# we have not checked a scanner resolution against the data's sources. Set ``mpp:`` in a
-# dataset.yaml beside the data (``preset: luad-histoseg`` plus ``mpp: ...``) once it is known.
+# Training resolution (``mpp``) of the presets, as the data's own sources state it:
+# - BCSS-WSSS: 0.25 um/px. Its README names each patch after the BCSS image it was cropped from,
+#   and those names carry the resolution ("..._MPP-0.2500+0[1101].png").
+# - LUAD-HistoSeg: its README says "patches cropped from WSIs in 10X magnification", no microns
+#   per pixel: unknown here (10x is about 1 um/px on common scanners, but not stated).
+# - WSSS4LUAD: no resolution in the sources we read: unknown.
+# Set ``mpp:`` in a dataset.yaml beside the data (``preset: luad-histoseg`` + ``mpp: ...``) when known.
 
 PRESETS: dict[str, DatasetSpec] = {
     "luad-histoseg": DatasetSpec(
@@ -105,6 +109,7 @@ PRESETS: dict[str, DatasetSpec] = {
         exclude_index=4,
         glass_is_background=False,
         label_format="compact",
+        mpp=0.25,
     ),
     "wsss4luad": DatasetSpec(
         name="wsss4luad",
