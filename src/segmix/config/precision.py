@@ -4,7 +4,7 @@ resolves to on a device, and the autocast context that applies it.
 ``auto`` is bf16 autocast where the hardware computes bf16 natively (CUDA GPUs that support it;
 CPUs with AVX512-BF16 or AMX whose ATen kernels run at AVX-512 level), fp16 AMP on older GPUs,
 and fp32 everywhere else: on an AVX2-only CPU PyTorch emulates bf16, and a training step of the
-demo's models runs 5-7x slower than in fp32 (``benchmarks/cpu_speed.py``).
+demo's models ran 6-11x slower than in fp32 (``benchmarks/cpu_speed.py``; README, Precision and threads).
 
 >>> precision_name(32), precision_name("bf16"), precision_name("16-mixed")
 ('32-true', 'bf16-mixed', '16-mixed')
