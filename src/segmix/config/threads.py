@@ -46,8 +46,9 @@ def plan_threads(
 ) -> tuple[int, int]:
     """``(workers, threads)`` for a process with ``cores`` cores (default: :func:`usable_cores`).
 
-    On a CPU the model is the work: no workers, every core a torch thread (a demo stage-2 epoch on
-    2 cores took 24.7 s so, and 25.3 s with two workers beside two threads: README's speed table). Feeding a GPU, workers decode while the GPU computes: up to :data:`GPU_WORKERS`,
+    On a CPU the model is the work: no workers, every core a torch thread (a demo stage-2 epoch
+    on 2 cores took 24.7 s so, and 25.3 s with two workers beside two threads: README's speed
+    table). Feeding a GPU, workers decode while the GPU computes: up to :data:`GPU_WORKERS`,
     leaving one core to the main process. A value given is kept; the other half takes the cores
     that are left, at least one thread.
     """
