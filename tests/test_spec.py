@@ -38,3 +38,24 @@ def test_unknown_layout_is_a_clear_error(tmp_path):
         resolve_spec(tmp_path)
     with pytest.raises(DatasetError, match="unknown preset"):
         resolve_spec(tmp_path, "nope")
+
+
+def test_background_index_of_a_tissue_class_is_refused(tmp_path):
+    f = tmp_path / "dataset.yaml"
+    f.write_text("preset: luad-histoseg\nbackground_index: 2\n")
+    with pytest.raises(DatasetError, match="background_index 2 is the mask index of class LYM; use 4 or higher"):
+        load_spec(f)
+
+
+def test_ablate_methods_that_name_nothing_or_unknowns_are_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from segmix.cli import app
+    from tests.test_pipeline import CONFIGS
+
+    for given, said in ((",", "names no method"), ("none,nope", "unknown nope; known: none")):
+        r = CliRunner().invoke(
+            app, ["ablate", str(CONFIGS / "demo.yaml"), "--methods", given, "-o", str(tmp_path / "a")]
+        )
+        assert r.exit_code == 2 and said in r.output and "[]" not in r.output, r.output
+    assert not (tmp_path / "a").exists()  # refused before any folder is made

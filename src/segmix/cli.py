@@ -620,7 +620,7 @@ def demo(
 def ablate(
     config: PipelineConfig,
     methods: Annotated[
-        str, typer.Option(help="Comma-separated: none, cutmix, mixup, shuffle-fixed, shuffle-scheduled, segmix.")
+        str, typer.Option(help="Comma-separated mixing methods (segmix.shuffle.METHODS; e.g. none,segmix).")
     ] = "none,segmix",
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per method (0..N-1).")] = 3,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (ablation.csv, ablation.md).")] = Path(
@@ -635,8 +635,10 @@ def ablate(
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]
-    if unknown or not names:
-        _fail(f"--methods {methods}: unknown {unknown}; known: {', '.join(METHODS)}")
+    if not names:
+        _fail(f"--methods {methods!r}: names no method; known: {', '.join(METHODS)}")
+    if unknown:
+        _fail(f"--methods {methods}: unknown {', '.join(unknown)}; known: {', '.join(METHODS)}")
     cfg = _run_config(config, data, overrides)
     prepare_output_dir(out)
     run_ablation(cfg, names, seeds, out)

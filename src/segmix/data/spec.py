@@ -58,6 +58,11 @@ class DatasetSpec(BaseModel):
             raise ValueError(f"palette has {len(self.palette)} colours, masks use {self.num_indices} indices")
         if not 0 <= self.background_index < 255:
             raise ValueError("background_index must be in [0, 255)")
+        if self.background_index < self.num_classes:
+            raise ValueError(
+                f"background_index {self.background_index} is the mask index of class "
+                f"{self.classes[self.background_index]}; use {self.num_classes} or higher"
+            )
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"class names repeat: {self.classes}")
         return self
