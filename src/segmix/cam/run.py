@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from segmix.cam.background import tissue_mask
 from segmix.cam.cams import class_activation_maps
 from segmix.cam.masks import pseudo_masks
 from segmix.config import save_config
-from segmix.config.precision import autocast, precision_name
+from segmix.config.precision import PrecisionName, autocast
 from segmix.config.threads import fit_threads
 from segmix.data.dataset import TileDataset, collate_list
 from segmix.data.io import read_mask, write_atomic, write_mask, write_text
@@ -46,12 +46,9 @@ class CamConfig(BaseModel):
         description="processes reading tiles, glass and truth (as many threads write PNGs); null: what fits the cores",
     )
     threads: int | None = Field(None, ge=1, description="torch threads; null: the cores the workers leave")
-    precision: str | None = Field(None, description="auto, 32, 16 or bf16; null: the classifier's own precision")
-
-    @field_validator("precision", mode="before")
-    @classmethod
-    def _known_precision(cls, v: str | int | None) -> str | None:
-        return None if v is None else precision_name(v)
+    precision: PrecisionName | None = Field(
+        None, description="auto, 32, 16 or bf16; null: the classifier's own precision"
+    )
 
 
 def generate_pseudo_masks(

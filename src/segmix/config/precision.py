@@ -20,8 +20,10 @@ tensor([[2., 2.],
 from __future__ import annotations
 
 import contextlib
+from typing import Annotated
 
 import torch
+from pydantic import BeforeValidator
 
 AUTO = "auto"
 FP32, FP16, BF16 = "32-true", "16-mixed", "bf16-mixed"
@@ -45,6 +47,10 @@ def precision_name(value: str | int) -> str:
     if name not in PRECISIONS:
         raise ValueError(f"unknown precision {value!r}; known: {', '.join(PRECISIONS)} (or 32, 16, bf16)")
     return name
+
+
+# A config field holding a precision: validated and stored under its canonical name.
+PrecisionName = Annotated[str, BeforeValidator(precision_name)]
 
 
 def native_bf16_cpu() -> bool:

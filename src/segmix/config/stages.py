@@ -16,7 +16,7 @@ from typing import ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from segmix.config.names import check_backbone, check_encoder, check_segmenter_arch, segmenter_arch
-from segmix.config.precision import precision_name
+from segmix.config.precision import PrecisionName
 from segmix.shuffle.curriculum import FEEDBACK_RULE, GAIN_RULE, MASTERY_RULE, Level, build_levels, patch_ladder
 from segmix.shuffle.registry import LABEL_MIXERS, METHODS
 
@@ -43,7 +43,7 @@ class RunOptions(Section):
         None, ge=0, description="DataLoader worker processes; null: what fits the cores (segmix.config.threads)"
     )
     threads: int | None = Field(None, ge=1, description="torch threads per process; null: the cores the workers leave")
-    precision: str = Field(
+    precision: PrecisionName = Field(
         "auto",
         description="auto: bf16 autocast on GPUs and CPUs with native bf16, fp16 AMP on older GPUs, fp32 elsewhere; "
         "or 32, 16, bf16",
@@ -52,11 +52,6 @@ class RunOptions(Section):
     devices: int | str = Field("auto", description="GPUs (or CPU processes) per node")
     num_nodes: int = Field(1, ge=1)
     strategy: str = Field("auto", description='"ddp" for several GPUs / nodes')
-
-    @field_validator("precision", mode="before")
-    @classmethod
-    def _known_precision(cls, v: str | int) -> str:
-        return precision_name(v)
 
 
 # Keys that say where a run executes, not what it learns: a run may resume with other values, and

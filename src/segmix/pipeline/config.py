@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from segmix.cam.run import CamConfig
 from segmix.config import Stage1Config, Stage2Config
-from segmix.config.precision import precision_name
+from segmix.config.precision import PrecisionName
 from segmix.data.synth import SynthConfig
 
 
@@ -16,12 +16,9 @@ class EvaluateConfig(BaseModel):
     stride: float | None = None
     flip: bool | None = None
     overlays: int = Field(8, ge=0)
-    precision: str | None = Field(None, description="auto, 32, 16 or bf16; null: the segmenter's own precision")
-
-    @field_validator("precision", mode="before")
-    @classmethod
-    def _known_precision(cls, v: str | int | None) -> str | None:
-        return None if v is None else precision_name(v)
+    precision: PrecisionName | None = Field(
+        None, description="auto, 32, 16 or bf16; null: the segmenter's own precision"
+    )
 
 
 class ReportConfig(BaseModel):

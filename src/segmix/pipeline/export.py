@@ -8,7 +8,6 @@ protocol, intended use and limits.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from segmix.data.io import prepare_output_dir, write_text
 from segmix.errors import MissingModelFile, OutputError
 from segmix.models import CLASSIFIER_FILE, SEGMENTER_FILE, load_payload
 from segmix.models.package import CARD_FILE, is_package, package_config, write_package
+from segmix.pipeline.stages import read_json
 
 
 def run_models(run: Path) -> tuple[Path, Path | None]:
@@ -51,19 +51,12 @@ def export_run(run: str | Path, out: str | Path) -> Path:
         write_package(classifier, "classifier", out / "classifier")
     elif is_package(out / "classifier"):  # an earlier export's: it is not this run's model
         shutil.rmtree(out / "classifier")
-    metrics = _read_json(run / "metrics.json")
+    metrics = read_json(run / "metrics.json") or {}
     run_cfg = _read_yaml(run / "config.yaml")
     write_text(
         out / CARD_FILE, model_card(package_config(segmenter, "segmenter"), metrics, run_cfg, clf_file is not None)
     )
     return out
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _read_yaml(path: Path) -> dict:

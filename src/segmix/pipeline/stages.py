@@ -149,7 +149,7 @@ def run_supervised(ctx: Context) -> dict:
 
 def _best_epoch(name: str, folder: Path) -> dict:
     """``{name: {"epoch", "val_miou"}}``: the exported model's epoch (stage 2 keeps the best one)."""
-    best = _read(folder / "best.json")
+    best = read_json(folder / "best.json")
     return {name: best} if best else {}
 
 
@@ -209,7 +209,8 @@ def check_writable(folder: Path) -> None:
         raise OutputError(f"{folder}: only {free // 2**20} MiB free on the disk of the run folder (need >= 200 MiB)")
 
 
-def _read(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``; None when it is missing or unreadable."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -286,7 +287,7 @@ def _stage(ctx: Context, name: str, forced: bool) -> None:
     if name == "stage1":  # fail fast on a bad dataset before hours of training
         TileDataset(ctx.data_root, "train", ctx.spec, with_masks=False)
     h = ctx.hashes[name] = _stage_hash(ctx, name)
-    done = _read(ctx.dir(name) / ".done.json")
+    done = read_json(ctx.dir(name) / ".done.json")
     if done and done.get("hash") == h and not forced:
         ctx.metrics.update(done.get("metrics", {}))
         ctx.seconds[name] = done.get("seconds", 0.0)
@@ -299,7 +300,7 @@ def _stage(ctx: Context, name: str, forced: bool) -> None:
 
 def _run_stage(ctx: Context, name: str, h: str, forced: bool) -> None:
     folder = ctx.dir(name)
-    started = _read(folder / ".started.json")
+    started = read_json(folder / ".started.json")
     if folder.exists() and (forced or not started or started.get("hash") != h):
         _move_aside(folder, name, (started or {}).get("hash", "unknown"))
     folder.mkdir(parents=True, exist_ok=True)
