@@ -479,3 +479,27 @@ def test_help_and_config_show(tmp_path):
     assert "  epochs: 3" in r.stdout and "backbone: efficientnet_lite0" in r.stdout and "# " in r.stdout
     r = segmix("config", "show", "nope", cwd=tmp_path)
     assert_user_error(r, "nope", "demo, luad-histoseg")
+
+
+@pytest.mark.parametrize("method", ["reinhard", "macenko"])
+def test_stain_fit_to_glass_or_one_colour_is_refused(world, tmp_path, method):
+    write_image(tmp_path / "white.png", np.full((64, 64, 3), 250, np.uint8))
+    write_image(tmp_path / "pink.png", np.tile(np.array([200, 100, 160], np.uint8), (64, 64, 1)))
+    before = digest(tmp_path)
+    for reference, problem in (("white.png", "mostly glass"), ("pink.png", "one colour")):
+        stain = ["--set", f"stain.method={method}", "--set", f"stain.reference={tmp_path / reference}"]
+        r = segmix("train-cls", "--data", world["data"], "--out", tmp_path / "R", *TINY, *stain, cwd=tmp_path)
+        assert_user_error(r, reference, "stain reference", problem)
+        assert digest(tmp_path) == before
+
+
+def test_weights_of_another_architecture_are_refused(world, tmp_path):
+    import timm
+    import torch
+
+    torch.save(timm.create_model("resnet34").state_dict(), tmp_path / "r34.pth")
+    before = digest(tmp_path)
+    weights = ["--set", "model.backbone=resnet18", "--set", f"model.weights={tmp_path / 'r34.pth'}"]
+    r = segmix("train-cls", "--data", world["data"], "--out", tmp_path / "R", *TINY, *weights, cwd=tmp_path)
+    assert_user_error(r, "r34.pth", "not the weights of resnet18", "96 not in resnet18")
+    assert digest(tmp_path) == before

@@ -35,7 +35,7 @@ def test_weights_with_foreign_names_map_in_order(tmp_path):
 def test_weights_that_do_not_fit_are_refused(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"a": torch.zeros(3)}, path)
-    with pytest.raises(ValueError, match="match by name or in order"):
+    with pytest.raises(ValueError, match="not the weights of resnet18"):
         CamClassifier("resnet18", 2, weights=path)
     with pytest.raises(FileNotFoundError):
         CamClassifier("resnet18", 2, weights=tmp_path / "missing.pth")

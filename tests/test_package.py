@@ -102,7 +102,10 @@ def test_exported_package_predicts_byte_equal_to_its_run_after_the_run_is_gone(t
     _predict(["--model", str(pkg)], [tile, tmp_path / "slide.tif"], tmp_path / "from-pkg")
     compared = 0
     for path in (tmp_path / "from-run").rglob("*"):
-        if path.is_file() and not path.name.endswith(("_summary.json", "cohort.csv")):  # those hold timings
+        if path.name.startswith(".segmix-"):  # output records: the same model's fingerprint, other paths
+            twin = json.loads((tmp_path / "from-pkg" / path.relative_to(tmp_path / "from-run")).read_text())
+            assert json.loads(path.read_text())["request"] == twin["request"]
+        elif path.is_file() and not path.name.endswith(("_summary.json", "cohort.csv")):  # those hold timings
             assert path.read_bytes() == (tmp_path / "from-pkg" / path.relative_to(tmp_path / "from-run")).read_bytes()
             compared += 1
     assert compared == 7  # the tile's mask, overlay, areas; the slide's class map, overlay, areas, GeoJSON

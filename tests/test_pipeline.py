@@ -79,6 +79,10 @@ def test_rerun_skips_done_stages(tiny_run):
     # no stage ran again: every done-marker is the one written by the first run
     assert {s: (run / s / ".done.json").stat().st_mtime_ns for s in STAGES} == before
     assert again["test"] == metrics["test"]
+    # stopping early keeps the later stages' metrics that are still done with this config
+    full = json.loads((run / "metrics.json").read_text())
+    run_pipeline(tiny_config(), run, progress=False, until="stage1")
+    assert json.loads((run / "metrics.json").read_text()) == full and "pseudo_masks" in full
 
 
 @pytest.mark.slow
@@ -92,6 +96,7 @@ def test_changed_config_redoes_only_downstream_and_keeps_old_outputs(tiny_run, t
     run_pipeline(tiny_config("cams.uncertain=0.3"), run, progress=False, until="cams")
     assert (run / "stage1" / ".done.json").read_text() == stage1_done  # upstream untouched
     assert json.loads((run / "cams" / ".done.json").read_text())["hash"] != old_cams_hash
+    assert "stage2" not in json.loads((run / "metrics.json").read_text())  # stage 2 read the old masks
     assert (run / f"cams.stale-{old_cams_hash}" / "masks").is_dir()  # moved aside, not deleted
 
 

@@ -488,8 +488,20 @@ def predict(
     """
     from segmix.cam.run import rank_and_world
     from segmix.config.threads import fit_threads
-    from segmix.infer import check_resolution, is_slide, plan_outputs, predict_image, prediction_inputs
+    from segmix.infer import (
+        check_resolution,
+        check_slide_options,
+        is_slide,
+        output_paths,
+        plan_cohort,
+        plan_outputs,
+        predict_image,
+        prediction_inputs,
+    )
+    from segmix.infer.cohort import read_mpp
+    from segmix.infer.records import sealed
     from segmix.models import SEGMENTER_FILE, load_segmenter, pick_device
+    from segmix.models.inference import model_fingerprint
 
     if checkpoint is None and run_dir is not None:
         checkpoint = run_dir / "stage2" / SEGMENTER_FILE
@@ -497,20 +509,25 @@ def predict(
         _fail("no model: pass --checkpoint segmenter.pt or --run RUN_DIR")
     precision = _precision(precision)
     files = prediction_inputs(inputs)
+    slides = [f for f in files if is_slide(f)]
     plan_outputs(files, out)
+    plan_cohort(slides, out)
     prepare_output_dir(out)
     model, cfg, spec = load_segmenter(checkpoint)
     cfg = cfg.model_copy(update={"precision": precision or cfg.precision})
+    if slides:  # option errors, not one per slide, and before any work
+        check_resolution(spec, mpp, level)
+        check_slide_options(slides, level, read_mpp(spec, level, mpp))
     device = pick_device()
     fit_threads(0, None, gpu=device.type == "cuda")
     model = model.to(device)
     rank, world = rank_and_world()
+    request = {"model": model_fingerprint(model)}
     for f in [f for f in files if not is_slide(f)][rank::world]:  # each process its share
-        predict_image(model, cfg, spec, f, out, device)
+        with sealed(output_paths(f, out), f.stem, str(f.resolve()), request):
+            predict_image(model, cfg, spec, f, out, device)
         _say(f"{f}: done")
-    slides = [f for f in files if is_slide(f)]
     if slides:
-        check_resolution(spec, mpp, level)  # an option error, not one per slide
         slide_args = dict(level=level, mpp=mpp, overlap=overlap, batch_size=batch_size, device=device)
         _predict_slides(model, cfg, spec, slides, out, slide_args, rank, world)
     _say(f"outputs in {out}")

@@ -109,32 +109,71 @@ def read_image(path: str | Path) -> np.ndarray:
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
-    if img.mode.startswith("I;16") or img.mode == "I":
-        log.warning("%s: %s image scaled to 8 bits", path, img.mode)
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        gray = np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if img.mode == "F":
-        return _float_to_rgb(path, np.asarray(img, dtype=np.float64))
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        return to_rgb8(np.asarray(img), path)
     if img.mode in ("L", "1"):
         log.warning("%s: grayscale image converted to RGB", path)
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def _float_to_rgb(path: Path, arr: np.ndarray) -> np.ndarray:
-    """A float image as 8-bit gray RGB: [0, 1] data scaled by 255, [0, 255] kept, else min-max."""
-    finite = arr[np.isfinite(arr)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    if lo >= 0 and hi <= 1:
-        scaled, how = arr * 255.0, "[0, 1] scaled by 255"
-    elif lo >= 0 and hi <= 255:
-        scaled, how = arr, "[0, 255] kept"
-    else:
-        scaled, how = (arr - lo) * (255.0 / max(hi - lo, 1e-12)), f"[{lo:g}, {hi:g}] stretched to [0, 255]"
-    log.warning("%s: float image converted to 8 bits (%s)", path, how)
-    gray = np.clip(np.round(np.nan_to_num(scaled)), 0, 255).astype(np.uint8)
-    return np.repeat(gray[..., None], 3, axis=2)
+def sample_range(arr: np.ndarray) -> tuple[float, float]:
+    """What a sample value of ``arr`` spans, for :func:`to_rgb8`: an unsigned type's full range
+    (8 and 16 bits), else the finite minimum and maximum of ``arr`` (floats; wider integers)."""
+    if arr.dtype in (np.uint8, np.uint16):
+        return 0.0, float(np.iinfo(arr.dtype).max)
+    finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+
+
+def to_rgb8(
+    arr: np.ndarray, path: Path, value_range: tuple[float, float] | None = None, warn: bool = True
+) -> np.ndarray:
+    """Pixels of any common sample format as uint8 (H, W, 3): the one conversion of tiles and
+    slides (:mod:`segmix.infer.slide`), so both see the same colours.
+
+    Args:
+        arr: (H, W) gray, (H, W, 2) gray + alpha, (H, W, 3) RGB or (H, W, 4) RGBA; uint8,
+            uint16, wider integers or floats.
+        value_range: the span of a sample value (default :func:`sample_range` of ``arr``; a
+            slide passes one range for all its regions). 8- and 16-bit data is scaled by its
+            type's maximum; other data within [0, 1] by 255, within [0, 255] kept (a wider
+            integer holding 16-bit values, max over 255, as 16-bit), else stretched.
+        warn: log what was converted (a slide warns once, when opened).
+
+    Returns:
+        uint8 (H, W, 3); alpha is composited over white (transparent = glass).
+
+    Examples:
+        >>> to_rgb8(np.full((1, 1, 3), 65535, np.uint16), Path("x.tif"), warn=False)[0, 0].tolist()
+        [255, 255, 255]
+        >>> to_rgb8(np.array([[[0.5, 0.5, 0.5, 0.0]]]), Path("x.tif"), warn=False)[0, 0].tolist()
+        [255, 255, 255]
+    """
+    lo, hi = value_range or sample_range(arr)
+    top, base, how = _scale(arr.dtype, lo, hi)
+    if warn and arr.dtype != np.uint8:
+        kind = "float" if arr.dtype.kind == "f" else f"{arr.dtype.itemsize * 8}-bit"
+        log.warning("%s: %s image converted to 8 bits (%s)", path, kind, how)
+    data = arr.astype(np.float64) if arr.ndim == 3 else arr.astype(np.float64)[..., None]
+    unit = np.nan_to_num((data - base) / top) if top else np.zeros_like(data)
+    colour, alpha = (unit[..., :3], unit[..., 3:]) if unit.shape[-1] >= 3 else (unit[..., :1], unit[..., 1:])
+    if alpha.shape[-1]:
+        colour = colour * np.clip(alpha, 0, 1) + (1 - np.clip(alpha, 0, 1))  # over white
+    rgb = np.clip(np.round(colour * 255.0), 0, 255).astype(np.uint8)
+    return np.repeat(rgb, 3, axis=2) if rgb.shape[-1] == 1 else rgb
+
+
+def _scale(dtype: np.dtype, lo: float, hi: float) -> tuple[float, float, str]:
+    """(span, offset, description): a sample ``v`` is ``(v - offset) / span`` in [0, 1]."""
+    if dtype in (np.uint8, np.uint16):
+        return float(np.iinfo(dtype).max), 0.0, f"scaled by {np.iinfo(dtype).max}"
+    if lo >= 0 and hi <= 1 and dtype.kind == "f":
+        return 1.0, 0.0, "[0, 1] scaled by 255"
+    if lo >= 0 and hi <= 255:
+        return 255.0, 0.0, "[0, 255] kept"
+    if lo >= 0 and hi <= 65535 and dtype.kind in "iu":
+        return 65535.0, 0.0, "16-bit values scaled by 65535"
+    return max(hi - lo, 1e-12), lo, f"[{lo:g}, {hi:g}] stretched to [0, 255]"
 
 
 def read_mask(

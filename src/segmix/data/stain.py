@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from segmix.errors import DatasetError
+
 log = logging.getLogger(__name__)
 STAIN_METHODS = ("macenko", "reinhard")
 # What each method keeps after fitting: the reference's stain matrix and concentration maxima
@@ -40,6 +42,30 @@ def _enough_stain(image: np.ndarray, beta: float = 0.15, share: float = 0.01) ->
     return stained >= max(64, share * od.shape[0])
 
 
+# A reference must be at least this share stained tissue: a fit to a few stained pixels among
+# glass estimates the stains from noise.
+FIT_STAINED_SHARE = 0.10
+# One colour has no spread in LAB (Reinhard would divide by ~0), and gives haematoxylin and eosin
+# vectors that coincide (Macenko); real H&E references: LAB spreads 9-25, vectors ~35 deg apart.
+MIN_LAB_SPREAD = 1.0
+MAX_STAIN_COSINE = 0.99
+
+
+class StainFitError(ValueError):
+    """The pixels given to fit a stain normaliser cannot define a stain (the caller names them)."""
+
+
+def _check_fit(method: str, fitted: dict[str, np.ndarray]) -> None:
+    if not all(np.isfinite(v).all() for v in fitted.values()):
+        raise StainFitError("its stains cannot be estimated (not finite)")
+    if method == "reinhard" and fitted["target_stds"].min() < MIN_LAB_SPREAD:
+        raise StainFitError("it holds about one colour: no stain spread to match")
+    if method == "macenko":
+        h, e = fitted["HERef"][:, 0], fitted["HERef"][:, 1]
+        if abs(h @ e) / max(np.linalg.norm(h) * np.linalg.norm(e), 1e-12) > MAX_STAIN_COSINE:
+            raise StainFitError("it holds about one colour: haematoxylin and eosin cannot be told apart")
+
+
 @dataclass(frozen=True)
 class StainNormalizer:
     """A fitted stain normaliser: ``normalizer(image)`` maps uint8 (H, W, 3) to uint8 (H, W, 3)."""
@@ -58,13 +84,27 @@ class StainNormalizer:
 
     @classmethod
     def fit(cls, method: str, images: list[np.ndarray]) -> StainNormalizer:
-        """Fit to the pixels of ``images`` (uint8 (H, W, 3) each, pooled)."""
+        """Fit to the pixels of ``images`` (uint8 (H, W, 3) each, pooled).
+
+        Raises:
+            StainFitError: the pixels hold too little stained tissue (:data:`FIT_STAINED_SHARE`),
+                or too few colours to tell the stains apart (one colour: no spread to match,
+                haematoxylin and eosin vectors that coincide).
+        """
         if method not in STAIN_METHODS:
             raise ValueError(f"unknown stain normalisation {method!r}; known: {', '.join(STAIN_METHODS)}")
         pooled = np.concatenate([np.asarray(im, np.uint8).reshape(-1, 1, 3) for im in images])
+        if not _enough_stain(pooled, share=FIT_STAINED_SHARE):
+            raise StainFitError(f"under {FIT_STAINED_SHARE:.0%} of its pixels are stained tissue (mostly glass)")
         impl = _torchstain(method)
-        impl.fit(pooled)
-        return cls(method, {name: np.asarray(getattr(impl, name)).tolist() for name in _FITTED[method]})
+        try:
+            with np.errstate(all="ignore"):
+                impl.fit(pooled)
+        except (np.linalg.LinAlgError, ValueError, IndexError) as err:
+            raise StainFitError(f"its stains cannot be estimated ({err})") from err
+        fitted = {name: np.asarray(getattr(impl, name), dtype=np.float64) for name in _FITTED[method]}
+        _check_fit(method, fitted)
+        return cls(method, {name: value.tolist() for name, value in fitted.items()})
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """The tile in the reference stain; a tile whose stains cannot be estimated (mostly
@@ -94,12 +134,23 @@ class StainNormalizer:
 def fit_stain_normalizer(method: str, reference: str | None, tiles, count: int = 32) -> StainNormalizer | None:
     """The normaliser a training stage uses: None for ``method == "none"``; else fitted to the
     ``reference`` image file, or to ``count`` tiles of ``tiles`` (a TileDataset) spread evenly
-    over it (deterministic: a resumed run fits the same one)."""
+    over it (deterministic: a resumed run fits the same one).
+
+    Raises:
+        DatasetError: the reference (or the tiles) cannot define a stain (:class:`StainFitError`).
+    """
     if method == "none":
         return None
     if reference:
         from segmix.data.io import read_image
 
-        return StainNormalizer.fit(method, [read_image(reference)])
-    picks = np.unique(np.linspace(0, len(tiles) - 1, num=min(count, len(tiles))).round().astype(int))
-    return StainNormalizer.fit(method, [tiles[int(i)]["image"] for i in picks])
+        images = [read_image(reference)]
+    else:
+        picks = np.unique(np.linspace(0, len(tiles) - 1, num=min(count, len(tiles))).round().astype(int))
+        images = [tiles[int(i)]["image"] for i in picks]
+    try:
+        return StainNormalizer.fit(method, images)
+    except StainFitError as err:
+        where = reference or f"{tiles.split.folder} ({len(images)} tiles)"
+        what = "stain reference" if reference else f"tiles stain.method={method} fits to"
+        raise DatasetError(where, f"{what}: {err}; give stain.reference a tile of well-stained tissue") from err

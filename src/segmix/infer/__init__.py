@@ -1,6 +1,6 @@
 """Inference: tissue maps of new images and whole slides."""
 
-from segmix.infer.cohort import COHORT_TABLE, SlideJob, cohort_rows, plan_cohort, predict_cohort
+from segmix.infer.cohort import COHORT_TABLE, SlideJob, check_slide_options, cohort_table, plan_cohort, predict_cohort
 from segmix.infer.predict import (
     SlidePlan,
     SlideResult,
@@ -22,7 +22,8 @@ from segmix.infer.slide import SLIDE_SUFFIXES, choose_level, open_slide
 __all__ = [
     "COHORT_TABLE",
     "SlideJob",
-    "cohort_rows",
+    "check_slide_options",
+    "cohort_table",
     "plan_cohort",
     "predict_cohort",
     "read_slide_list",

@@ -1,14 +1,19 @@
 """Whole slides by the hundred: one folder per slide, a cohort table, resume, sharding.
 
 ``segmix predict`` sends slides here. Each slide is written to ``OUT/<slide stem>/`` (the
-outputs of :func:`~segmix.infer.predict.predict_slide`); its ``_summary.json``, written last, marks
-it done, so a re-run after a kill predicts only the slides that were not finished. A slide that
-cannot be read is recorded (``OUT/<slide stem>/failed.json``) and the others go on; it is tried
-again on the next run. Under torchrun / SLURM each process takes every world-th slide, so each
-slide is written once; the first process writes ``OUT/cohort.csv`` when all are finished.
+outputs of :func:`~segmix.infer.predict.predict_slide`) with a record of the request
+(:mod:`segmix.infer.records`: model fingerprint, level, microns per pixel, overlap). A slide is
+done when its ``_summary.json``, written last, answers the same request: a re-run after a kill
+predicts only the slides not finished, and a re-run with another model, level or resolution
+predicts them again. A slide that cannot be read is recorded (``OUT/<slide stem>/failed.json``)
+and the others go on; it is tried again on the next run. Options that cannot apply to a slide
+(a level it lacks, a resolution it does not record) are refused before any work. Under torchrun /
+SLURM each process takes every world-th slide, so each slide is written once; the first process
+writes ``OUT/cohort.csv`` when all are finished.
 
-``cohort.csv`` has one row per slide: status (``done`` or the reason it failed), level, microns
-per pixel, tissue area in mm^2, and per class mm^2 and % of tissue.
+``cohort.csv`` has one row per slide ever predicted into ``OUT`` (this run's and earlier runs'):
+status (``done`` or the reason it failed), the model's fingerprint, level, microns per pixel at
+level 0 and as read, tissue area in mm^2, and per class mm^2 and % of tissue.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from segmix.cam.run import rank_and_world
 from segmix.config import Stage2Config
 from segmix.data.io import csv_text, write_text
 from segmix.data.spec import DatasetSpec
-from segmix.errors import OutputError, first_line, user_message
+from segmix.errors import ConfigError, DatasetError, OutputError, first_line, user_message
 from segmix.infer.predict import output_paths, predict_slide
+from segmix.infer.records import read_record, refuse_foreign, same_request, sealed
+from segmix.infer.slide import open_slide
+from segmix.models.inference import model_fingerprint
 
 COHORT_TABLE = "cohort.csv"
 FAILED = "failed.json"
@@ -38,23 +46,87 @@ class SlideJob:
     folder: Path
 
     @property
+    def name(self) -> str:
+        return self.slide.stem
+
+    @property
+    def source(self) -> str:
+        return str(self.slide.resolve())
+
+    @property
     def summary(self) -> Path:
         return output_paths(self.slide, self.folder)[-1]
 
     @property
-    def done(self) -> bool:
-        return self.summary.is_file()
+    def targets(self) -> list[Path]:
+        """Every file the job may write: the slide's outputs and its failure record."""
+        return [*output_paths(self.slide, self.folder), self.folder / FAILED]
+
+    def done(self, request: dict) -> bool:
+        """Whether the outputs on disk answer ``request`` (see the module doc)."""
+        return same_request(self.folder, self.name, self.source, request, self.summary)
 
 
 def plan_cohort(slides: list[Path], out: Path) -> list[SlideJob]:
-    """One job per slide, ``out/<stem>``; two slides of one name are refused before any work."""
+    """One job per slide, ``out/<stem>``, refused before any work when two slides share a name,
+    the folder is a file, or a file there is not segmix's output for that slide
+    (:func:`~segmix.infer.records.refuse_foreign`).
+
+    Raises:
+        OutputError: naming the slides or the file.
+    """
     jobs: dict[str, SlideJob] = {}
     for slide in slides:
-        stem = slide.stem
-        if stem in jobs:
-            raise OutputError(f"{slide} and {jobs[stem].slide} would both write {out / stem}; rename one")
-        jobs[stem] = SlideJob(slide, out / stem)
+        job = SlideJob(slide, out / slide.stem)
+        if job.name in jobs:
+            raise OutputError(f"{slide} and {jobs[job.name].slide} would both write {job.folder}; rename one")
+        if job.folder.exists() and not job.folder.is_dir():
+            raise OutputError(f"{job.folder}: the outputs of {slide} go in a folder of this name, and it is a file")
+        refuse_foreign(job.targets, job.name, job.source)
+        jobs[job.name] = job
+    table = out / COHORT_TABLE
+    refuse_foreign([table], table.name, str(out.resolve()))
     return list(jobs.values())
+
+
+def read_mpp(spec: DatasetSpec, level: int | None, mpp: float | None) -> float | None:
+    """The microns per pixel slides are read at: none with a level, else ``mpp`` or the model's."""
+    return None if level is not None else (mpp if mpp is not None else spec.mpp)
+
+
+def slide_request(model, spec: DatasetSpec, level: int | None = None, mpp: float | None = None, **slide_args) -> dict:
+    """What makes a slide's outputs: the model's weights and classes, the level or the microns per
+    pixel read at, the tiles' overlap and the class map's size."""
+    return {
+        "model": model_fingerprint(model),
+        "level": level,
+        "mpp": read_mpp(spec, level, mpp),
+        "overlap": slide_args.get("overlap", 0.25),
+        "map_size": slide_args.get("map_size", 2048),
+        "classes": list(spec.classes),
+    }
+
+
+def check_slide_options(slides: list[Path], level: int | None, mpp: float | None) -> None:
+    """Refuse, before any work, a ``level`` a slide lacks or a resolution to read at on a slide
+    that records none; slides that cannot be opened are left to fail on their own.
+
+    Raises:
+        ConfigError: naming the option and the slide.
+    """
+    for slide in slides:
+        try:
+            reader = open_slide(slide)
+        except DatasetError:
+            continue
+        try:
+            levels = len(reader.level_dimensions)
+            if level is not None and not 0 <= level < levels:
+                raise ConfigError(f"--level {level}: {slide} has levels 0..{levels - 1}")
+            if level is None and mpp is not None and reader.mpp is None:
+                raise ConfigError(f"--mpp: {slide} records no microns per pixel; pass --level instead")
+        finally:
+            reader.close()
 
 
 def predict_cohort(
@@ -66,11 +138,12 @@ def predict_cohort(
     on_slide: Callable[[SlideJob, str], None] | None = None,
     **slide_args,
 ) -> Path:
-    """Predict every slide not done yet (this process's share), then write the cohort table.
+    """Predict every slide not done yet for this request (this process's share), then write the
+    cohort table.
 
     Args:
         slide_args: passed to :func:`predict_slide` (``level``, ``mpp``, ``overlap``,
-            ``batch_size``, ``device``, ``on_tiles``).
+            ``batch_size``, ``device``, ``on_tiles``, ``map_size``).
         on_slide: called with each job and what happened (``done``, ``skipped``, or the
             failure's reason).
 
@@ -79,9 +152,11 @@ def predict_cohort(
     """
     out = Path(out)
     jobs = plan_cohort(slides, out)
+    request = slide_request(model, spec, **slide_args)
+    check_slide_options(slides, request["level"], request["mpp"])
     rank, world = rank_and_world()
     for job in jobs[rank::world]:
-        status = "skipped" if job.done else _predict_one(model, cfg, spec, job, slide_args)
+        status = "skipped" if job.done(request) else _predict_one(model, cfg, spec, job, request, slide_args)
         if on_slide:
             on_slide(job, status)
     if world > 1:
@@ -90,39 +165,63 @@ def predict_cohort(
         dist.barrier()
     table = out / COHORT_TABLE
     if rank == 0:
-        write_text(table, csv_text(cohort_rows(jobs, spec)))
+        with sealed([table], table.name, str(out.resolve()), {}):
+            write_text(table, cohort_table(out, spec))
     return table
 
 
-def _predict_one(model, cfg: Stage2Config, spec: DatasetSpec, job: SlideJob, slide_args: dict) -> str:
-    (job.folder / FAILED).unlink(missing_ok=True)
-    try:
-        predict_slide(model, cfg, spec, job.slide, job.folder, **slide_args)
-    except Exception as err:  # an unreadable slide (any reader's error): recorded, the cohort goes on
-        reason = user_message(err) or f"{type(err).__name__}: {first_line(err)}"
-        write_text(job.folder / FAILED, json.dumps({"slide": str(job.slide), "reason": reason}))
-        return reason
+def _predict_one(model, cfg: Stage2Config, spec: DatasetSpec, job: SlideJob, request: dict, slide_args: dict) -> str:
+    with sealed(job.targets, job.name, job.source, request):
+        (job.folder / FAILED).unlink(missing_ok=True)
+        job.summary.unlink(missing_ok=True)  # a kill before the new summary leaves the slide not done
+        try:
+            predict_slide(model, cfg, spec, job.slide, job.folder, **slide_args)
+        except Exception as err:  # an unreadable slide (any reader's error): recorded, the cohort goes on
+            reason = user_message(err) or f"{type(err).__name__}: {first_line(err)}"
+            write_text(job.folder / FAILED, json.dumps({"slide": str(job.slide), "reason": reason}))
+            return reason
     return "done"
 
 
-def cohort_rows(jobs: list[SlideJob], spec: DatasetSpec) -> list[dict]:
-    """One row per slide from the outputs on disk (done, failed, or not run yet)."""
-    return [_row(job, spec) for job in jobs]
+def cohort_table(out: Path, spec: DatasetSpec) -> str:
+    """CSV text of every slide folder in ``out`` that segmix wrote (see the module doc); class
+    columns of ``spec`` first, then those of slides predicted with models of other classes."""
+    rows = [_row(folder, record) for folder, record in _slide_records(out)]
+    classes = list(spec.classes) + sorted({c for r in rows for c in r.pop("_classes")} - set(spec.classes))
+    fields = ["slide", "status", "model", "level", "mpp_level0", "mpp_read", "tissue_mm2"]
+    fields += [f"{c}_{unit}" for c in classes for unit in ("mm2", "percent")]
+    return csv_text(rows, fields) if rows else ",".join(fields) + "\n"
 
 
-def _row(job: SlideJob, spec: DatasetSpec) -> dict:
-    row: dict = {"slide": str(job.slide), "status": "not run", "level": "", "mpp_level0": "", "tissue_mm2": ""}
-    for name in spec.classes:
-        row[f"{name}_mm2"] = row[f"{name}_percent"] = ""
-    failed = job.folder / FAILED
-    if job.done:
-        summary = json.loads(job.summary.read_text())
-        areas = {r["class"]: r for r in csv.DictReader(output_paths(job.slide, job.folder)[2].open())}
-        row.update(status="done", level=summary["level"], mpp_level0=summary["mpp_level0"] or "")
-        tissue = [areas[c]["area_mm2"] for c in spec.classes]
-        row["tissue_mm2"] = round(sum(float(a) for a in tissue), 6) if all(tissue) else ""
-        for name in spec.classes:
-            row[f"{name}_mm2"], row[f"{name}_percent"] = areas[name]["area_mm2"], areas[name]["percent_of_tissue"]
-    elif failed.is_file():
+def _slide_records(out: Path) -> list[tuple[Path, dict]]:
+    found = []
+    for folder in sorted(p for p in out.iterdir() if p.is_dir()) if out.is_dir() else []:
+        record = read_record(folder, folder.name)
+        if record is not None and "model" in record.get("request", {}):
+            found.append((folder, record))
+    return found
+
+
+def _row(folder: Path, record: dict) -> dict:
+    slide = Path(record["input"])
+    request = record["request"]
+    row: dict = {"slide": str(slide), "status": "not finished", "model": request["model"][:12], "_classes": []}
+    summary, areas_path, failed = (
+        folder / f"{slide.stem}_summary.json",
+        folder / f"{slide.stem}_areas.csv",
+        folder / FAILED,
+    )
+    if failed.is_file():
         row["status"] = "failed: " + json.loads(failed.read_text())["reason"]
+    elif summary.is_file() and areas_path.is_file():
+        summary_data = json.loads(summary.read_text())
+        row.update(status="done", level=summary_data["level"], mpp_level0=summary_data["mpp_level0"] or "")
+        row["mpp_read"] = summary_data.get("mpp_read") or ""
+        classes = request["classes"]
+        areas = [r for r in csv.DictReader(areas_path.open()) if r["class"] in classes]
+        row["_classes"] = classes
+        tissue = [r["area_mm2"] for r in areas]
+        row["tissue_mm2"] = round(sum(float(a) for a in tissue), 6) if all(tissue) else ""
+        for r in areas:
+            row[f"{r['class']}_mm2"], row[f"{r['class']}_percent"] = r["area_mm2"], r["percent_of_tissue"]
     return row

@@ -9,7 +9,8 @@ GeoJSON polygons in level-0 pixel coordinates (importable in QuPath), a JSON sum
 Outputs are named ``<input stem><suffix>`` in one folder (:data:`IMAGE_OUTPUTS`,
 :data:`SLIDE_OUTPUTS`). :func:`plan_outputs` refuses, before any work, a set of inputs where an
 output would replace an input file (``--out`` being the input folder) or two inputs would write
-the same output (same name in two folders): nothing the user has is ever overwritten.
+the same output (same name in two folders), or where a file already there is not segmix's output
+for that input (:mod:`segmix.infer.records`): nothing the user has is ever overwritten.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from segmix.data.io import IMAGE_SUFFIXES, csv_text, read_image, write_image, wr
 from segmix.data.preview import overlay
 from segmix.data.spec import DatasetSpec
 from segmix.errors import ConfigError, DatasetError, OutputError
+from segmix.infer.records import refuse_foreign
 from segmix.infer.slide import SLIDE_SUFFIXES, choose_level, open_slide, read_window
 from segmix.models import predict_probs, segment, segmenter_input, window_grid
 
@@ -51,15 +53,24 @@ def is_slide(path: Path) -> bool:
 def read_slide_list(path: str | Path) -> list[Path]:
     """Slides named in a text file, one per line (relative to the file's folder; ``#`` comments).
 
-    Listed slides are not checked here: one that is missing fails alone, as an unreadable one.
+    Listed slides are not read here: one that is missing fails alone, as an unreadable one.
+
+    Raises:
+        DatasetError: the list cannot be read, or a line names a folder.
     """
     path = Path(path)
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(path, f"cannot read the slide list ({err})") from err
-    names = [line.split("#", 1)[0].strip() for line in lines]
-    return [path.parent / n for n in names if n]  # an absolute name stays absolute
+    slides = []
+    for number, line in enumerate(lines, 1):
+        name = line.split("#", 1)[0].strip()
+        slide = path.parent / name  # an absolute name stays absolute
+        if name and slide.is_dir():
+            raise DatasetError(path, f"line {number} names the folder {slide}; list slide files, or give the folder")
+        slides += [slide] if name else []
+    return slides
 
 
 def prediction_inputs(inputs: list[Path]) -> list[Path]:
@@ -97,7 +108,9 @@ def output_paths(path: Path, out: Path) -> list[Path]:
 
 
 def plan_outputs(files: list[Path], out: Path) -> None:
-    """Refuse inputs whose outputs would replace an input or each other (see the module doc).
+    """Refuse inputs whose outputs would replace an input, each other, or an image's outputs a
+    file that segmix did not write for that image (:mod:`segmix.infer.records`; a slide's are
+    checked by :func:`~segmix.infer.cohort.plan_cohort`).
 
     Raises:
         OutputError: naming the output and the inputs involved.
@@ -118,6 +131,8 @@ def plan_outputs(files: list[Path], out: Path) -> None:
                     "predict them into separate --out folders"
                 )
             writer[key] = f
+        if not is_slide(f):
+            refuse_foreign(output_paths(f, out), f.stem, str(f.resolve()))
 
 
 def area_rows(mask: np.ndarray, spec: DatasetSpec, pixel_mm2: float | None) -> list[dict]:

@@ -8,11 +8,13 @@ decoded), so memory does not grow with slide size.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from segmix.data.io import sample_range, to_rgb8
 from segmix.errors import ConfigError, DatasetError
 
 
@@ -51,6 +53,12 @@ class OpenSlideReader:
 
 
 class TiffReader:
+    """Tiled or stripped TIFF: RGB, RGBA (composited over white), gray, chunky or planar, of any
+    sample type, converted as tiles are (:func:`~segmix.data.io.to_rgb8`, one value range per
+    slide, from its smallest level)."""
+
+    AXES = ("YXS", "SYX", "YX")  # samples last (chunky), samples first (planar), gray
+
     def __init__(self, path: Path) -> None:
         import tifffile
         import zarr
@@ -58,23 +66,50 @@ class TiffReader:
         self.path = path
         self._tif = tifffile.TiffFile(str(path))
         series = self._tif.series[0]
+        self._axes = series.levels[0].axes
         self._levels = []
         for i, lvl in enumerate(series.levels):
-            if len(lvl.shape) != 3 or lvl.shape[-1] not in (3, 4):
-                raise DatasetError(path, f"TIFF level of shape {lvl.shape} is not an RGB image")
+            samples = lvl.shape[lvl.axes.index("S")] if "S" in lvl.axes else 1
+            if lvl.axes not in self.AXES or samples not in (1, 2, 3, 4) or lvl.axes != self._axes:
+                raise DatasetError(path, f"TIFF level of shape {lvl.shape} (axes {lvl.axes}) is not an RGB image")
             self._levels.append(zarr.open(series.aszarr(level=i), mode="r"))
-        self.level_dimensions = [(int(z.shape[1]), int(z.shape[0])) for z in self._levels]
+        self.level_dimensions = [
+            (int(z.shape[-1 if self._axes == "SYX" else 1]), int(self._height(z))) for z in self._levels
+        ]
         w0 = self.level_dimensions[0][0]
         self.level_downsamples = [w0 / w for w, _ in self.level_dimensions]
         self.mpp = _tiff_mpp(self._tif.pages[0])
+        self._range = sample_range(
+            self._sample_grid() if series.dtype not in (np.uint8, np.uint16) else np.zeros(0, series.dtype)
+        )
+        self._warned = False  # a slide of other samples than 8 bits warns once, when first read
+
+    def _sample_grid(self, samples: int = 1 << 20) -> np.ndarray:
+        """About ``samples`` pixels of the smallest level, evenly strided: its value range."""
+        w, h = self.level_dimensions[-1]
+        step = max(1, math.ceil(math.sqrt(w * h / samples)))
+        z = self._levels[-1]
+        return np.asarray(z[:, ::step, ::step] if self._axes == "SYX" else z[::step, ::step])
+
+    def _height(self, z) -> int:
+        return z.shape[1] if self._axes == "SYX" else z.shape[0]
+
+    def _pixels(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """Samples of a box inside the level, as (h, w) or (h, w, samples)."""
+        z = self._levels[level]
+        if self._axes == "SYX":
+            return np.moveaxis(np.asarray(z[:, y0:y1, x0:x1]), 0, -1)
+        return np.asarray(z[y0:y1, x0:x1])
 
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        z = self._levels[level]
         out = np.full((height, width, 3), 255, np.uint8)
+        w, h = self.level_dimensions[level]
         y0, x0 = max(0, y), max(0, x)
-        y1, x1 = min(z.shape[0], y + height), min(z.shape[1], x + width)
+        y1, x1 = min(h, y + height), min(w, x + width)
         if y1 > y0 and x1 > x0:
-            out[y0 - y : y1 - y, x0 - x : x1 - x] = np.asarray(z[y0:y1, x0:x1])[..., :3]
+            region = self._pixels(level, x0, y0, x1, y1)
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = to_rgb8(region, self.path, self._range, warn=not self._warned)
+            self._warned = True
         return out
 
     def close(self) -> None:

