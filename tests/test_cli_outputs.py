@@ -178,3 +178,18 @@ def test_slides_of_every_sample_format_are_converted_as_tiles_are(tmp_path):
     }
     for name in ("u16", "f32", "planar"):
         np.testing.assert_array_equal(maps[name], maps["u8"])
+
+
+def test_a_truncated_slide_in_a_cohort_prints_our_lines_only(tmp_path):
+    _model(tmp_path / "m.pt", 0)
+    make_slide(tmp_path / "a.tif", width=512, height=384)
+    make_slide(tmp_path / "b.tif", width=512, height=384)
+    data = (tmp_path / "b.tif").read_bytes()
+    (tmp_path / "b.tif").write_bytes(data[: len(data) // 2])
+    r = segmix(
+        "predict", "--model", tmp_path / "m.pt", tmp_path / "a.tif", tmp_path / "b.tif", "--out", "o", cwd=tmp_path
+    )
+    assert r.returncode == 1 and _cohort(tmp_path / "o")["a.tif"]["status"] == "done"
+    said = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    assert not [ln for ln in said if "tifffile" in ln or ln.lstrip().startswith(("ERROR", "WARNING"))], said
+    assert any(ln.startswith(str(tmp_path / "b.tif") + ": ") and "b.tif" in ln for ln in said), said

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -329,6 +330,19 @@ def test_score_masks_user_errors(world, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "new" / "s.json").is_file()
+    truth = tmp_path / "glass"  # truth holding only the excluded index: nothing to score
+    for mask in masks.iterdir():
+        write_mask(truth / mask.name, np.full((32, 32), 4, np.uint8), dataset_spec_palette())
+    before = digest(tmp_path)
+    r = segmix("score-masks", masks, truth, "--dataset", data, "--json", tmp_path / "new" / "s.json", cwd=tmp_path)
+    assert_user_error(r, str(truth), "no pixel to score", "background (excluded)")
+    assert digest(tmp_path) == before
+
+
+def dataset_spec_palette() -> list[tuple[int, int, int]]:
+    from segmix.data.synth import dataset_spec
+
+    return dataset_spec(SynthConfig()).palette
 
 
 # --- words ------------------------------------------------------------------------------------
@@ -479,6 +493,33 @@ def test_help_and_config_show(tmp_path):
     assert "  epochs: 3" in r.stdout and "backbone: efficientnet_lite0" in r.stdout and "# " in r.stdout
     r = segmix("config", "show", "nope", cwd=tmp_path)
     assert_user_error(r, "nope", "demo, luad-histoseg")
+    for command in ("run", "predict", "score-masks", "ablate", "train-cls", "config show"):
+        r = segmix(*command.split(), "--help", cwd=tmp_path)
+        assert r.returncode == 0 and not re.search(r"<list\[|\{\w+\}", r.stdout), r.stdout
+    assert "Usage: segmix run [OPTIONS] CONFIG" in segmix("run", "--help", cwd=tmp_path).stdout
+    assert "--set KEY=VALUE" in segmix("train-cls", "--help", cwd=tmp_path).stdout
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    r = segmix("predict", "x.png", "--out", "o", "--overlap", "2", cwd=tmp_path)
+    assert_user_error(r, "segmix predict", "--overlap", "0.9")
+    r = segmix("predict", "x.png", cwd=tmp_path)
+    assert_user_error(r, "Missing option", "--out")
+    r = segmix("synth", "--out", "s", "--size", "abc", cwd=tmp_path)
+    assert_user_error(r, "--size", "integer")
+    r = segmix("nope", cwd=tmp_path)
+    assert_user_error(r, "No such command", "nope")
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_keys_set_inside_a_new_section_are_blamed_on_the_set(tmp_path):
+    (tmp_path / "c.yaml").write_text("stage1:\n  train: {epochs: 1}\n")
+    r = segmix("run", tmp_path / "c.yaml", "--out", "R", "--set", "stage1.foo.bar=1", cwd=tmp_path)
+    assert_user_error(r, "--set stage1.foo.bar=1: stage1.foo: unknown key")
+    r = segmix("train-cls", "--data", "d", "--out", "R", "--set", "foo.bar=1", cwd=tmp_path)
+    assert_user_error(r, "--set foo.bar=1: foo: unknown key")
+    r = segmix("run", tmp_path / "c.yaml", "--out", "R", "--set", "stage1.train={foo: 1}", cwd=tmp_path)
+    assert_user_error(r, "--set stage1.train={foo: 1}: stage1.train.foo: unknown key")
 
 
 @pytest.mark.parametrize("method", ["reinhard", "macenko"])
@@ -503,3 +544,39 @@ def test_weights_of_another_architecture_are_refused(world, tmp_path):
     r = segmix("train-cls", "--data", world["data"], "--out", tmp_path / "R", *TINY, *weights, cwd=tmp_path)
     assert_user_error(r, "r34.pth", "not the weights of resnet18", "96 not in resnet18")
     assert digest(tmp_path) == before
+
+
+def test_truncated_tile_the_first_epoch_does_not_draw_is_named(world, tmp_path):
+    from segmix.data.dataset import TileDataset
+    from segmix.train.data import TrainTiles
+    from segmix.train.stage1 import _train_sampler
+
+    data = copy_data(world, tmp_path / "d")
+    cfg = Stage1Config(train={"epochs": 1, "image_size": 32, "batch_size": 8})
+    tiles = TileDataset(data, "train", with_masks=False)
+    labels = np.stack([s.label for s in tiles.samples])
+    sampler = _train_sampler(cfg, TrainTiles(tiles, 32), labels)
+    drawn = set(list(sampler)[: len(sampler) // 8 * 8])
+    undrawn = [s.image for i, s in enumerate(tiles.samples) if i not in drawn]
+    assert undrawn  # single-label places and whole batches leave tiles out of the epoch
+    undrawn[0].write_bytes(undrawn[0].read_bytes()[:100])
+    r = segmix("train-cls", "--data", data, "--out", tmp_path / "R", *TINY, cwd=tmp_path)
+    assert_user_error(r, undrawn[0].name, "truncated")
+    assert not (tmp_path / "R" / "classifier.pt").exists()
+
+
+def test_hub_weights_without_a_network_and_a_preset_not_named_are_one_line(world, tmp_path):
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # no cached weights, no network
+    data = copy_data(world, tmp_path / "d")
+    before = digest(tmp_path)
+    pretrained = ["--set", "model.backbone=resnet18", "--set", "model.pretrained=true"]
+    r = segmix("train-cls", "--data", data, "--out", tmp_path / "R", *TINY, *pretrained, cwd=tmp_path, env=offline)
+    assert_user_error(r, "model.pretrained", "resnet18", "model.weights")
+    masks = ["--masks", data / "train_gt", "--set", "model.encoder=resnet18", "--set", "model.encoder_weights=imagenet"]
+    r = segmix("train-seg", "--data", data, "--out", tmp_path / "S", *TINY, *masks, cwd=tmp_path, env=offline)
+    assert_user_error(r, "model.encoder_weights", "model.weights")
+    assert digest(tmp_path) == before
+    for preset in ("[luad-histoseg]", "{a: 1}"):
+        (data / "dataset.yaml").write_text(f"preset: {preset}\n")
+        r = segmix("info", data, cwd=tmp_path)
+        assert_user_error(r, "dataset.yaml", "not a preset name", "luad-histoseg")

@@ -16,6 +16,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -76,6 +77,12 @@ def _set_verbosity(verbose: bool) -> None:
         root.removeHandler(handler)
     handler = RichHandler(console=console, show_path=False, show_time=False, level=level, markup=False)
     handler.segmix = True
+    if not verbose:  # libraries' own lines (tifffile's decode errors, hub retries) only with -v
+        handler.addFilter(lambda record: record.name.split(".")[0] == "segmix")
+    # huggingface_hub prints through a handler of its own, at the level this variable gives when
+    # it is imported (inside the commands): its retry warnings are noise in a normal run.
+    if not verbose:
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     root.addHandler(handler)
     root.setLevel(level)
     # Lightning sets its own loggers to INFO when imported (inside the commands, after this):
@@ -95,7 +102,7 @@ def _guarded(fn, verbose: bool, args, kwargs):
     _set_verbosity(debug)
     try:
         return fn(*args, **kwargs)
-    except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+    except (typer.Exit, typer.Abort, *_click_exceptions("Exit"), *_click_exceptions("ClickException")):
         raise
     except Exception as err:
         message = user_message(err)
@@ -119,6 +126,58 @@ def _guarded(fn, verbose: bool, args, kwargs):
         warnings.showwarning = saved[1]
 
 
+class _Command(typer.core.TyperCommand):
+    """Help in click's words: ``segmix run [OPTIONS] CONFIG`` and ``INPUT... PATH...``, not
+    typer's ``{config}`` and ``<list[Path]>`` placeholders."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = (param.metavar or param.name).upper()
+                name += "..." if param.nargs != 1 and not name.endswith("...") else ""
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx, formatter) -> None:
+        start = len(formatter.buffer)
+        super().format_options(ctx, formatter)
+        formatter.buffer[start:] = [
+            re.sub(r"<list\[(\w+)\]>", lambda m: f"{m.group(1).upper()}...", line) for line in formatter.buffer[start:]
+        ]
+
+
+def _click_exceptions(name: str) -> tuple[type, ...]:
+    """click's exception class ``name`` as the installed typer raises it: click's own, and the
+    copy of click that typer >= 0.2x carries (``typer._click``)."""
+    modules = [click.exceptions]
+    try:
+        from typer._click import exceptions as vendored
+
+        modules.append(vendored)
+    except ImportError:
+        pass
+    return tuple(getattr(m, name) for m in modules if hasattr(m, name))
+
+
+def main() -> None:
+    """The ``segmix`` command. A usage error (an option value out of range, a missing option, an
+    unknown command) is one ``error:`` line and exit 2, like every other user error."""
+    try:
+        code = app(prog_name="segmix", standalone_mode=False)
+    except _click_exceptions("NoArgsIsHelpError") as err:  # no arguments: the help
+        err.show()
+        sys.exit(2)
+    except _click_exceptions("UsageError") as err:
+        where = f"{err.ctx.command_path}: " if err.ctx is not None else ""
+        _say(f"{where}{err.format_message()} (see --help)", "bold red", "error: ")
+        sys.exit(2)
+    except _click_exceptions("Abort"):
+        _say("aborted", "bold red", "error: ")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 def _command(name: str | None = None, group: typer.Typer = app):
     """Register ``fn`` as a command run by :func:`_guarded`, with its own ``-v`` option (so
     ``segmix -v CMD`` and ``segmix CMD -v`` both work)."""
@@ -133,7 +192,7 @@ def _command(name: str | None = None, group: typer.Typer = app):
 
         wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), verbose])
         wrapper.__annotations__ = {**{p.name: p.annotation for p in sig.parameters.values()}, "verbose": Verbose}
-        group.command(name)(wrapper)
+        group.command(name, cls=_Command)(wrapper)
         return fn
 
     return register
@@ -151,7 +210,9 @@ ConfigFile = Annotated[
 Overrides = Annotated[
     list[str],
     typer.Option(
-        "--set", help="Override a config key, KEY=VALUE, dotted for sections (every key: segmix config show)."
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a config key, dotted for sections; repeatable (every key: segmix config show).",
     ),
 ]
 Preset = Annotated[
@@ -752,4 +813,4 @@ def print_scores(scores, title: str) -> None:
 
 
 if __name__ == "__main__":
-    app()
+    main()

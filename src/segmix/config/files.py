@@ -58,8 +58,21 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: list[
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        set_keys = {item.split("=", 1)[0].strip(): f"--set {item}" for item in overrides}
-        raise ConfigError("; ".join(validation_problems(err, model, lambda key: set_keys.get(key, where)))) from err
+        raise ConfigError("; ".join(validation_problems(err, model, _blame(overrides, where)))) from err
+
+
+def _blame(overrides: list[str], where: str):
+    """Where a key's bad value came from: the ``--set`` that wrote the key, a section above it or a
+    key inside it (``--set a.b.c=1`` makes the unknown section ``a.b``), else the file."""
+
+    def source(key: str) -> str:
+        for item in reversed(overrides):  # the last --set of a key is the one that holds
+            name = item.split("=", 1)[0].strip()
+            if name == key or name.startswith(key + ".") or key.startswith(name + "."):
+                return f"--set {item}"
+        return where
+
+    return source
 
 
 def _reason(err: Exception) -> str:

@@ -140,8 +140,8 @@ def load_spec(path: str | Path) -> DatasetSpec:
         raise DatasetError(path, "dataset description must be a mapping of keys to values")
     preset = raw.pop("preset", None)
     if preset is not None:
-        if preset not in PRESETS:
-            raise DatasetError(path, f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+        if not isinstance(preset, str) or preset not in PRESETS:
+            raise DatasetError(path, f"preset: {preset!r} is not a preset name; known: {', '.join(PRESETS)}")
         raw = {**PRESETS[preset].model_dump(), **raw}
     try:
         return DatasetSpec.model_validate(raw)

@@ -151,7 +151,8 @@ def score_mask_folders(pred_dir: str | Path, truth_dir: str | Path, spec: Datase
         (scores, number of masks scored).
 
     Raises:
-        DatasetError: a missing or empty folder, a prediction without truth, a bad mask file.
+        DatasetError: a missing or empty folder, a prediction without truth, a bad mask file,
+            truth without a pixel to score.
     """
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
     for folder in (pred_dir, truth_dir):
@@ -169,4 +170,8 @@ def score_mask_folders(pred_dir: str | Path, truth_dir: str | Path, spec: Datase
             truth = read_mask(truth_path, spec.num_indices, spec.palette)
             yield read_mask(p, spec.num_indices, spec.palette, truth.shape), truth
 
-    return score_masks(pairs(), spec.num_indices, spec.index_names, spec.exclude_index), len(preds)
+    scores = score_masks(pairs(), spec.num_indices, spec.index_names, spec.exclude_index)
+    if scores.pixels == 0:
+        left_out = f"{spec.index_names[spec.exclude_index]} (excluded) or " if spec.exclude_index is not None else ""
+        raise DatasetError(truth_dir, f"no pixel to score: every truth pixel is {left_out}unlabelled ({IGNORE_INDEX})")
+    return scores, len(preds)

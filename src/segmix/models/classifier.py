@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from segmix.config.foundation import FOUNDATION_MODELS
 from segmix.config.names import is_token_backbone
 from segmix.models.foundation import create_foundation_encoder
-from segmix.models.weights import load_backbone_weights
+from segmix.models.weights import hub_weights, load_backbone_weights
 
 
 def _lse(maps: Tensor, r: float = 5.0) -> Tensor:
@@ -141,7 +141,8 @@ def _encoder(backbone: str, pretrained: bool, weights, output_stride: int | None
             extra["depth"] = depth
     elif depth is not None:
         raise ValueError(f"depth is for vision transformers; {backbone} is not one")
-    encoder = timm.create_model(backbone, pretrained=pretrained, features_only=True, out_indices=(-1,), **extra)
+    with hub_weights("model.pretrained", backbone):
+        encoder = timm.create_model(backbone, pretrained=pretrained, features_only=True, out_indices=(-1,), **extra)
     if weights:
         load_backbone_weights(encoder, backbone, weights)
     return encoder

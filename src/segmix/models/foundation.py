@@ -18,7 +18,7 @@ from torch import nn
 
 from segmix.config.foundation import FOUNDATION_MODELS, FoundationModel
 from segmix.errors import ModelFileError
-from segmix.models.weights import load_state_dict
+from segmix.models.weights import hub_weights, load_state_dict
 
 __all__ = [
     "FOUNDATION_MODELS",
@@ -70,7 +70,8 @@ def create_foundation_encoder(
     if depth is not None:
         extra["depth"] = depth
     if pretrained:  # the hub's config names the architecture; the recipe adds the layer classes
-        encoder = timm.create_model(f"hf-hub:{recipe.hub}", pretrained=True, **recipe.timm_kwargs(), **extra)
+        with hub_weights("model.pretrained", name):
+            encoder = timm.create_model(f"hf-hub:{recipe.hub}", pretrained=True, **recipe.timm_kwargs(), **extra)
     else:
         encoder = timm.create_model(timm_name(name), **extra)
     if weights:

@@ -15,7 +15,7 @@ from segmix.config.foundation import FOUNDATION_MODELS
 from segmix.config.names import is_token_backbone, segmenter_arch
 from segmix.errors import ConfigError
 from segmix.models.foundation import load_foundation_weights, timm_name
-from segmix.models.weights import load_backbone_weights
+from segmix.models.weights import hub_weights, load_backbone_weights
 
 
 def create_segmenter(
@@ -42,7 +42,8 @@ def create_segmenter(
     arch = segmenter_arch(arch, encoder)
     name = f"tu-{timm_name(encoder)}" if recipe else encoder
     extra = {"dynamic_img_size": True} if vit else {}
-    model = smp.create_model(arch, encoder_name=name, encoder_weights=encoder_weights, classes=classes, **extra)
+    with hub_weights("model.encoder_weights", encoder):
+        model = smp.create_model(arch, encoder_name=name, encoder_weights=encoder_weights, classes=classes, **extra)
     model.stain = None  # the stain normaliser of its training, set by load_segmenter
     if weights and recipe:
         load_foundation_weights(model.encoder.model, encoder, weights)

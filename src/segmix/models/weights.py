@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import timm
@@ -36,6 +37,23 @@ def resolve_weights(value: str | Path) -> Path:
         except ModuleNotFoundError as err:
             raise ModelFileError(f"packaged weights {name!r} need the package {err.name!r} installed") from err
     return Path(text)
+
+
+@contextmanager
+def hub_weights(key: str, name: str):
+    """Around a model built with weights from a hub (timm ``pretrained``, smp ``encoder_weights``,
+    ``hf-hub:``): a hub that cannot be reached, or refuses (gated, not found), is one line naming
+    the key and how to give the weights from a local file instead."""
+    try:
+        yield
+    except Exception as err:
+        source = type(err).__module__.split(".")[0]
+        if not isinstance(err, OSError) and source not in ("huggingface_hub", "httpx", "requests", "urllib3"):
+            raise
+        raise ModelFileError(
+            f"{key}: downloading the weights of {name} failed ({type(err).__name__}: {first_line(err)[:160]}); "
+            f"offline, set model.weights to a local weights file and {key} off"
+        ) from err
 
 
 def load_trusted_tensors(path: Path, what: str) -> object:

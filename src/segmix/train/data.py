@@ -145,3 +145,26 @@ class SingleLabelShare(EpochShuffle):
 
     def __len__(self) -> int:
         return self.size // self.batch_size * self.batch_size
+
+
+def decode_undrawn(dataset: Dataset, sampler: EpochShuffle, drawn: int) -> int:
+    """Read the items of ``dataset`` that the first epoch leaves out, before it starts; returns
+    how many.
+
+    A sampler that cuts to whole batches, or fills batches with single-label tiles, leaves some
+    tiles out of an epoch: a corrupt one would go unnoticed while the run ends well. Reading
+    them here stops the run at its start with one line naming the file, whatever is drawn.
+
+    Args:
+        dataset: the loader's dataset (its items are read as the loader would).
+        sampler: the loader's sampler, read at epoch 0.
+        drawn: how many of its draws the loader uses (whole batches with ``drop_last``).
+    """
+    epoch = sampler.epoch
+    sampler.set_epoch(0)
+    seen = set(list(sampler)[:drawn])
+    sampler.set_epoch(epoch)
+    left = [i for i in range(len(dataset)) if i not in seen]
+    for i in left:
+        dataset[i]
+    return len(left)

@@ -31,7 +31,15 @@ from segmix.errors import ConfigError, DatasetError
 from segmix.models import CLASSIFIER_FILE, CamClassifier, save_classifier
 from segmix.shuffle import METHODS, Curriculum, Mixer, SegMix, create_method, write_history_csv
 from segmix.train.augment import dihedral, dihedral_pair, hed_jitter
-from segmix.train.data import RUN_STRIDE, EpochShuffle, MaskedTiles, SingleLabelShare, TrainTiles, split_holdout
+from segmix.train.data import (
+    RUN_STRIDE,
+    EpochShuffle,
+    MaskedTiles,
+    SingleLabelShare,
+    TrainTiles,
+    decode_undrawn,
+    split_holdout,
+)
 from segmix.train.losses import cell_hits, confusion_miou, gated_confusion, patch_cam_loss
 from segmix.train.pool import PatchPool, PoolStats, write_pool_csv
 from segmix.train.runtime import (
@@ -399,7 +407,9 @@ def train_classifier(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     precision, workers = run_placement(cfg)
     loader_args = {"batch_size": batch, "num_workers": workers, "persistent_workers": workers > 0}
-    train_loader = DataLoader(train_set, sampler=_train_sampler(cfg, train_set, labels), drop_last=True, **loader_args)
+    sampler = _train_sampler(cfg, train_set, labels)
+    decode_undrawn(train_set, sampler, len(sampler) // batch * batch)
+    train_loader = DataLoader(train_set, sampler=sampler, drop_last=True, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
     module = Stage1Module(cfg.model_dump(mode="json"), spec.classes, n_tiles=len(train_tiles))
     checkpoints = out / "checkpoints"

@@ -31,7 +31,7 @@ from segmix.eval.metrics import ConfusionMatrix
 from segmix.models import SEGMENTER_FILE, create_segmenter, save_segmenter, segment, segmenter_input
 from segmix.models.segmenter import check_window
 from segmix.train.augment import dihedral_pair, hed_jitter
-from segmix.train.data import EpochShuffle, fit_square
+from segmix.train.data import EpochShuffle, decode_undrawn, fit_square
 from segmix.train.runtime import (
     BestCheckpoint,
     EpochCheckpoint,
@@ -160,13 +160,9 @@ def train_segmenter(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     precision, workers = run_placement(cfg)
     loader_args = {"num_workers": workers, "persistent_workers": workers > 0}
-    train_loader = DataLoader(
-        train_set,
-        batch_size=batch,
-        sampler=EpochShuffle(len(train_set), cfg.seed),
-        drop_last=len(train_set) >= 2 * batch,
-        **loader_args,
-    )
+    sampler, drop_last = EpochShuffle(len(train_set), cfg.seed), len(train_set) >= 2 * batch
+    decode_undrawn(train_set, sampler, len(sampler) // batch * batch if drop_last else len(sampler))
+    train_loader = DataLoader(train_set, batch_size=batch, sampler=sampler, drop_last=drop_last, **loader_args)
     val_loader = None
     if spec.splits.val and (Path(data_root) / spec.splits.val).is_dir():
         val_tiles = TileDataset(data_root, "val", spec, stain=stain)
