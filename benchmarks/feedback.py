@@ -21,7 +21,10 @@ isolates that part:
 - ``+replay``: half of the batches mixed at an easier level than the curriculum's, drawn
   uniformly (``mixing.replay``); ``sched-replay``: the same on the linear schedule;
   ``random-level``: every batch at a level drawn uniformly from the whole ladder (the finest
-  fixed level with replay 5/6), no curriculum at all.
+  fixed level with replay 5/6), no curriculum at all;
+- ``probe-swapped``: the feedback probe counting only swapped cells whose source lacks a class of
+  the mixed image (its count before it read masks and single-label tiles); ``warmup-1``: a first
+  epoch without shuffling, feedback from the second (the default before the probe).
 
 Jobs run ``--jobs`` at a time, each in its own process (set ``--jobs 1`` on a small CPU
 machine). ``--stage2`` picks the variants that also train stage 2 (``all`` or a list); the rest
@@ -70,6 +73,8 @@ VARIANTS = {
     "+plateau": ["stage1.curriculum.patience=1"],
     "os8": ["stage1.model.output_stride=8"],
     "uncertain": ["cams.uncertain=0.3"],
+    "probe-swapped": ["stage1.curriculum.probe=swapped"],
+    "warmup-1": ["stage1.curriculum.warmup=1"],
 }
 FIXED = [f"fixed-{k}" for k in range(LEVELS)]
 GOAL_OVER_NONE = {"default": 7.0, "hard": 4.0}
@@ -96,10 +101,22 @@ def job(
     result = folder / "result.json"
     if result.is_file():
         return json.loads(result.read_text())
-    folder.mkdir(parents=True, exist_ok=True)
     sets = [f"seed={seed}", "fully_supervised=false"]
     sets += [f"{stage}.num_workers=1" for stage in ("stage1", "stage2", "cams")] + extra + VARIANTS[variant]
-    cmd = [sys.executable, "-m", "segmix.cli", "run", str(config_file(BENCHMARKS[bench])), "--out", str(folder)]
+    done = pipeline_run(BENCHMARKS[bench], data, folder, sets, stage2, threads)
+    if done is None:
+        return None
+    row = {"benchmark": bench, "variant": variant, "seed": seed, **done, **trace(folder / "stage1")}
+    result.write_text(json.dumps(row))
+    print(f"{bench} {variant} seed {seed}: pseudo {row['pseudo_miou']:.4f} test {row['test_miou']}", flush=True)
+    return row
+
+
+def pipeline_run(config: str, data: Path, folder: Path, sets: list[str], stage2: bool, threads: int) -> dict | None:
+    """``segmix run`` of the packaged ``config`` on ``data`` into ``folder`` with ``--set``s, up
+    to the pseudo masks (or the evaluation); its scores and seconds (None when it failed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "segmix.cli", "run", str(config_file(config)), "--out", str(folder)]
     cmd += ["--data", str(data), "--until", "evaluate" if stage2 else "cams"]
     for s in sets:
         cmd += ["--set", s]
@@ -107,21 +124,14 @@ def job(
     try:
         run(cmd, folder / "log.txt", threads)
     except subprocess.CalledProcessError:
-        print(f"FAILED {bench} {variant} seed {seed}: see {folder / 'log.txt'}", flush=True)
+        print(f"FAILED {folder}: see {folder / 'log.txt'}", flush=True)
         return None
     metrics = json.loads((folder / "metrics.json").read_text())
-    row = {
-        "benchmark": bench,
-        "variant": variant,
-        "seed": seed,
+    return {
         "pseudo_miou": metrics["pseudo_masks"]["miou"],
         "test_miou": (metrics.get("test") or {}).get("miou"),
         "seconds": round(time.perf_counter() - t0, 1),
-        **trace(folder / "stage1"),
     }
-    result.write_text(json.dumps(row))
-    print(f"{bench} {variant} seed {seed}: pseudo {row['pseudo_miou']:.4f} test {row['test_miou']}", flush=True)
-    return row
 
 
 def trace(stage1: Path) -> dict:

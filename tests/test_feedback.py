@@ -13,8 +13,16 @@ import torch
 from segmix.config import CurriculumConfig, load_config
 from segmix.shuffle import GainCurriculum, MasteryCurriculum, SegMix, build_levels, create_method
 from segmix.train.data import SingleLabelShare
-from segmix.train.losses import cell_hits, confusion_miou, gated_confusion, patch_cam_loss
-from segmix.train.pool import PatchPool, cell_truth, read_pool_csv, select_cells
+from segmix.train.losses import (
+    cell_hits,
+    cell_truth,
+    confusion_miou,
+    gated_confusion,
+    patch_cam_loss,
+    probe_hits,
+    probe_truth,
+)
+from segmix.train.pool import PatchPool, read_pool_csv, select_cells
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 LEVELS = build_levels([32, 16, 8], 0.25, 0.5, 1)
@@ -269,6 +277,7 @@ def test_stage1_logs_val_miou_and_segmix_gain_steps_on_it(tmp_path):
     generate(SynthConfig(n_train=16, n_val=8, n_test=2, tile_size=64, seed=4), data, workers=1)
     sets = ["model.backbone=resnet18", "train.image_size=64", "train.batch_size=8", "num_workers=0"]
     sets += ["ladder.patch_min=16", "mixing.method=segmix-gain", "train.epochs=2", "curriculum.drop=1.0"]
+    sets += ["curriculum.warmup=1"]  # off by default; its first reading is still recorded
     run = tmp_path / "run"
     train_classifier(load_config(Stage1Config, None, sets), data, run, progress=False)
     trace = list(csv.DictReader((run / "curriculum.csv").open()))
@@ -300,3 +309,72 @@ def test_report_plots_the_signal_and_the_pool(tmp_path):
         assert base64.b64decode(picture.split(",")[-1])[:4] == b"\x89PNG"
     assert len(with_pool) > len(without_pool)  # the pool's panel is drawn
     assert curriculum_plot(tmp_path / "missing") is None
+
+
+def test_probe_truth_from_masks_with_purity_and_from_single_labels_without_masks():
+    masks = torch.full((3, 8, 8), 255, dtype=torch.uint8)  # tile 2: no mask
+    masks[0, :, :4] = 0  # left cells: class 0 alone
+    masks[0, :, 4:] = 1
+    masks[0, :, 4] = 0
+    masks[0, ::4, 5] = 0  # right cells: 11/16 class 1, under the purity line (0.75)
+    masks[1] = 2  # the excluded / background index (K = 2): no tissue
+    labels = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    truth = probe_truth(masks, labels, 4)
+    assert truth[0].tolist() == [[0, -1], [0, -1]]
+    assert (truth[1] == -1).all() and (truth[2] == 1).all()  # tile 2: single-label, its class everywhere
+    assert cell_truth(masks, 4, 2)[0].tolist() == [[0, 1], [0, 1]]  # the pool's: majority, no purity
+
+
+def test_probe_hits_counts_own_and_swapped_cells_of_known_class_in_mixed_images_of_two_classes():
+    labels = torch.tensor([[1.0, 1.0, 0], [1.0, 0, 0]])
+    truth = torch.tensor([[[0, 1]], [[0, 0]]])  # tile 0: class 0 left, class 1 right; tile 1: class 0
+    source = torch.tensor([[[0, 0]], [[1, 1]]])  # no swap: image 1 holds one class only
+    cells = torch.zeros(2, 3, 1, 2)
+    cells[0, 1, 0, 1] = 5.0  # image 0, right cell says class 1: hit; left cell says class 0 (tie -> 0): hit
+    cells[:, 2] = 9.0  # class 2 is in no label: the gate must ignore it
+    assert probe_hits(_maps_for(cells, 4), source, 4, labels, truth, (4, 8)).tolist() == [2.0, 2.0]
+    source = torch.tensor([[[0, 1]], [[1, 0]]])  # image 1 now holds tile 0's right cell (class 1)
+    hits = probe_hits(_maps_for(cells, 4), source, 4, labels, truth, (4, 8))
+    # image 0: left hit, right (tile 1's, class 0) says 1: miss; image 1: left (tile 1's, class 0)
+    # says 0: hit, right (tile 0's, class 1) says 0: miss
+    assert hits.tolist() == [2.0, 4.0]
+
+
+def test_full_size_val_images_are_cut_into_tiles_and_the_probe_counts_enough_cells(tmp_path, caplog):
+    """The WSSS4LUAD layout: a val split of a few large multi-class images with masks."""
+    from segmix.data.dataset import TileDataset
+    from segmix.data.io import write_image, write_mask
+    from segmix.data.synth import SynthConfig, dataset_spec, generate
+    from segmix.train import Stage1Config
+    from segmix.train.data import MaskedTiles
+    from segmix.train.stage1 import probe_census, report_probe
+
+    data = tmp_path / "d"
+    generate(SynthConfig(tile_size=32, n_train=8, n_val=1, n_test=1, seed=0), data, workers=1)
+    spec = dataset_spec(SynthConfig())
+    for p in (data / "val" / "img").iterdir():
+        p.unlink()
+    for p in (data / "val" / "mask").iterdir():
+        p.unlink()
+    rng = np.random.default_rng(0)
+    for i in range(3):  # 256 px images of four quadrants, classes 0-3
+        mask = np.zeros((256, 256), np.uint8)
+        mask[:128, 128:], mask[128:, :128], mask[128:, 128:] = 1, 2, 3
+        image = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
+        write_image(data / "val" / "img" / f"big{i}.png", image)
+        write_mask(data / "val" / "mask" / f"big{i}.png", mask, spec.palette)
+    tiles = TileDataset(data, "val", spec)
+    cfg = Stage1Config(train={"image_size": 32, "batch_size": 8}, ladder={"patch_min": 8})
+    level = build_levels([16, 8], 0.25, 0.5, 1)[0]
+    loader = lambda crop: torch.utils.data.DataLoader(MaskedTiles(tiles, 32, crop_large=crop), batch_size=8)  # noqa: E731
+    assert len(MaskedTiles(tiles, 32, crop_large=True)) == 3 * 64
+    cut, shrunk = probe_census(cfg, level, loader(True)), probe_census(cfg, level, loader(False))
+    assert shrunk <= 12 and cut >= 300  # shrunk: 3 images of 4 cells; cut: 192 tiles, most cells known
+    with caplog.at_level(logging.INFO, logger="segmix"):
+        report_probe(
+            cfg.model_copy(update={"curriculum": cfg.curriculum.model_copy(update={"probe_cells": 300})}), loader(True)
+        )
+        report_probe(cfg, loader(False))
+    said = [r.getMessage() for r in caplog.records]
+    assert f"feedback probe: {cut} known cells" in said[0] and "under" not in said[0]
+    assert f"{shrunk} known cells at the first level, under curriculum.probe_cells=250" in said[1]

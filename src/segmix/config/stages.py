@@ -196,6 +196,18 @@ class CurriculumConfig(Section):
     backoff: float = Field(
         FEEDBACK_RULE.backoff, ge=0, description="segmix-loss: relative loss over the level's best that steps back"
     )
+    probe: Literal["known", "swapped"] = Field(
+        "known",
+        description="cell_accuracy counts: known, every held-out cell of known class (its mask's dominant class, "
+        "or a single-label tile's) in a mixed image of two classes or more; swapped, only swapped cells whose "
+        "source lacks a class of the mixed image (the earlier count: few cells on real tissue)",
+    )
+    probe_cells: int = Field(
+        250,
+        ge=1,
+        description="known cells the probe should count at the first level (250: a reading's standard error "
+        "<= 0.032, under the 0.05 collapse margin); fewer are reported at start",
+    )
     warmup: int = Field(FEEDBACK_RULE.warmup, ge=0, description="epochs at level 0 before feedback starts")
     warmup_off: bool = Field(FEEDBACK_RULE.warmup_off, description="no mixing during warm-up")
 

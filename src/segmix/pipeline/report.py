@@ -8,6 +8,7 @@ trusted (gallery, per-class scores in words), and a researcher who wants the num
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
@@ -129,6 +130,7 @@ def curriculum_plot(stage1: Path, mastery: float | None = None) -> str | None:
     steps = [r.step + 1 for r in rows]
     fig, axes = plt.subplots(4 if pool else 3, 1, figsize=(7, 6.5 if pool else 5), sharex=True)
     axes[0].plot(steps, [r.signal for r in rows], "o-", color="#4b2a5a")
+    _probe_counts(axes[0], stage1 / "probe.csv")
     if mastery is not None:
         axes[0].axhline(mastery, ls="--", color="#999999", lw=1)
     axes[0].set_ylabel("signal")
@@ -146,6 +148,21 @@ def curriculum_plot(stage1: Path, mastery: float | None = None) -> str | None:
     for a in axes:
         a.grid(alpha=0.3)
     return _b64_fig(fig)
+
+
+def _probe_counts(ax, path: Path) -> None:
+    """The feedback probe's reading, ± one standard error, and how many cells it counted."""
+    if not path.is_file():
+        return
+    probe = list(csv.DictReader(path.open()))
+    if not probe:
+        return
+    steps = [int(r["step"]) + 1 for r in probe]
+    reading = [float(r["accuracy"]) for r in probe]
+    ax.errorbar(steps, reading, yerr=[float(r["se"]) for r in probe], fmt="none", ecolor="#4b2a5a", capsize=3)
+    counts = [int(float(r["count"])) for r in probe]
+    span = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+    ax.set_title(f"probe: {span} known cells per reading (bars: ± one standard error)", fontsize=9)
 
 
 def _pool_panel(ax, pool: list) -> None:
@@ -259,8 +276,9 @@ def write_report(ctx) -> Path:
     parts += _figure(
         "Feedback curriculum",
         curriculum_plot(ctx.dir("stage1"), _mastery_line(ctx.cfg.stage1)),
-        "The feedback signal after each epoch (segmix: the share of shuffled held-out cells whose CAM picks a class "
-        "of the tile they came from; dashed: the mastery line; segmix-gain: the label-gated CAMs' mIoU against the "
+        "The feedback signal after each epoch (segmix: the share of the probe's known cells, held-out cells in "
+        "shuffled images, whose label-gated CAM picks their class, ± one standard error, with the number of cells "
+        "it counted; dashed: the mastery line; segmix-gain: the label-gated CAMs' mIoU against the "
         "val masks) and the shuffle setting the curriculum chose for the "
         "next one: ▲ harder (finer patches / more swaps), ▼ easier. With a patch pool: the cells its confident CAMs "
         "admitted after each epoch, and their precision against the true masks where the dataset has them.",

@@ -8,7 +8,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler, Subset
 
 from segmix.data.dataset import TileDataset
-from segmix.data.io import IGNORE_INDEX
+from segmix.data.io import IGNORE_INDEX, image_size
 
 
 def fit_square(image: np.ndarray, size: int, resample: int = Image.BILINEAR) -> np.ndarray:
@@ -46,23 +46,64 @@ class TrainTiles(Dataset):
 class MaskedTiles(TrainTiles):
     """Tiles ``indices`` (default: all) with their pixel truth: ``(image uint8 (3, S, S), label
     float (K,), index, mask uint8 (S, S))``; the mask is all ``IGNORE_INDEX`` where the tile has
-    none. For passes that score CAMs against truth: the validation split, the patch pool's."""
+    none. For passes that score CAMs against truth: the validation split, the patch pool's.
 
-    def __init__(self, tiles: TileDataset, size: int, indices: list[int] | None = None) -> None:
+    ``crop_large``: an image with a mask and both sides at least twice ``S`` (WSSS4LUAD's
+    full-size validation images) is cut into ``S``-pixel windows at its own resolution, each
+    labelled by the classes of its mask, rather than shrunk to one tile: the held-out set then
+    has the scale of the training tiles, and many cells.
+    """
+
+    def __init__(self, tiles: TileDataset, size: int, indices: list[int] | None = None, crop_large: bool = False):
         super().__init__(tiles, size)
         self.indices = list(range(len(tiles))) if indices is None else list(indices)
+        self.items: list[tuple[int, tuple[int, int] | None]] = []
+        for index in self.indices:
+            sample = tiles.samples[index]
+            windows = _windows(image_size(sample.image), size) if crop_large and sample.mask is not None else []
+            self.items += [(index, w) for w in windows] or [(index, None)]
+        self._cached: tuple[int, dict] | None = None  # crops of one image come in a row: decode it once
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.items)
+
+    def _item(self, index: int) -> dict:
+        if self._cached is None or self._cached[0] != index:
+            self._cached = (index, self.tiles[index])
+        return self._cached[1]
 
     def __getitem__(self, i: int):
-        index = self.indices[i]
-        item = self.tiles[index]
+        index, window = self.items[i]
+        item = self._item(index)
+        if window is not None:
+            (y, x), s = window, self.size
+            mask = item["mask"][y : y + s, x : x + s]
+            k = len(item["label"])
+            present = np.bincount(mask.ravel(), minlength=256)[:k] > 0
+            item = {
+                **item,
+                "image": item["image"][y : y + s, x : x + s],
+                "mask": mask,
+                "label": present.astype(np.uint8),
+            }
         image, label = self.tensors(item)
         mask = item["mask"]
         mask = np.full((self.size, self.size), IGNORE_INDEX, np.uint8) if mask is None else mask
         mask = fit_square(mask, self.size, Image.NEAREST)
         return image, label, index, torch.from_numpy(np.ascontiguousarray(mask))
+
+
+def _windows(width_height: tuple[int, int], size: int) -> list[tuple[int, int]]:
+    """Top-left (y, x) of ``size`` windows tiling an image of at least twice ``size`` each way
+    (the last row and column flush with its edges); none for a smaller image."""
+    width, height = width_height
+    if min(width, height) < 2 * size:
+        return []
+
+    def starts(n: int) -> list[int]:
+        return sorted({*range(0, n - size + 1, size), n - size})
+
+    return [(y, x) for y in starts(height) for x in starts(width)]
 
 
 # Seeds of derived random streams: seed * RUN_STRIDE + offset. Primes, so nearby (seed, offset)

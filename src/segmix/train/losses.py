@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from segmix.data.io import IGNORE_INDEX
+
 
 def cell_logits(maps: Tensor, grid: tuple[int, int], patch_size: int, size: tuple[int, int]) -> Tensor:
     """Class maps (B, K, h, w) -> mean logit of every grid cell, float (B, K, gh, gw).
@@ -85,6 +87,69 @@ def cell_hits(maps: Tensor, source: Tensor, patch_size: int, labels: Tensor, siz
     counted = (source != own) & (gate[:, None, None] & ~present).any(dim=-1)
     gated = cells.permute(0, 2, 3, 1).masked_fill(~gate[:, None, None], float("-inf"))
     hit = present.gather(-1, gated.argmax(dim=-1, keepdim=True)).squeeze(-1)
+    return torch.stack([(hit & counted).sum(), counted.sum()]).float()
+
+
+# A cell of a tile's mask counts as one class when that class covers this share of its tissue
+# pixels, and tissue covers this share of the cell: a cell on a border has no single answer.
+PROBE_PURITY = 0.75
+PROBE_TISSUE = 0.5
+
+
+def cell_truth(masks: Tensor, patch_size: int, num_classes: int, purity: float = 0.0, tissue: float = 0.0) -> Tensor:
+    """The tissue class of every grid cell of (B, S, S) masks: long (B, gh, gw), -1 where unknown.
+
+    A cell's class is its most frequent tissue class (index < ``num_classes``); it is unknown
+    without tissue, when tissue covers under ``tissue`` of the cell, or when that class covers
+    under ``purity`` of the cell's tissue (a border between classes has no single answer).
+    """
+    gh, gw = masks.shape[1] // patch_size, masks.shape[2] // patch_size
+    m = masks[:, : gh * patch_size, : gw * patch_size].long()
+    onehot = F.one_hot(m.clamp(0, num_classes), num_classes + 1)[..., :num_classes]
+    share = F.avg_pool2d(onehot.permute(0, 3, 1, 2).float(), patch_size)  # each class's share of the cell
+    covered, cls = share.sum(1), share.argmax(1)
+    top = share.gather(1, cls[:, None])[:, 0]
+    known = (covered > 0) & (covered >= tissue) & (top >= purity * covered)
+    return torch.where(known, cls, -1)
+
+
+def probe_truth(masks: Tensor, labels: Tensor, patch_size: int) -> Tensor:
+    """The known class of every grid cell of each unmixed held-out tile: long (B, gh, gw), -1
+    where unknown. From the tile's mask where it has one (:func:`cell_truth` with
+    :data:`PROBE_PURITY` and :data:`PROBE_TISSUE`); else, for a single-label tile, its label.
+
+    Args:
+        masks: (B, S, S) class indices (values >= K: background, excluded; all ``IGNORE_INDEX``:
+            the tile has no mask).
+        labels: (B, K) multi-hot labels.
+    """
+    from_mask = cell_truth(masks, patch_size, labels.shape[1], PROBE_PURITY, PROBE_TISSUE)
+    has_mask = (masks.long() != IGNORE_INDEX).flatten(1).any(1)[:, None, None]  # glass only is still a mask
+    hard = labels > 0.5
+    single = torch.where(hard.sum(1) == 1, hard.float().argmax(1), -1)[:, None, None].expand_as(from_mask)
+    return torch.where(has_mask, from_mask, single)
+
+
+def probe_hits(maps: Tensor, source: Tensor, patch_size: int, labels: Tensor, truth: Tensor, size) -> Tensor:
+    """The feedback probe on a shuffled batch: ``(hits, cells)`` as float (2,).
+
+    A cell counts when its class is known (``truth`` of its source tile, :func:`probe_truth`) and
+    the mixed image holds another class (else any answer is right); it is a hit when its CAM's
+    strongest class among the mixed image's classes (the label gate of pseudo masks) is that
+    class: what a pseudo mask gets right or wrong there. Unlike :func:`cell_hits`, cells of
+    multi-label tiles count too, own cells as well as swapped ones.
+
+    Args: as :func:`patch_cam_loss`; ``truth`` long (B, gh, gw) per unmixed tile.
+    """
+    _, gh, gw = source.shape
+    cells = cell_logits(maps, (gh, gw), patch_size, size)
+    rows = torch.arange(gh, device=source.device).view(1, -1, 1)
+    cols = torch.arange(gw, device=source.device).view(1, 1, -1)
+    known = truth[source, rows, cols]  # in-place shuffle: a patch keeps its cell
+    gate = (labels > 0.5)[source].flatten(1, 2).any(dim=1)  # (B, K): classes of the mixed image
+    counted = (known >= 0) & (gate.sum(1) >= 2)[:, None, None]
+    gated = cells.permute(0, 2, 3, 1).masked_fill(~gate[:, None, None], float("-inf"))
+    hit = gated.argmax(dim=-1) == known
     return torch.stack([(hit & counted).sum(), counted.sum()]).float()
 
 

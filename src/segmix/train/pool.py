@@ -20,12 +20,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from segmix.data.io import csv_text, write_text
-from segmix.train.losses import cell_logits
+from segmix.train.losses import cell_logits, cell_truth
 
 
 @dataclass(frozen=True)
@@ -60,16 +59,6 @@ def read_pool_csv(path: str | Path) -> list[PoolStats]:
             PoolStats(**{f.name: (float if f.name == "share" else int)(r[f.name]) for f in fields(PoolStats)})
             for r in csv.DictReader(fh)
         ]
-
-
-def cell_truth(masks: Tensor, patch_size: int, num_classes: int) -> Tensor:
-    """Majority tissue class of every grid cell of (B, S, S) masks: long (B, gh, gw), -1 without tissue."""
-    gh, gw = masks.shape[1] // patch_size, masks.shape[2] // patch_size
-    m = masks[:, : gh * patch_size, : gw * patch_size].long()
-    tissue = m < num_classes
-    onehot = F.one_hot(torch.where(tissue, m, num_classes), num_classes + 1)[..., :num_classes]
-    counts = F.avg_pool2d(onehot.permute(0, 3, 1, 2).float(), patch_size)
-    return torch.where(counts.sum(1) > 0, counts.argmax(1), -1)
 
 
 def select_cells(conf: Tensor, pred: Tensor, multi: Tensor, share: float, confidence: float) -> Tensor:

@@ -2,8 +2,9 @@
 
 Lightning brings mixed precision (bf16 on CPU, AMP on GPU), DDP, checkpoint/resume and
 loggers. What is ours: the mixer applied to each batch on the device, the per-patch CAM loss,
-the localisation scores on the held-out set (``val_cell_accuracy`` on a fixed shuffle of it,
-``val_miou`` of its label-gated CAMs against its masks), and the
+the localisation scores on the held-out set (``val_cell_accuracy``, the feedback probe on a
+fixed shuffle of it, with its cell count and standard error; ``val_miou`` of its label-gated
+CAMs against its masks), and the
 curriculum stepped at each epoch end by :class:`CurriculumCallback` with the feedback signal,
 followed by the patch pool's rebuild; both states are saved in every checkpoint.
 """
@@ -11,6 +12,7 @@ followed by the patch pool's rebuild; both states are saved in every checkpoint.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -25,11 +27,12 @@ from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1
 
 from segmix.config import Stage1Config, save_config
 from segmix.data.dataset import TileDataset, require_masks
+from segmix.data.io import csv_text, write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
 from segmix.data.stain import StainNormalizer, fit_stain_normalizer
 from segmix.errors import ConfigError, DatasetError
 from segmix.models import CLASSIFIER_FILE, CamClassifier, save_classifier
-from segmix.shuffle import METHODS, Curriculum, Mixer, SegMix, create_method, write_history_csv
+from segmix.shuffle import METHODS, Curriculum, Level, Mixer, MixInfo, SegMix, create_method, write_history_csv
 from segmix.train.augment import dihedral, dihedral_pair, hed_jitter
 from segmix.train.data import (
     RUN_STRIDE,
@@ -40,7 +43,7 @@ from segmix.train.data import (
     decode_undrawn,
     split_holdout,
 )
-from segmix.train.losses import cell_hits, confusion_miou, gated_confusion, patch_cam_loss
+from segmix.train.losses import cell_hits, confusion_miou, gated_confusion, patch_cam_loss, probe_hits, probe_truth
 from segmix.train.pool import PatchPool, PoolStats, write_pool_csv
 from segmix.train.runtime import (
     EpochCheckpoint,
@@ -85,6 +88,61 @@ def build_mixer(cfg: Stage1Config) -> tuple[Mixer, Curriculum | None]:
 
 # Random streams of the held-out shuffle: fixed per batch, so every epoch scores the same cells.
 VAL_MIX_OFFSET = RUN_STRIDE // 2
+PROBE_CSV = "probe.csv"  # beside curriculum.csv: what each epoch's feedback reading rests on
+
+
+def probe_batch(
+    cfg: Stage1Config, level: Level, images: Tensor, labels: Tensor, masks: Tensor, offset: int
+) -> tuple[Tensor, MixInfo, Tensor | None]:
+    """A held-out batch shuffled at ``level`` by the random stream ``offset`` (the same every
+    epoch), and its cells' known classes (:func:`probe_truth`; None for ``probe: swapped``)."""
+    mixer = SegMix(level.patch_size, level.ratio, 1.0, cfg.mixing.label_mix)
+    g = torch.Generator().manual_seed(cfg.seed * RUN_STRIDE + offset)
+    x, _, info = mixer(images.float() / 255, labels, g)
+    if cfg.curriculum.probe == "swapped":
+        return x, info, None
+    return x, info, probe_truth(masks, labels, info.patch_size)
+
+
+def probe_census(cfg: Stage1Config, level: Level, loader: DataLoader) -> int:
+    """How many cells the probe counts at ``level`` on the held-out ``loader`` (no model: the
+    cells, not the hits), for the report at start."""
+    cells = 0
+    for batch_idx, (images, labels, _, masks) in enumerate(loader):
+        if len(images) < 2:
+            continue
+        x, info, truth = probe_batch(cfg, level, images, labels, masks, VAL_MIX_OFFSET + batch_idx)
+        k = labels.shape[1]
+        maps = torch.zeros(len(x), k, *info.source.shape[1:])
+        if truth is None:
+            cells += int(cell_hits(maps, info.source, info.patch_size, labels, x.shape[-2:])[1])
+        else:
+            cells += int(probe_hits(maps, info.source, info.patch_size, labels, truth, x.shape[-2:])[1])
+    return cells
+
+
+def report_probe(cfg: Stage1Config, val_loader: DataLoader) -> None:
+    """Say at start how many cells the feedback probe counts at the first level, and warn when
+    that is under ``curriculum.probe_cells``: readings of few cells move by chance."""
+    method = METHODS[cfg.mixing.method]
+    if method.curriculum is None or cfg.curriculum.signal_for(method.curriculum) != "cell_accuracy":
+        return
+    levels = build_mixer(cfg)[1].levels
+    with torch.random.fork_rng(devices=[]):  # a loader's iterator draws from the global RNG: init stays as it was
+        cells = probe_census(cfg, levels[0], val_loader)
+    wanted = cfg.curriculum.probe_cells
+    se = math.sqrt(0.25 / cells) if cells else 1.0  # the widest standard error, at accuracy 0.5
+    if cells >= wanted:
+        log.info("feedback probe: %d known cells at the first level (standard error <= %.3f)", cells, se)
+        return
+    log.warning(
+        "feedback probe: %d known cells at the first level, under curriculum.probe_cells=%d: a reading's standard "
+        "error is up to %.3f, so the curriculum's moves may follow chance; the run goes on with these cells "
+        "(add held-out tiles with masks or single-label tiles, or use shuffle-fixed)",
+        cells,
+        wanted,
+        se,
+    )
 
 
 class Stage1Module(L.LightningModule):
@@ -107,6 +165,7 @@ class Stage1Module(L.LightningModule):
         self.pool = PatchPool(n_tiles, self.cfg.patch_pool.confidence) if pooled else None
         self.pool_history: list[PoolStats] = []
         self._cells = torch.zeros(2)
+        self.probe_history: list[dict] = []  # per epoch: the probe's accuracy, cell count, standard error
         self._confusion = torch.zeros(k, k)
         self.val_f1 = MultilabelF1Score(num_labels=k, average=None)
         self.val_ap = MultilabelAveragePrecision(num_labels=k, average=None)
@@ -175,22 +234,27 @@ class Stage1Module(L.LightningModule):
         self._cells = torch.zeros(2, device=self.device)
         self._confusion = torch.zeros_like(self._confusion, device=self.device)
 
-    def _score_cells(self, images: Tensor, labels: Tensor, batch_idx: int) -> None:
-        """Add this batch's ``cell_hits`` on a shuffle at the curriculum's current level, drawn
-        the same way every epoch (the held-out set is fixed, only the model changes)."""
+    def _score_cells(self, images: Tensor, labels: Tensor, masks: Tensor, batch_idx: int) -> None:
+        """Add this batch's probe cells (``probe_hits``, or ``cell_hits`` with ``curriculum.probe:
+        swapped``) on a shuffle at the curriculum's current level, drawn the same way every epoch
+        (the held-out set is fixed, only the model changes)."""
         if self.curriculum is None or len(images) < 2:
             return
-        level = self.curriculum.current
-        mixer = SegMix(level.patch_size, level.ratio, 1.0, self.cfg.mixing.label_mix)
-        offset = VAL_MIX_OFFSET + batch_idx * self.trainer.world_size + self.global_rank
-        g = torch.Generator().manual_seed(self.cfg.seed * RUN_STRIDE + offset)
-        x, _, info = mixer(images.float() / 255, labels, g)
+        x, info, truth = probe_batch(
+            self.cfg, self.curriculum.current, images, labels, masks, self._probe_offset(batch_idx)
+        )
         _, maps = self.model(self.normalize(x))
-        self._cells += cell_hits(maps.float(), info.source, info.patch_size, labels, x.shape[-2:])
+        if truth is None:
+            self._cells += cell_hits(maps.float(), info.source, info.patch_size, labels, x.shape[-2:])
+        else:
+            self._cells += probe_hits(maps.float(), info.source, info.patch_size, labels, truth, x.shape[-2:])
+
+    def _probe_offset(self, batch_idx: int) -> int:
+        return VAL_MIX_OFFSET + batch_idx * self.trainer.world_size + self.global_rank
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels, _, masks = batch
-        self._score_cells(images, labels, batch_idx)
+        self._score_cells(images, labels, masks, batch_idx)
         logits, maps = self.model(self.normalize(images))
         self._confusion += gated_confusion(maps.float(), labels, masks)
         logits = logits.float()
@@ -211,7 +275,10 @@ class Stage1Module(L.LightningModule):
         if self.curriculum is not None:
             hits, cells = self.trainer.strategy.reduce(self._cells, reduce_op="sum").tolist()
             # No counted cell (nothing swapped, or every tile alike): nothing to localise yet.
-            self.log("val_cell_accuracy", hits / cells if cells else 0.0)
+            accuracy = hits / cells if cells else 0.0
+            self.log("val_cell_accuracy", accuracy)
+            self.log("val_cell_count", cells)
+            self.log("val_cell_se", math.sqrt(accuracy * (1 - accuracy) / cells) if cells else 1.0)
         confusion = self.trainer.strategy.reduce(self._confusion, reduce_op="sum")
         if confusion.sum() > 0:  # the validation tiles have pixel truth
             self.log("val_miou", confusion_miou(confusion))
@@ -248,12 +315,14 @@ class Stage1Module(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.curriculum is not None:
             checkpoint["curriculum"] = self.curriculum.state_dict()
+            checkpoint["probe"] = self.probe_history
         if self.pool is not None:
             checkpoint["pool"] = {**self.pool.state_dict(), "history": [asdict(r) for r in self.pool_history]}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.curriculum is not None and "curriculum" in checkpoint:
             self.curriculum.load_state_dict(checkpoint["curriculum"])
+            self.probe_history = list(checkpoint.get("probe", []))
         if self.pool is not None and "pool" in checkpoint:
             self.pool.load_state_dict(checkpoint["pool"])
             self.pool_history = [PoolStats(**r) for r in checkpoint["pool"]["history"]]
@@ -276,8 +345,14 @@ class CurriculumCallback(L.Callback):
                 "curriculum/ratio": float(row.ratio),
             }
         )
+        metrics = trainer.callback_metrics
+        if "val_cell_count" in metrics:
+            reading = {name: float(metrics[f"val_cell_{name}"]) for name in ("accuracy", "count", "se")}
+            module.probe_history.append({"step": row.step, **reading})
         if trainer.is_global_zero:
             write_history_csv(module.curriculum.history, self.csv_path)
+            if module.probe_history:
+                write_text(self.csv_path.with_name(PROBE_CSV), csv_text(module.probe_history))
         if trainer.world_size > 1:  # every rank's own trace, to audit that all decide alike
             rank_csv = self.csv_path.parent / "ranks" / f"curriculum.rank{trainer.global_rank}.csv"
             write_history_csv(module.curriculum.history, rank_csv)
@@ -394,7 +469,7 @@ def train_classifier(
             "dataset.yaml to hold out 10 % of the train tiles instead)",
         )
         train_set = TrainTiles(train_tiles, cfg.train.image_size)
-        val_set = MaskedTiles(val_tiles, cfg.train.image_size)
+        val_set = MaskedTiles(val_tiles, cfg.train.image_size, crop_large=True)
     else:  # held-out train tiles: val_miou only where train_gt gives them truth (never a feedback signal)
         train_set, held = split_holdout(TrainTiles(train_tiles, cfg.train.image_size), 0.1, cfg.seed)
         val_set = MaskedTiles(train_tiles, cfg.train.image_size, held.indices)
@@ -411,6 +486,7 @@ def train_classifier(
     decode_undrawn(train_set, sampler, len(sampler) // batch * batch)
     train_loader = DataLoader(train_set, sampler=sampler, drop_last=True, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
+    report_probe(cfg, val_loader)
     module = Stage1Module(cfg.model_dump(mode="json"), spec.classes, n_tiles=len(train_tiles))
     checkpoints = out / "checkpoints"
     callbacks = [  # in this order: the pool is rebuilt at the level the curriculum has just chosen

@@ -1,0 +1,159 @@
+"""Feedback variants on a real development set: pseudo-mask mIoU mean ± std over seeds, with the
+curriculum's levels and the feedback probe's cells per run.
+
+``DATA_DIR`` is any dataset in segmix's layout with ``train_gt/`` (pixel truth of the training
+tiles, to score the pseudo masks), e.g. glas-dev (``../shared/benchmarks/glas-dev/build.sh``;
+research use only: never commit it or numbers per tile). Every variant runs ``configs/demo.yaml``
+with one change up to the pseudo masks (``--stage2`` also trains and tests stage 2):
+
+- ``none``: no mixing (plain CAM); ``fixed-K``: the shuffle at ladder level K all along;
+  ``random-level``: every batch at a level drawn from the whole ladder, no curriculum;
+- ``segmix``: the default (mastery rule on the probe's cell accuracy);
+- ``probe-swapped``: the probe counting only swapped cells whose source lacks a class of the
+  mixed image (the count before the probe had masks and single-label tiles);
+- ``mastery-0.8`` / ``mastery-0.75``: a lower mastery line; ``plateau-1`` / ``plateau-2``: also
+  advancing after 1 / 2 epochs without a gain of ``min_gain``; ``warmup-1``: a first epoch
+  without shuffling, feedback from the second (the default before the probe).
+
+Prints a markdown table (mean ± std over ``--seeds``, levels per epoch and probe cells at the
+first epoch of the first seed) and the issue's goals, and writes ``results.csv`` in ``--out``.
+Finished runs are skipped when re-run with the same ``--out``.
+
+Run: ``python benchmarks/real.py /path/to/glas-dev --out runs/bench-real --seeds 0,1`` (2 CPU
+cores: about 80 s per run up to the pseudo masks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from feedback import LEVELS, mean_std, pipeline_run, trace  # noqa: E402
+
+VARIANTS = {
+    "none": ["stage1.mixing.method=none"],
+    **{f"fixed-{k}": ["stage1.mixing.method=shuffle-fixed", f"stage1.ladder.fixed_level={k}"] for k in range(LEVELS)},
+    "random-level": ["stage1.mixing.method=shuffle-fixed", f"stage1.ladder.fixed_level={LEVELS - 1}"]
+    + [f"stage1.mixing.replay={(LEVELS - 1) / LEVELS}"],
+    "segmix": [],
+    "probe-swapped": ["stage1.curriculum.probe=swapped"],
+    "mastery-0.8": ["stage1.curriculum.mastery=0.8"],
+    "mastery-0.75": ["stage1.curriculum.mastery=0.75"],
+    "plateau-1": ["stage1.curriculum.patience=1"],
+    "plateau-2": ["stage1.curriculum.patience=2"],
+    "warmup-1": ["stage1.curriculum.warmup=1"],
+}
+CONTROLS = [f"fixed-{k}" for k in range(LEVELS)] + ["random-level"]
+GOAL_OVER_NONE = 5.0
+
+
+def job(variant: str, seed: int, data: Path, out: Path, stage2: bool, extra: list[str]) -> dict | None:
+    """One pipeline run; its result row (None when it failed: see its log)."""
+    folder = out / variant / f"seed{seed}"
+    result = folder / "result.json"
+    if result.is_file():
+        return json.loads(result.read_text())
+    sets = [f"seed={seed}", "fully_supervised=false", *extra, *VARIANTS[variant]]
+    done = pipeline_run("demo.yaml", data, folder, sets, stage2, threads=2)
+    if done is None:
+        return None
+    row = {
+        "variant": variant,
+        "seed": seed,
+        **done,
+        "levels": trace(folder / "stage1")["levels"],
+        **probe(folder / "stage1"),
+    }
+    result.write_text(json.dumps(row))
+    print(f"{variant} seed {seed}: pseudo {row['pseudo_miou']:.4f} levels {row['levels']}", flush=True)
+    return row
+
+
+def probe(stage1: Path) -> dict:
+    """The probe's cells and standard error at the first epoch and the mean over epochs."""
+    path = stage1 / "probe.csv"
+    if not path.is_file():
+        return {"probe_cells": None, "probe_se": None}
+    rows = list(csv.DictReader(path.open()))
+    return {"probe_cells": float(rows[0]["count"]), "probe_se": statistics.mean(float(r["se"]) for r in rows)}
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| variant | seeds | pseudo-mask mIoU (train) % | final mIoU (test) % | levels per epoch (each seed) |"
+        " probe cells (1st epoch) / mean SE | s per run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in VARIANTS:
+        sel = sorted((r for r in rows if r["variant"] == name), key=lambda r: r["seed"])
+        if not sel:
+            continue
+        cells = [r for r in sel if r.get("probe_cells") is not None]
+        cell_text = (
+            f"{cells[0]['probe_cells']:.0f} / {statistics.mean(r['probe_se'] for r in cells):.3f}" if cells else "–"
+        )
+        tests = [r["test_miou"] for r in sel if r.get("test_miou") is not None]
+        lines.append(
+            f"| {name} | {len(sel)} | {mean_std([r['pseudo_miou'] for r in sel])} | {mean_std(tests)} | "
+            f"{' '.join(r['levels'] or '–' for r in sel)} | {cell_text} | "
+            f"{statistics.mean(r['seconds'] for r in sel):.0f} |"
+        )
+    return lines
+
+
+def goals(rows: list[dict], ours: str = "segmix") -> list[str]:
+    """The issue's goals for ``ours``: plain CAM + 5 points, and every fixed level and random-level."""
+
+    def pseudo(name: str) -> float | None:
+        vals = [r["pseudo_miou"] * 100 for r in rows if r["variant"] == name]
+        return statistics.mean(vals) if vals else None
+
+    mine, none = pseudo(ours), pseudo("none")
+    if mine is None:
+        return [f"({ours} did not run)"]
+    out = []
+    if none is not None:
+        met = "met" if mine >= none + GOAL_OVER_NONE else "missed"
+        out.append(f"- {ours} {mine:.2f} >= none {none:.2f} + {GOAL_OVER_NONE:g}: {met}")
+    for name in CONTROLS:
+        other = pseudo(name)
+        if other is not None:
+            out.append(f"- {ours} {mine:.2f} >= {name} {other:.2f}: {'met' if mine >= other else 'missed'}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", type=Path, help="dataset root with train_gt/ (e.g. glas-dev)")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench-real"))
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--seeds", default="0,1", help="training seeds, comma separated")
+    ap.add_argument("--stage2", action="store_true", help="also train and test stage 2")
+    ap.add_argument("--set", dest="extra", action="append", default=[], help="pipeline key=value for every run")
+    args = ap.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"unknown variant: {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    if not (args.data / "train_gt").is_dir():
+        sys.exit(f"{args.data}: no train_gt/ to score the pseudo masks against")
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    t0 = time.perf_counter()
+    rows = [r for s in seeds for v in variants if (r := job(v, s, args.data, args.out, args.stage2, args.extra))]
+    if rows:
+        with (args.out / "results.csv").open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    print(f"\n{args.data.name}: training seeds {seeds}, {time.perf_counter() - t0:.0f} s\n")
+    print("\n".join(table(rows) + [""] + goals(rows)))
+
+
+if __name__ == "__main__":
+    main()
