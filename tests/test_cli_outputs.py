@@ -94,9 +94,11 @@ def test_predict_never_replaces_a_users_file_but_replaces_its_own(tmp_path):
     (out / "x_areas.csv").write_text("my own notes\n")
     _refused(tmp_path, tmp_path / "in", out, "x_areas.csv", "not an output segmix wrote")
     (out / "x_areas.csv").unlink()
+    (out / "cohort.csv").write_text("mine\n")  # images alone write no cohort table: left alone
     for _ in range(2):  # the second run replaces the first run's outputs
         r = segmix("predict", "--model", tmp_path / "m.pt", tmp_path / "in", "--out", out, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
+    assert (out / "cohort.csv").read_text() == "mine\n"
     (out / "x_mask.png").write_bytes((out / "x_overlay.png").read_bytes())  # the user edits an output
     _refused(tmp_path, tmp_path / "in", out, "x_mask.png", "not an output segmix wrote")
 

@@ -84,8 +84,9 @@ def plan_cohort(slides: list[Path], out: Path) -> list[SlideJob]:
             raise OutputError(f"{job.folder}: the outputs of {slide} go in a folder of this name, and it is a file")
         refuse_foreign(job.targets, job.name, job.source)
         jobs[job.name] = job
-    table = out / COHORT_TABLE
-    refuse_foreign([table], table.name, str(out.resolve()))
+    if jobs:  # images alone write no cohort table
+        table = out / COHORT_TABLE
+        refuse_foreign([table], table.name, str(out.resolve()))
     return list(jobs.values())
 
 

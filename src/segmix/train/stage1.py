@@ -486,8 +486,8 @@ def train_classifier(
     decode_undrawn(train_set, sampler, len(sampler) // batch * batch)
     train_loader = DataLoader(train_set, sampler=sampler, drop_last=True, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
-    report_probe(cfg, val_loader)
     module = Stage1Module(cfg.model_dump(mode="json"), spec.classes, n_tiles=len(train_tiles))
+    report_probe(cfg, val_loader)  # after the model: a bad weights file is the one line, not this
     checkpoints = out / "checkpoints"
     callbacks = [  # in this order: the pool is rebuilt at the level the curriculum has just chosen
         CurriculumCallback(out / "curriculum.csv"),
