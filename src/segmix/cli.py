@@ -559,7 +559,7 @@ def predict(
         predict_image,
         prediction_inputs,
     )
-    from segmix.infer.cohort import read_mpp
+    from segmix.infer.predict import read_mpp
     from segmix.infer.records import sealed
     from segmix.models import SEGMENTER_FILE, load_segmenter, pick_device
     from segmix.models.inference import model_fingerprint

@@ -29,7 +29,7 @@ from segmix.config import Stage2Config
 from segmix.data.io import csv_text, write_text
 from segmix.data.spec import DatasetSpec
 from segmix.errors import ConfigError, DatasetError, OutputError, first_line, user_message
-from segmix.infer.predict import output_paths, predict_slide
+from segmix.infer.predict import output_paths, predict_slide, read_mpp
 from segmix.infer.records import read_record, refuse_foreign, same_request, sealed
 from segmix.infer.slide import open_slide
 from segmix.models.inference import model_fingerprint
@@ -88,11 +88,6 @@ def plan_cohort(slides: list[Path], out: Path) -> list[SlideJob]:
         table = out / COHORT_TABLE
         refuse_foreign([table], table.name, str(out.resolve()))
     return list(jobs.values())
-
-
-def read_mpp(spec: DatasetSpec, level: int | None, mpp: float | None) -> float | None:
-    """The microns per pixel slides are read at: none with a level, else ``mpp`` or the model's."""
-    return None if level is not None else (mpp if mpp is not None else spec.mpp)
 
 
 def slide_request(model, spec: DatasetSpec, level: int | None = None, mpp: float | None = None, **slide_args) -> dict:
@@ -207,11 +202,8 @@ def _row(folder: Path, record: dict) -> dict:
     slide = Path(record["input"])
     request = record["request"]
     row: dict = {"slide": str(slide), "status": "not finished", "model": request["model"][:12], "_classes": []}
-    summary, areas_path, failed = (
-        folder / f"{slide.stem}_summary.json",
-        folder / f"{slide.stem}_areas.csv",
-        folder / FAILED,
-    )
+    _, _, areas_path, _, summary = output_paths(slide, folder)
+    failed = folder / FAILED
     if failed.is_file():
         row["status"] = "failed: " + json.loads(failed.read_text())["reason"]
     elif summary.is_file() and areas_path.is_file():

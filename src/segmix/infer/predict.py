@@ -337,11 +337,14 @@ def target_mpp(path: Path, spec: DatasetSpec, mpp: float | None, level: int | No
         ConfigError: neither is known and no level is given.
     """
     check_resolution(spec, mpp, level)
-    if level is not None:
-        return None
-    if mpp is not None and spec.mpp is not None and abs(mpp / spec.mpp - 1) > 0.10:
+    if level is None and mpp is not None and spec.mpp is not None and abs(mpp / spec.mpp - 1) > 0.10:
         log.warning("%s: read at %.3g um/px, the model was trained at %.3g um/px", path, mpp, spec.mpp)
-    return mpp if mpp is not None else spec.mpp
+    return read_mpp(spec, level, mpp)
+
+
+def read_mpp(spec: DatasetSpec, level: int | None, mpp: float | None) -> float | None:
+    """The microns per pixel slides are read at: none with a level, else ``mpp`` or the model's."""
+    return None if level is not None else (mpp if mpp is not None else spec.mpp)
 
 
 def check_resolution(spec: DatasetSpec, mpp: float | None, level: int | None) -> None:

@@ -114,11 +114,16 @@ def probe_census(cfg: Stage1Config, level: Level, loader: DataLoader) -> int:
         x, info, truth = probe_batch(cfg, level, images, labels, masks, VAL_MIX_OFFSET + batch_idx)
         k = labels.shape[1]
         maps = torch.zeros(len(x), k, *info.source.shape[1:])
-        if truth is None:
-            cells += int(cell_hits(maps, info.source, info.patch_size, labels, x.shape[-2:])[1])
-        else:
-            cells += int(probe_hits(maps, info.source, info.patch_size, labels, truth, x.shape[-2:])[1])
+        cells += int(probe_score(maps, info, labels, truth, x.shape[-2:])[1])
     return cells
+
+
+def probe_score(maps: Tensor, info: MixInfo, labels: Tensor, truth: Tensor | None, size) -> Tensor:
+    """``(hits, cells)`` of a probe batch (:func:`probe_batch`): ``probe_hits`` on its known cells,
+    or ``cell_hits`` with ``probe: swapped`` (``truth`` None)."""
+    if truth is None:
+        return cell_hits(maps, info.source, info.patch_size, labels, size)
+    return probe_hits(maps, info.source, info.patch_size, labels, truth, size)
 
 
 def report_probe(cfg: Stage1Config, val_loader: DataLoader) -> None:
@@ -244,10 +249,7 @@ class Stage1Module(L.LightningModule):
             self.cfg, self.curriculum.current, images, labels, masks, self._probe_offset(batch_idx)
         )
         _, maps = self.model(self.normalize(x))
-        if truth is None:
-            self._cells += cell_hits(maps.float(), info.source, info.patch_size, labels, x.shape[-2:])
-        else:
-            self._cells += probe_hits(maps.float(), info.source, info.patch_size, labels, truth, x.shape[-2:])
+        self._cells += probe_score(maps.float(), info, labels, truth, x.shape[-2:])
 
     def _probe_offset(self, batch_idx: int) -> int:
         return VAL_MIX_OFFSET + batch_idx * self.trainer.world_size + self.global_rank
