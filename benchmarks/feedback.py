@@ -150,7 +150,12 @@ def trace(stage1: Path) -> dict:
 
 def supervised(bench: str, data: Path, out: Path, threads: int, extra: list[str]) -> float | None:
     """Test mIoU of stage 2 trained on the true train masks (seed 0)."""
-    folder = out / bench / "fully-supervised"
+    return supervised_run(BENCHMARKS[bench], data, out / bench / "fully-supervised", threads, extra)
+
+
+def supervised_run(config: str, data: Path, folder: Path, threads: int, extra: list[str]) -> float | None:
+    """Test mIoU of stage 2 of the packaged ``config`` trained on the true train masks of ``data``
+    in ``folder`` (None when it failed: see its log)."""
     result = folder / "result.json"
     if not result.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -163,11 +168,11 @@ def supervised(bench: str, data: Path, out: Path, threads: int, extra: list[str]
             "m = train_supervised(cfg, d, resolve_spec(d, cfg.preset), o, False, claim=True);"
             "s = evaluate_model(cfg, m, d, o / 'evaluate', 0); print(s)"
         )
-        cmd = [sys.executable, "-c", code, str(config_file(BENCHMARKS[bench])), str(data), str(folder), *extra]
+        cmd = [sys.executable, "-c", code, str(config_file(config)), str(data), str(folder), *extra]
         try:
             run(cmd, folder / "log.txt", threads)
         except subprocess.CalledProcessError:
-            print(f"FAILED {bench} fully supervised: see {folder / 'log.txt'}", flush=True)
+            print(f"FAILED fully supervised: see {folder / 'log.txt'}", flush=True)
             return None
         scores = json.loads((folder / "evaluate" / "scores.json").read_text())
         result.write_text(json.dumps({"test_miou": scores["miou"]}))

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from segmix.cam.background import tissue_mask
 from segmix.cam.cams import class_activation_maps
 from segmix.cam.masks import pseudo_masks
+from segmix.cam.refine import refine_cams
 from segmix.config import save_config
 from segmix.config.precision import PrecisionName, autocast
 from segmix.config.threads import fit_threads
@@ -39,6 +40,9 @@ class CamConfig(BaseModel):
     white: float = Field(0.80, gt=0, le=1, description="glass: grey above this ...")
     saturation: float = Field(0.15, ge=0, le=1, description="... and saturation below this")
     uncertain: float | None = Field(None, ge=0, le=1, description="best CAM below this -> 255 (ignored)")
+    refine_steps: int = Field(
+        0, ge=0, le=100, description="rounds of colour-adaptive refinement of the CAMs (segmix.cam.refine); 0: off"
+    )
     save_cams: bool = Field(False, description="also write float16 CAM arrays (.npy)")
     num_workers: int | None = Field(
         None,
@@ -130,6 +134,7 @@ def pseudo_masks_of(
     with autocast(precision, device.type):
         cams = class_activation_maps(model, x, cfg.scales, cfg.flip)
         logits = None if _has_labels(group, cfg) else model(x.contiguous(memory_format=torch.channels_last))[0]
+    cams = refine_cams(cams, images, cfg.refine_steps)  # fp32: the weights are softmaxes of small differences
     labels = _gate(group, logits, cfg, device)
     tissue = None
     if spec.glass_is_background:

@@ -245,6 +245,21 @@ class Stage2Loss(Section):
     dice_weight: float = Field(0.0, ge=0, description="weight of the Dice loss beside cross-entropy")
 
 
+class Stage2Mixing(Section):
+    """Stage 2 on SegMix mosaics: grid patches swapped in place across the batch, each mask moving
+    with its pixels (:func:`segmix.train.mosaic.mosaic_batch`). A cell whose source tile has a
+    single label is exact (its class everywhere but glass); its pixels weigh ``exact_weight``."""
+
+    method: Literal["none", "shuffle"] = Field("none", description="none or shuffle (mosaics of the batch)")
+    patch_size: int = Field(28, ge=1, description="grid cell edge in pixels (at train.image_size)")
+    ratio: float = Field(0.5, ge=0, le=1, description="share of grid positions swapped")
+    probability: float = Field(1.0, ge=0, le=1, description="probability that a batch is shuffled")
+    single_share: float = Field(
+        0.0, ge=0, lt=1, description="share of each batch drawn from single-label tiles, class-balanced (0: off)"
+    )
+    exact_weight: float = Field(1.0, ge=0, description="loss weight of pixels from single-label tiles (others: 1)")
+
+
 class SegmenterModel(Section):
     """The stage-2 network (segmentation_models_pytorch)."""
 
@@ -380,4 +395,13 @@ class Stage2Config(RunOptions):
     stain: StainSection = StainSection()
     augment: AugmentSection = AugmentSection()
     loss: Stage2Loss = Stage2Loss()
+    mixing: Stage2Mixing = Stage2Mixing()
     inference: InferenceSection = InferenceSection()
+
+    @model_validator(mode="after")
+    def _cells_fit(self) -> Stage2Config:
+        if self.mixing.method != "none" and self.mixing.patch_size > self.train.image_size:
+            raise ValueError(
+                f"mixing.patch_size {self.mixing.patch_size} exceeds train.image_size {self.train.image_size}"
+            )
+        return self

@@ -76,7 +76,8 @@ def train_supervised(
 
     if not has_train_truth(data_root, spec):
         return None
-    return train_segmenter(cfg.stage2, data_root, data_root / spec.splits.train_gt, out, spec, progress, claim=claim)
+    gt = data_root / spec.splits.train_gt
+    return train_segmenter(cfg.stage2, data_root, gt, out, spec, progress, claim=claim, truth=True)
 
 
 def evaluate_model(cfg: RunConfig, model_file: Path, data_root: Path, out: Path, overlays: int):

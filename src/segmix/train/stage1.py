@@ -210,7 +210,7 @@ class Stage1Module(L.LightningModule):
         if self.cfg.augment.dihedral and pooled is not None:
             # The pool's grid turns with its tiles (ladder patch sizes divide the tile); the
             # same random draws as without it.
-            x, pooled = dihedral_pair(x, pooled, g)
+            x, pooled, _ = dihedral_pair(x, pooled, g)
         elif self.cfg.augment.dihedral:
             x = dihedral(x, g)
         x = hed_jitter(x, self.cfg.augment.hed_jitter, g)

@@ -30,8 +30,10 @@ from segmix.errors import DatasetError
 from segmix.eval.metrics import ConfusionMatrix
 from segmix.models import SEGMENTER_FILE, create_segmenter, save_segmenter, segment, segmenter_input
 from segmix.models.segmenter import check_window
+from segmix.shuffle.segmix import SegMix
 from segmix.train.augment import dihedral_pair, hed_jitter
-from segmix.train.data import EpochShuffle, decode_undrawn, fit_square
+from segmix.train.data import EpochShuffle, SingleLabelShare, decode_undrawn, fit_square
+from segmix.train.mosaic import exact_single_label, mosaic_batch
 from segmix.train.runtime import (
     BestCheckpoint,
     EpochCheckpoint,
@@ -47,11 +49,17 @@ from segmix.train.runtime import (
 log = logging.getLogger(__name__)
 
 
-class MaskedTiles(Dataset):
-    """Train tiles with the masks of a folder (named ``<image stem>.png``), resized to ``size``."""
+class MaskFolderTiles(Dataset):
+    """Train tiles with the masks of a folder (named ``<image stem>.png``), resized to ``size``:
+    ``(image uint8 (3, S, S), mask long (S, S), label float (K,))``.
 
-    def __init__(self, tiles: TileDataset, mask_dir: str | Path, size: int) -> None:
-        self.tiles, self.size = tiles, size
+    ``exact``: a tile with a single label gets that class on every pixel but background and
+    ignored ones (:func:`segmix.train.mosaic.exact_single_label`), for pseudo masks; truth is
+    read as it is.
+    """
+
+    def __init__(self, tiles: TileDataset, mask_dir: str | Path, size: int, exact: bool = False) -> None:
+        self.tiles, self.size, self.exact = tiles, size, exact
         self.mask_dir = Path(mask_dir)
         if not self.mask_dir.is_dir():
             raise DatasetError(self.mask_dir, "mask folder does not exist")
@@ -65,13 +73,17 @@ class MaskedTiles(Dataset):
     def __len__(self) -> int:
         return len(self.tiles)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
         item = self.tiles[index]
         image = item["image"]
         spec = self.tiles.spec
         mask = read_mask(self.masks[index], spec.num_indices, spec.palette, image.shape[:2])
         image, mask = fit_square(image, self.size), fit_square(mask, self.size, Image.NEAREST)
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous(), torch.from_numpy(np.array(mask)).long()
+        label = torch.from_numpy(item["label"].astype(np.float32))
+        mask = torch.from_numpy(np.array(mask)).long()
+        if self.exact:
+            mask = exact_single_label(mask[None], label[None], spec.background_index)[0]
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous(), mask, label
 
 
 def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
@@ -96,16 +108,26 @@ class Stage2Module(L.LightningModule):
         self.model = create_segmenter(m.arch, m.encoder, self.num_out, m.encoder_weights, m.weights)
         check_window(self.model, self.cfg.train.image_size)
         self._cm: ConfusionMatrix | None = None
+        mix = self.cfg.mixing
+        self.mixer = SegMix(mix.patch_size, mix.ratio, mix.probability) if mix.method == "shuffle" else None
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        images, masks = batch
+        images, masks, labels = batch
         g = step_generator(self.cfg.seed, self.global_step, self.global_rank)
         x = images.float() / 255
+        weights = None
+        if self.mixer is not None or self.cfg.mixing.exact_weight != 1:
+            mixer = self.mixer or SegMix(1, ratio=0.0, p=0.0)
+            x, masks, weights = mosaic_batch(mixer, x, masks, labels, self.cfg.mixing.exact_weight, g)
         if self.cfg.augment.dihedral:
-            x, masks = dihedral_pair(x, masks, g)
+            x, masks, weights = dihedral_pair(x, masks, g, weights)
         x = hed_jitter(x, self.cfg.augment.hed_jitter, g)
         logits = self.model(segmenter_input(x).contiguous(memory_format=torch.channels_last)).float()
-        loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
+        if weights is None:
+            loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
+        else:
+            pixel = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX, reduction="none")
+            loss = (pixel * weights).sum() / weights.sum().clamp(min=1e-6)
         if self.cfg.loss.dice_weight > 0:
             loss = loss + self.cfg.loss.dice_weight * dice_loss(logits, masks)
         check_finite(loss, self.global_step)
@@ -141,11 +163,13 @@ def train_segmenter(
     progress: bool = True,
     extra_callbacks: list | None = None,
     claim: bool = True,
+    truth: bool = False,
 ) -> Path:
     """Train (or resume) stage 2 on the masks in ``mask_dir``; returns ``segmenter.pt`` (best epoch).
 
     ``mask_dir`` holds ``<train image stem>.png`` masks: pseudo masks from ``segmix cams``, or
-    the dataset's ``train_gt`` for the fully supervised upper bound.
+    the dataset's ``train_gt`` for the fully supervised upper bound (``truth``: read as they are,
+    single-label tiles not made exact).
     """
     out = Path(out_dir)
     if claim:  # as in train_classifier: segmix run decides resumption by its own hashes
@@ -154,13 +178,16 @@ def train_segmenter(
     train_tiles = TileDataset(data_root, "train", spec, with_masks=False)
     stain = fit_stain_normalizer(cfg.stain.method, cfg.stain.reference, train_tiles, cfg.stain.fit_tiles)
     train_tiles.stain = stain
-    train_set = MaskedTiles(train_tiles, mask_dir, cfg.train.image_size)
+    train_set = MaskFolderTiles(train_tiles, mask_dir, cfg.train.image_size, exact=not truth)
     batch = cfg.train.batch_size
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     precision, workers = run_placement(cfg)
     loader_args = {"num_workers": workers, "persistent_workers": workers > 0}
     sampler, drop_last = EpochShuffle(len(train_set), cfg.seed), len(train_set) >= 2 * batch
+    if cfg.mixing.single_share > 0:
+        labels = np.stack([s.label for s in train_tiles.samples])
+        sampler, drop_last = SingleLabelShare(labels, batch, cfg.mixing.single_share, cfg.seed), True
     decode_undrawn(train_set, sampler, len(sampler) // batch * batch if drop_last else len(sampler))
     train_loader = DataLoader(train_set, batch_size=batch, sampler=sampler, drop_last=drop_last, **loader_args)
     val_loader = None
