@@ -17,7 +17,7 @@ isolates that part:
   whose CAM is below 0.3 left out of stage 2;
 - ``segmix-gain``: the gain rule on the val split's mIoU (``val_miou``); ``gain-dwell2``: at
   least two epochs per level; ``gain-single``: without the single-label share; ``gain-p1`` /
-  ``gain-p2``: advancing after 1 / 2 epochs without a new best (``curriculum.patience``);
+  ``gain-p2``: advancing after 1 / 2 epochs without a new best (``curriculum.gain.patience``);
 - ``+replay``: half of the batches mixed at an easier level than the curriculum's, drawn
   uniformly (``mixing.replay``); ``sched-replay``: the same on the linear schedule;
   ``random-level``: every batch at a level drawn uniformly from the whole ladder (the finest
@@ -52,29 +52,30 @@ from pathlib import Path
 
 BENCHMARKS = {"default": "demo.yaml", "hard": "demo-hard.yaml"}
 LEVELS = 6  # the demo ladder: patch 56 / 16 / 14 px, each at swap ratio 0.25 and 0.5
+SHUFFLE_FIXED = "stage1.mixing.method=shuffle-fixed"
 VARIANTS = {
     "none": ["stage1.mixing.method=none"],
-    **{f"fixed-{k}": ["stage1.mixing.method=shuffle-fixed", f"stage1.ladder.fixed_level={k}"] for k in range(LEVELS)},
+    **{f"fixed-{k}": [SHUFFLE_FIXED, f"stage1.curriculum.fixed.level={k}"] for k in range(LEVELS)},
     "scheduled": ["stage1.mixing.method=shuffle-scheduled"],
     "segmix-loss": ["stage1.mixing.method=segmix-loss"],
     "segmix": [],
     "segmix-gain": ["stage1.mixing.method=segmix-gain"],
-    "gain-dwell2": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.dwell=2"],
+    "gain-dwell2": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.gain.dwell=2"],
     "gain-single": ["stage1.mixing.method=segmix-gain", "stage1.mixing.single_share=0"],
-    "gain-p1": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.patience=1"],
-    "gain-p2": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.patience=2"],
+    "gain-p1": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.gain.patience=1"],
+    "gain-p2": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.gain.patience=2"],
     "+replay": ["stage1.mixing.replay=0.5"],
     "sched-replay": ["stage1.mixing.method=shuffle-scheduled", "stage1.mixing.replay=0.5"],
-    "random-level": ["stage1.mixing.method=shuffle-fixed", f"stage1.ladder.fixed_level={LEVELS - 1}"]
+    "random-level": [SHUFFLE_FIXED, f"stage1.curriculum.fixed.level={LEVELS - 1}"]
     + [f"stage1.mixing.replay={(LEVELS - 1) / LEVELS}"],
     "-single": ["stage1.mixing.single_share=0"],
     "old-default": ["stage1.mixing.method=segmix-loss", "stage1.mixing.single_share=0"],
     "+pool": ["stage1.patch_pool.share=0.5"],
-    "+plateau": ["stage1.curriculum.patience=1"],
+    "+plateau": ["stage1.curriculum.mastery.patience=1"],
     "os8": ["stage1.model.output_stride=8"],
     "uncertain": ["cams.uncertain=0.3"],
     "probe-swapped": ["stage1.curriculum.probe=swapped"],
-    "warmup-1": ["stage1.curriculum.warmup=1"],
+    "warmup-1": ["stage1.curriculum.mastery.warmup=1"],
 }
 FIXED = [f"fixed-{k}" for k in range(LEVELS)]
 GOAL_OVER_NONE = {"default": 7.0, "hard": 4.0}

@@ -86,7 +86,7 @@ def main() -> None:
         train={"image_size": args.size, "batch_size": min(64, args.tiles), "epochs": args.epochs},
     )
     clf = s1.train_classifier(cfg1, data, args.out / "stage1", progress=False, callbacks=[timer1])
-    per_epoch = args.tiles // cfg1.batch_size * cfg1.batch_size  # drop_last
+    per_epoch = args.tiles // cfg1.train.batch_size * cfg1.train.batch_size  # drop_last
     results["stage1_img_per_s"] = round(per_epoch / min(timer1.times[1:] or timer1.times), 1)
     results["stage1_peak_gib"] = peak_gib()
 

@@ -38,18 +38,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from feedback import LEVELS, mean_std, pipeline_run, supervised_run, trace  # noqa: E402
 
 MOSAIC, REFINE = "stage2.mixing.method=shuffle", "cams.refine_steps=10"
+SHUFFLE_FIXED = "stage1.mixing.method=shuffle-fixed"
 VARIANTS = {
     "none": ["stage1.mixing.method=none"],
-    **{f"fixed-{k}": ["stage1.mixing.method=shuffle-fixed", f"stage1.ladder.fixed_level={k}"] for k in range(LEVELS)},
-    "random-level": ["stage1.mixing.method=shuffle-fixed", f"stage1.ladder.fixed_level={LEVELS - 1}"]
+    **{f"fixed-{k}": [SHUFFLE_FIXED, f"stage1.curriculum.fixed.level={k}"] for k in range(LEVELS)},
+    "random-level": [SHUFFLE_FIXED, f"stage1.curriculum.fixed.level={LEVELS - 1}"]
     + [f"stage1.mixing.replay={(LEVELS - 1) / LEVELS}"],
     "segmix": [],
     "probe-swapped": ["stage1.curriculum.probe=swapped"],
-    "mastery-0.8": ["stage1.curriculum.mastery=0.8"],
-    "mastery-0.75": ["stage1.curriculum.mastery=0.75"],
-    "plateau-1": ["stage1.curriculum.patience=1"],
-    "plateau-2": ["stage1.curriculum.patience=2"],
-    "warmup-1": ["stage1.curriculum.warmup=1"],
+    "mastery-0.8": ["stage1.curriculum.mastery.mastery=0.8"],
+    "mastery-0.75": ["stage1.curriculum.mastery.mastery=0.75"],
+    "plateau-1": ["stage1.curriculum.mastery.patience=1"],
+    "plateau-2": ["stage1.curriculum.mastery.patience=2"],
+    "warmup-1": ["stage1.curriculum.mastery.warmup=1"],
     "mosaic": [MOSAIC],
     "mosaic-exact": [MOSAIC, "stage2.mixing.single_share=0.25", "stage2.mixing.exact_weight=2"],
     "refine": [REFINE],

@@ -36,9 +36,11 @@ from scipy.stats import spearmanr  # noqa: E402
 from feedback import BENCHMARKS, VARIANTS, config_file, synthesise  # noqa: E402
 from segmix.data.dataset import TileDataset  # noqa: E402
 from segmix.data.spec import resolve_spec  # noqa: E402
+from segmix.eval.metrics import confusion_miou  # noqa: E402
+from segmix.models.gate import gated_argmax  # noqa: E402
 from segmix.shuffle import SegMix  # noqa: E402
 from segmix.train.data import MaskedTiles  # noqa: E402
-from segmix.train.losses import cell_hits, confusion_miou, gated_argmax, gated_confusion  # noqa: E402
+from segmix.train.losses import cell_hits, gated_confusion  # noqa: E402
 
 DEADLINE = [float("inf")]  # perf_counter after which no job starts (--budget-s)
 DEFAULT_VARIANTS = "none,fixed-0,fixed-1,fixed-2,fixed-3,fixed-4,fixed-5,scheduled,segmix"

@@ -25,7 +25,7 @@ VARIANTS = {
     "cutmix": ["mixing.method=cutmix"],
     "shuffle-fixed": ["mixing.method=shuffle-fixed"],
     "segmix": ["mixing.method=segmix"],
-    "segmix-union": ["mixing.method=segmix", "mixing.label_mix=union"],
+    "segmix-union": ["mixing.method=segmix", "mixing.segmix.label_mix=union"],
     "segmix-nocell": ["mixing.method=segmix", "loss.patch_cam_weight=0"],
     "shuffle-fixed-nocell": ["mixing.method=shuffle-fixed", "loss.patch_cam_weight=0"],
 }
@@ -77,7 +77,7 @@ def main() -> None:
         f"model.backbone={args.backbone}",
         f"train.epochs={args.epochs}",
         "num_workers=0",
-        "mixing.label_mix=area",
+        "mixing.segmix.label_mix=area",
     ] + args.overrides
     if weights:
         base.append(f"model.weights={weights}")

@@ -46,8 +46,7 @@ def test_odd_batch_leaves_last_image():
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_method_builds_and_mixes(name):
     levels = build_levels([16, 8], 0.25, 0.5)
-    kwargs = {"total_steps": 4} if name == "shuffle-scheduled" else None
-    mixer, cur = create_method(name, levels=levels, curriculum_args=kwargs)
+    mixer, cur = create_method(name, levels=levels, total_steps=4)
     x = torch.rand(4, 3, 32, 32)
     out, t, info = mixer(x, torch.eye(4)[:, :3], torch.Generator().manual_seed(0))
     assert out.shape == x.shape and t.shape == (4, 3)
@@ -62,17 +61,22 @@ def test_unknown_method_lists_known():
 def test_factories_refuse_unknown_arguments_and_list_the_known_ones():
     from segmix.shuffle import Mixer, NoMix, SegMix, create_curriculum, create_mixer
 
-    with pytest.raises(ValueError, match=r"patchsize; known: patch_size, ratio, p, label_mix"):
-        create_method("segmix", build_levels([56], 0.25, 0.5), {"patchsize": 16})
-    with pytest.raises(ValueError, match="unknown argument"):
+    with pytest.raises(ValueError, match=r"mixer 'segmix': unknown knob\(s\) patchsize; known: label_mix"):
+        create_method("segmix", build_levels([56], 0.25, 0.5), mixer={"patchsize": 16})
+    with pytest.raises(ValueError, match=r"mixer 'cutmix': unknown knob\(s\) patch_size; known: alpha"):
         create_mixer("cutmix", patch_size=8)
     with pytest.raises(ValueError, match="has no curriculum"):
-        create_method("none", None, {}, {"level": 0})
-    with pytest.raises(ValueError, match=r"warmup_of; known: mode, advance"):
-        create_curriculum("feedback", SegMix(), build_levels([56], 0.25, 0.5), warmup_of=True)
-    with pytest.raises(ValueError, match="unknown mixer 'segmx'; known: none, cutmix, mixup, segmix"):
+        create_method("none", None, curriculum={"level": 0})
+    with pytest.raises(ValueError, match=r"warmup_of; known: warmup, warmup_off, mode, advance"):
+        create_curriculum("loss", SegMix(), build_levels([56], 0.25, 0.5), warmup_of=True)
+    with pytest.raises(ValueError, match="unknown mixer 'segmx'; known: segmix, none, cutmix, mixup"):
         create_mixer("segmx")
-    args = {"shuffle-scheduled": {"total_steps": 4}}
+    with pytest.raises(ValueError, match="cuts a patch grid"):
+        create_mixer("segmix")
+    with pytest.raises(ValueError, match="needs total_steps"):
+        create_method("shuffle-scheduled", build_levels([56], 0.25, 0.5))
+    with pytest.raises(ValueError, match="label_mix: .*unknown label_mix 'max'; known: area, union"):
+        create_mixer("segmix", level=build_levels([56], 0.25, 0.5)[0], label_mix="max")
     levels = build_levels([56], 0.25, 0.5)
-    assert all(isinstance(create_method(m, levels, None, args.get(m))[0], Mixer) for m in METHODS)
+    assert all(isinstance(create_method(m, levels, total_steps=4)[0], Mixer) for m in METHODS)
     assert isinstance(NoMix(), Mixer) and not isinstance(object(), Mixer)

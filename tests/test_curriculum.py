@@ -3,8 +3,15 @@
 import pytest
 import torch
 
-from segmix.shuffle import SegMix, build_levels, create_curriculum, patch_ladder
-from segmix.shuffle.curriculum import FeedbackCurriculum, Level, MasteryCurriculum
+from segmix.shuffle import (
+    Level,
+    LossCurriculum,
+    MasteryCurriculum,
+    SegMix,
+    build_levels,
+    create_curriculum,
+    patch_ladder,
+)
 
 
 def test_patch_ladder_is_coarse_to_fine_divisors():
@@ -28,7 +35,7 @@ def test_levels_step_ratio_within_patch_size():
 def _feedback(**kw):
     mixer = SegMix(56, 0.1)
     levels = build_levels([56, 28, 14], 0.25, 0.5, 2)
-    return mixer, FeedbackCurriculum(mixer, levels, advance=0.1, tighten=0.0, backoff=0.2, warmup=1, **kw)
+    return mixer, LossCurriculum(mixer, levels, advance=0.1, tighten=0.0, backoff=0.2, warmup=1, **kw)
 
 
 def test_feedback_rule_on_a_scripted_loss_sequence():
@@ -48,7 +55,7 @@ def test_feedback_rule_on_a_scripted_loss_sequence():
 
 def test_threshold_tightens_with_steps():
     mixer = SegMix(56, 0.1)
-    cur = FeedbackCurriculum(mixer, build_levels([56], 0.2, 0.2, 1), advance=0.05, tighten=0.5, warmup=0)
+    cur = LossCurriculum(mixer, build_levels([56], 0.2, 0.2, 1), advance=0.05, tighten=0.5, warmup=0)
     cur.step(1.0)
     assert cur.threshold(1) == pytest.approx(1 - 0.05 * 1.5)
     assert cur.threshold(10) == pytest.approx(1 - 0.05 * 6)
@@ -57,14 +64,14 @@ def test_threshold_tightens_with_steps():
 
 def test_score_mode_uses_one_minus_score_and_top_level_holds():
     mixer = SegMix(56, 0.1)
-    cur = FeedbackCurriculum(mixer, build_levels([56, 28], 0.5, 0.5, 1), mode="score", advance=0.1, tighten=0, warmup=0)
+    cur = LossCurriculum(mixer, build_levels([56, 28], 0.5, 0.5, 1), mode="score", advance=0.1, tighten=0, warmup=0)
     assert [cur.step(s).action for s in (0.5, 0.6, 0.7, 0.9)] == ["hold", "advance", "hold", "advance"][:3] + ["hold"]
     assert cur.level == 1 and cur.history[1].error == pytest.approx(0.4)
 
 
 def test_warmup_off_disables_shuffle_until_warmup_ends():
     mixer = SegMix(56, 0.3)
-    cur = FeedbackCurriculum(mixer, build_levels([56, 28], 0.25, 0.5), warmup=2, warmup_off=True)
+    cur = LossCurriculum(mixer, build_levels([56, 28], 0.25, 0.5), warmup=2, warmup_off=True)
     assert mixer.ratio == 0.0
     cur.step(1.0)
     assert mixer.ratio == 0.0
@@ -92,9 +99,9 @@ def test_save_load_mid_way_gives_identical_later_decisions():
 def test_load_rejects_other_curriculum_or_ladder():
     _, cur = _feedback()
     sched = create_curriculum("scheduled", SegMix(), build_levels([56, 28, 14], 0.25, 0.5, 2), total_steps=4)
-    with pytest.raises(ValueError, match="not 'feedback'"):
+    with pytest.raises(ValueError, match="not 'loss'"):
         cur.load_state_dict(sched.state_dict())
-    other = FeedbackCurriculum(SegMix(), build_levels([56], 0.25, 0.5))
+    other = LossCurriculum(SegMix(), build_levels([56], 0.25, 0.5))
     with pytest.raises(ValueError, match="another ladder"):
         other.load_state_dict(cur.state_dict())
 
@@ -119,7 +126,7 @@ def test_non_finite_signal_is_refused():
 def test_history_rows_are_typed_and_round_trip_through_csv(tmp_path):
     from segmix.shuffle import HistoryRow, read_history_csv, write_history_csv
 
-    cur = FeedbackCurriculum(SegMix(), build_levels([56, 28], 0.25, 0.5), warmup=1)
+    cur = LossCurriculum(SegMix(), build_levels([56, 28], 0.25, 0.5), warmup=1)
     for s in (1.0, 0.9, 0.5):
         assert isinstance(cur.step(s), HistoryRow)
     write_history_csv(cur.history, tmp_path / "c.csv")
@@ -127,17 +134,27 @@ def test_history_rows_are_typed_and_round_trip_through_csv(tmp_path):
     assert cur.history[0].action == "warmup" and cur.history[0].threshold is None
 
 
-def test_the_api_and_the_config_share_the_feedback_defaults():
+def test_the_api_and_the_config_share_the_rules_defaults():
     from segmix.config import CurriculumConfig
 
-    cur = FeedbackCurriculum(SegMix(), build_levels([56], 0.25, 0.5))
+    cur = LossCurriculum(SegMix(), build_levels([56], 0.25, 0.5))
     cfg = CurriculumConfig()
     keys = ("mode", "advance", "tighten", "backoff", "warmup", "warmup_off")
-    assert cfg.rule("feedback") == {k: getattr(cur, k) for k in keys}
+    assert cfg.knobs("loss") == {k: getattr(cur, k) for k in keys}
     assert cur.warmup_off is True
     mastery = MasteryCurriculum(SegMix(), build_levels([56], 0.25, 0.5))
     keys = ("mastery", "collapse", "patience", "min_gain", "warmup", "warmup_off")
-    assert cfg.rule("mastery") == {k: getattr(mastery, k) for k in keys}
+    assert cfg.knobs("mastery") == {k: getattr(mastery, k) for k in keys}
+
+
+def test_a_checkpoint_of_the_loss_rule_under_its_earlier_name_resumes():
+    _, cur = _feedback()
+    for s in (1.0, 0.8):
+        cur.step(s)
+    state = {**cur.state_dict(), "name": "feedback"}
+    _, again = _feedback()
+    again.load_state_dict(state)
+    assert again.history == cur.history and again.ref == cur.ref
 
 
 def test_ladders_can_align_with_vit_tokens():

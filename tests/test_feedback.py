@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from segmix.config import CurriculumConfig, load_config
-from segmix.shuffle import GainCurriculum, MasteryCurriculum, SegMix, build_levels, create_method
+from segmix.eval.metrics import confusion_miou
+from segmix.shuffle import METHODS, GainCurriculum, MasteryCurriculum, SegMix, build_levels, create_method
 from segmix.train.data import SingleLabelShare
 from segmix.train.losses import (
     cell_hits,
     cell_truth,
-    confusion_miou,
     gated_confusion,
     patch_cam_loss,
     probe_hits,
@@ -64,14 +64,15 @@ def test_mastery_state_resumes_with_identical_decisions():
     assert [a.step(s) for s in (0.6, 0.5, 0.96)] == [b.step(s) for s in (0.6, 0.5, 0.96)]
 
 
-def test_segmix_is_the_mastery_rule_on_cell_accuracy_and_segmix_loss_the_old_rule():
+def test_segmix_is_the_mastery_rule_on_cell_accuracy_and_segmix_loss_the_loss_rule():
     cfg = CurriculumConfig()
-    _, cur = create_method("segmix", LEVELS, {}, cfg.rule("mastery"))
-    assert isinstance(cur, MasteryCurriculum) and (cur.mastery, cur.collapse) == (cfg.mastery, cfg.collapse)
-    assert cfg.signal_for("mastery") == "cell_accuracy" and cfg.signal_for("feedback") == "train_loss"
-    assert CurriculumConfig(signal="val_f1").signal_for("mastery") == "val_f1"
-    _, old = create_method("segmix-loss", LEVELS, {}, cfg.rule("feedback"))
-    assert old.name == "feedback" and old.advance == cfg.advance
+    mastery = cfg.knobs("mastery")
+    _, cur = create_method("segmix", LEVELS, curriculum=mastery)
+    assert isinstance(cur, MasteryCurriculum) and (cur.mastery, cur.collapse) == (mastery["mastery"], 0.05)
+    assert METHODS["segmix"].signal() == "cell_accuracy" and METHODS["segmix-loss"].signal() == "train_loss"
+    assert METHODS["segmix"].signal("val_f1") == "val_f1" and METHODS["shuffle-fixed"].signal("val_f1") is None
+    _, old = create_method("segmix-loss", LEVELS, curriculum=cfg.knobs("loss"))
+    assert old.name == "loss" and old.advance == cfg.knobs("loss")["advance"]
 
 
 def test_gain_rule_climbs_on_new_bests_and_steps_back_when_a_level_costs_the_score():
@@ -117,13 +118,13 @@ def test_gain_state_resumes_with_identical_decisions():
 
 
 def test_segmix_gain_reads_val_miou_with_the_configs_rule():
-    cfg = CurriculumConfig(drop=0.03, dwell=2)
-    _, cur = create_method("segmix-gain", LEVELS, {}, cfg.rule("gain"))
+    cfg = CurriculumConfig(gain={"drop": 0.03, "dwell": 2})
+    _, cur = create_method("segmix-gain", LEVELS, curriculum=cfg.knobs("gain"))
     assert isinstance(cur, GainCurriculum) and (cur.drop, cur.dwell) == (0.03, 2)
-    assert cfg.signal_for("gain") == "val_miou"
+    assert METHODS["segmix-gain"].signal() == "val_miou"
     default = GainCurriculum(SegMix(), LEVELS)
     keys = ("drop", "dwell", "patience", "warmup", "warmup_off")
-    assert CurriculumConfig().rule("gain") == {k: getattr(default, k) for k in keys}
+    assert CurriculumConfig().knobs("gain") == {k: getattr(default, k) for k in keys}
 
 
 def test_gated_confusion_scores_the_label_gated_argmax_on_tissue_pixels_only():
@@ -249,8 +250,8 @@ def test_stage1_writes_the_pool_trace_and_resumes_its_state(tmp_path):
         "train.batch_size=8",
         "num_workers=0",
         "ladder.patch_min=16",
-        "curriculum.warmup=0",
-        "curriculum.mastery=0.01",  # every epoch masters its level: the pool's share grows
+        "curriculum.mastery.warmup=0",
+        "curriculum.mastery.mastery=0.01",  # every epoch masters its level: the pool's share grows
         "patch_pool.share=1.0",
         "patch_pool.confidence=0.5",
         "mixing.single_share=0.25",
@@ -276,8 +277,8 @@ def test_stage1_logs_val_miou_and_segmix_gain_steps_on_it(tmp_path):
     data = tmp_path / "data"
     generate(SynthConfig(n_train=16, n_val=8, n_test=2, tile_size=64, seed=4), data, workers=1)
     sets = ["model.backbone=resnet18", "train.image_size=64", "train.batch_size=8", "num_workers=0"]
-    sets += ["ladder.patch_min=16", "mixing.method=segmix-gain", "train.epochs=2", "curriculum.drop=1.0"]
-    sets += ["curriculum.warmup=1"]  # off by default; its first reading is still recorded
+    sets += ["ladder.patch_min=16", "mixing.method=segmix-gain", "train.epochs=2", "curriculum.gain.drop=1.0"]
+    sets += ["curriculum.gain.warmup=1"]  # off by default; its first reading is still recorded
     run = tmp_path / "run"
     train_classifier(load_config(Stage1Config, None, sets), data, run, progress=False)
     trace = list(csv.DictReader((run / "curriculum.csv").open()))
@@ -291,7 +292,7 @@ def test_stage1_logs_val_miou_and_segmix_gain_steps_on_it(tmp_path):
 def test_report_plots_the_signal_and_the_pool(tmp_path):
     import base64
 
-    from segmix.pipeline.report import curriculum_plot
+    from segmix.pipeline.figures import curriculum_plot
     from segmix.shuffle import write_history_csv
     from segmix.train.pool import PoolStats, write_pool_csv
 
@@ -347,7 +348,7 @@ def test_full_size_val_images_are_cut_into_tiles_and_the_probe_counts_enough_cel
     from segmix.data.synth import SynthConfig, dataset_spec, generate
     from segmix.train import Stage1Config
     from segmix.train.data import MaskedTiles
-    from segmix.train.stage1 import probe_census, report_probe
+    from segmix.train.probe import probe_census, report_probe
 
     data = tmp_path / "d"
     generate(SynthConfig(tile_size=32, n_train=8, n_val=1, n_test=1, seed=0), data, workers=1)

@@ -5,8 +5,9 @@ import pytest
 import timm
 import torch
 
-from segmix.cam import class_activation_maps, pseudo_masks, tissue_mask
+from segmix.cam import class_activation_maps, pseudo_masks
 from segmix.data.synth import SynthConfig, render_tile
+from segmix.data.tissue import tissue_mask
 from segmix.models import CamClassifier, load_backbone_weights
 from segmix.train.augment import dihedral, hed_jitter
 
@@ -109,6 +110,26 @@ def test_model_files_of_the_flat_config_layout_still_load(tmp_path):
     loaded, cfg, classes = load_classifier(tmp_path / "old.pt")
     assert classes == ["A", "B"] and cfg.train.image_size == 64 and cfg.train.epochs == 3
     assert cfg.mixing.probability == 0.5 and cfg.loss.patch_cam_weight == 0.0
-    assert cfg.curriculum.signal == "val_f1" and cfg.curriculum.advance == 0.1
+    assert cfg.curriculum.signal == "val_f1" and cfg.curriculum.knobs("loss")["advance"] == 0.1
     x = torch.rand(1, 3, 64, 64)
     assert torch.equal(loaded(x)[0], model.eval()(x)[0])
+
+
+def test_model_files_of_the_layout_before_the_registry_still_load(tmp_path):
+    from segmix.models import load_classifier, save_payload
+
+    model = CamClassifier("resnet18", 2, output_stride=16)
+    old = {
+        "train": {"image_size": 64},
+        "mixing": {"method": "segmix", "label_mix": "area", "alpha": 0.4},
+        "ladder": {"fixed_level": 2},
+        "curriculum": {"mastery": 0.8, "patience": 2, "drop": 0.03, "warmup": 1, "probe": "swapped"},
+    }
+    save_payload({"state_dict": model.state_dict(), "config": old, "classes": ["A", "B"]}, tmp_path / "old.pt")
+    _, cfg, _ = load_classifier(tmp_path / "old.pt")
+    assert cfg.mixing.knobs("segmix") == {"label_mix": "area"}
+    assert cfg.mixing.knobs("cutmix") == cfg.mixing.knobs("mixup") == {"alpha": 0.4}
+    assert cfg.curriculum.knobs("fixed") == {"level": 2} and cfg.curriculum.probe == "swapped"
+    mastery, gain = cfg.curriculum.knobs("mastery"), cfg.curriculum.knobs("gain")
+    assert (mastery["mastery"], mastery["patience"], mastery["warmup"]) == (0.8, 2, 1)
+    assert (gain["drop"], gain["patience"], gain["warmup"], cfg.curriculum.knobs("loss")["warmup"]) == (0.03, 2, 1, 1)

@@ -1,5 +1,6 @@
 """Stage-2 mosaics (masks move with their pixels, exact single-label cells) and CAM refinement."""
 
+import csv
 import logging
 
 import numpy as np
@@ -29,20 +30,25 @@ def _batch(seed: int, b: int = 6, size: int = 30, k: int = 3):
 @pytest.mark.parametrize("patch", [4, 7, 10])
 def test_masks_travel_with_their_pixels_and_weights_mark_single_label_sources(patch):
     images, masks, labels = _batch(patch)
-    x, m, w = mosaic_batch(SegMix(patch, ratio=0.6), images, masks, labels, 2.5, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    x, m, w, mixed_labels = mosaic_batch(SegMix(patch, ratio=0.6), images, masks, labels, 2.5, g)
     assert torch.equal(x[:, 0].long(), m)  # the mask of every pixel is the one drawn for it
     source = x[:, 1].long()
     assert (source != torch.arange(6)[:, None, None]).any()  # something moved
     single = (labels > 0.5).sum(1) == 1
     expected = torch.where(single[source], 2.5, 1.0) * (m != IGNORE_INDEX)
     assert torch.equal(w, expected)
+    present = torch.zeros(6, 3)
+    for b in range(6):
+        present[b] = labels[source[b].unique()].amax(0)
+    assert torch.equal(mixed_labels, present)  # every class of a source of the image
     if 30 % patch:  # the ragged border stays home
         assert torch.equal(source[:, -1, -1], torch.arange(6))
 
 
 def test_unshuffled_batch_keeps_masks_and_still_weights():
     images, masks, labels = _batch(0)
-    x, m, w = mosaic_batch(SegMix(5, ratio=0.5, p=0.0), images, masks, labels, 3.0)
+    x, m, w, _ = mosaic_batch(SegMix(5, ratio=0.5, p=0.0), images, masks, labels, 3.0)
     assert torch.equal(x, images) and torch.equal(m, masks)
     assert torch.equal(w[1], torch.full((30, 30), 3.0)) and w[0, 0, 0] == 0
 
@@ -86,7 +92,7 @@ def test_refinement_pulls_activation_back_inside_the_region_and_zero_steps_is_id
 
 
 @pytest.mark.slow
-def test_stage2_trains_on_mosaics_with_exact_cells(tmp_path):
+def test_stage2_trains_on_mosaics_with_exact_cells_and_an_ema_teacher(tmp_path):
     from segmix.data.synth import SynthConfig, generate
     from segmix.models import load_segmenter
     from segmix.train import Stage2Config, train_segmenter
@@ -96,13 +102,17 @@ def test_stage2_trains_on_mosaics_with_exact_cells(tmp_path):
     mixing = {"method": "shuffle", "patch_size": 16, "single_share": 0.25, "exact_weight": 2.0}
     cfg = Stage2Config(
         model={"encoder": "resnet18"},
-        train={"image_size": 64, "batch_size": 8, "epochs": 1},
+        train={"image_size": 64, "batch_size": 8, "epochs": 2},
         mixing=mixing,
+        self_training={"start": 1, "confidence": 0.55},
         num_workers=0,
     )
     path = train_segmenter(cfg, root, root / "train_gt", tmp_path / "s2", progress=False)
     _, saved, _ = load_segmenter(path)
     assert saved.mixing.method == "shuffle" and saved.mixing.exact_weight == 2.0
+    rows = list(csv.DictReader(next((tmp_path / "s2" / "logs").rglob("metrics.csv")).open()))
+    relabelled = [float(r["train/relabelled"]) for r in rows if r.get("train/relabelled")]
+    assert len(relabelled) == 1 and 0 <= relabelled[0] <= 1  # the teacher relabels from epoch 1 only
 
 
 def test_cells_larger_than_the_tile_are_refused():

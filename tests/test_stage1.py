@@ -37,7 +37,8 @@ def tiny_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tiny_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    cfg = load_config(Stage1Config, None, TINY + ["train.epochs=2", "mixing.method=segmix", "curriculum.warmup=0"])
+    sets = TINY + ["train.epochs=2", "mixing.method=segmix", "curriculum.mastery.warmup=0"]
+    cfg = load_config(Stage1Config, None, sets)
     return run, train_classifier(cfg, tiny_data, run, progress=False)
 
 
@@ -101,7 +102,7 @@ def test_predicted_labels_and_uncertain_pixels(tiny_data, trained, tmp_path):
 
 @pytest.mark.slow
 def test_resume_restores_curriculum_state(tiny_data, tmp_path):
-    base = TINY + ["mixing.method=segmix", "curriculum.warmup=0", "curriculum.advance=0.0"]
+    base = TINY + ["mixing.method=segmix", "curriculum.mastery.warmup=0", "curriculum.loss.advance=0.0"]
     run = tmp_path / "run"
     train_classifier(load_config(Stage1Config, None, base + ["train.epochs=1"]), tiny_data, run, progress=False)
     ckpt_path = run / "checkpoints" / "last.ckpt"
@@ -169,7 +170,8 @@ def test_config_errors_name_the_key(tmp_path):
     assert "epochs" in str(err.value) and "method" in str(err.value) and str(f) in str(err.value)
     with pytest.raises(ConfigError, match="key=value"):
         load_config(Stage1Config, None, ["epochs"])
-    assert load_config(Stage1Config, None, ["curriculum.backoff=0.3", "devices=2"]).curriculum.backoff == 0.3
+    cfg = load_config(Stage1Config, None, ["curriculum.loss.backoff=0.3", "devices=2"])
+    assert cfg.curriculum.knobs("loss")["backoff"] == 0.3
 
 
 def test_old_flat_keys_are_refused_with_their_new_place_and_ladders_are_checked():
@@ -181,15 +183,43 @@ def test_old_flat_keys_are_refused_with_their_new_place_and_ladders_are_checked(
         load_config(RunConfig, None, ["stage1.cell_loss=0"])
     with pytest.raises(ConfigError, match="patch_min 40 is more than half of train.image_size 64"):
         load_config(Stage1Config, None, ["train.image_size=64", "ladder.patch_min=40"])
-    with pytest.raises(ConfigError, match=r"fixed_level 9: the ladder has levels 0\.\.5"):
-        load_config(Stage1Config, None, ["ladder.fixed_level=9"])
+    with pytest.raises(ConfigError, match=r"curriculum\.fixed\.level 9: the ladder has levels 0\.\.5"):
+        load_config(Stage1Config, None, ["curriculum.fixed.level=9"])
+
+
+@pytest.mark.parametrize(
+    "key, place",
+    [
+        ("ladder.fixed_level=2", "ladder.fixed_level: moved to curriculum.fixed.level"),
+        ("mixing.label_mix=area", "mixing: label_mix: moved to mixing.segmix.label_mix"),
+        ("curriculum.mastery=0.8", "curriculum: mastery: moved to curriculum.mastery.mastery"),
+        ("curriculum.patience=1", "patience: moved to curriculum.mastery.patience / curriculum.gain.patience"),
+        ("curriculum.warmup=1", "warmup: moved to curriculum.mastery.warmup / curriculum.gain.warmup / "),
+        ("curriculum.mastery.mastry=0.8", r"unknown knob\(s\) mastry; known: warmup, warmup_off, mastery"),
+        ("curriculum.masteri.mastery=0.8", "masteri: unknown key; known: signal, probe, probe_cells, fixed, mastery"),
+        ("curriculum.mastery.mastery=1.5", "curriculum.mastery: mastery: Input should be less than or equal to 1"),
+    ],
+)
+def test_knobs_of_the_layout_before_the_registry_are_refused_with_their_new_place(key, place):
+    with pytest.raises(ConfigError, match=place):
+        load_config(Stage1Config, None, [key])
+
+
+def test_each_rules_knobs_live_under_its_name_with_its_defaults():
+    from segmix.shuffle import CURRICULA, MIXERS
+
+    cfg = load_config(Stage1Config, None, ["curriculum.gain.drop=0.05", "mixing.segmix.label_mix=area"])
+    assert cfg.curriculum.knobs("gain") == {**CURRICULA["gain"].knobs().model_dump(), "drop": 0.05}
+    assert cfg.curriculum.knobs("mastery") == CURRICULA["mastery"].knobs().model_dump()
+    assert cfg.mixing.knobs("segmix") == {"label_mix": "area"} and cfg.curriculum.knobs("scheduled") == {}
+    assert set(cfg.model_dump()["mixing"]) >= {n for n, e in MIXERS.items() if e.knobs.model_fields}
 
 
 def test_replayed_batches_use_an_easier_level_with_the_same_mixer_settings():
-    from segmix.shuffle.curriculum import Level
+    from segmix.shuffle import Level
     from segmix.train.stage1 import Stage1Module
 
-    sets = TINY + ["mixing.method=shuffle-fixed", "ladder.fixed_level=3", "mixing.replay=1"]
+    sets = TINY + ["mixing.method=shuffle-fixed", "curriculum.fixed.level=3", "mixing.replay=1"]
     module = Stage1Module(load_config(Stage1Config, None, sets).model_dump(), ["TE", "NEC", "LYM", "TAS"])
     levels = module.curriculum.levels
     g = torch.Generator().manual_seed(0)

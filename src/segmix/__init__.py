@@ -2,17 +2,38 @@
 
 Implements SegMix (shuffle-based feedback learning, arXiv 2604.15777). Layers, data flowing one
 way, each importing only those below it (import-linter checks it, see ``pyproject.toml``):
-``errors`` < ``data`` (datasets, synthetic benchmark) < ``shuffle`` (stage-1 batch mixing) <
-``config`` (stage configs) < ``models`` (networks, model files, inference) < ``eval`` (metrics) <
-``train`` (stage 1, stage 2) < ``cam`` (pseudo masks) < ``infer`` (new images, whole slides) <
+``errors`` < ``section`` (the config sections' base) < ``data`` (datasets, synthetic benchmark) <
+``shuffle`` (stage-1 batch mixing: mixers, curriculum rules, the method registry) < ``config``
+(stage configs) < ``models`` (networks, model files, inference) < ``eval`` (metrics) < ``train``
+(stage 1, stage 2) < ``cam`` (pseudo masks) < ``infer`` (new images, whole slides) <
 ``pipeline`` (runs them all) < ``cli`` (the command line).
+
+The front door, imported on first use so that ``import segmix`` stays light:
+
+>>> import segmix
+>>> "segmix" in segmix.list_methods()
+True
+>>> levels = segmix.build_levels([56, 28], 0.25, 0.5)
+>>> mixer, curriculum = segmix.create_method("segmix", levels, curriculum={"mastery": 0.8})
+>>> model, cfg, spec = segmix.load_segmenter("RUN/stage2/segmenter.pt")   # doctest: +SKIP
+
+``load_segmenter`` / ``load_classifier`` read a model file or a package folder of
+``segmix export``; ``register_mixer`` / ``register_curriculum`` add a mixer or a rule that
+``stage1.mixing.method`` can then name. Everything else is reached through its subpackage.
 """
 
 __version__ = "0.1.0"
 
-# ``segmix.load_segmenter`` and ``segmix.load_classifier`` (a model file or a package folder of
-# ``segmix export``), imported on first use so that ``import segmix`` stays light.
-_LAZY = {"load_segmenter": "segmix.models", "load_classifier": "segmix.models"}
+_LAZY = {
+    "load_segmenter": "segmix.models",
+    "load_classifier": "segmix.models",
+    "create_method": "segmix.shuffle",
+    "list_methods": "segmix.shuffle",
+    "build_levels": "segmix.shuffle",
+    "register_mixer": "segmix.shuffle",
+    "register_curriculum": "segmix.shuffle",
+}
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):

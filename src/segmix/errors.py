@@ -112,8 +112,12 @@ def _message(e: dict, model: type[BaseModel]) -> str:
     if e.get("type") == "extra_forbidden":
         moved = _owner(model, e["loc"][:-1]).__dict__.get("moved_keys", {}) if e["loc"] else {}
         new = moved.get(str(e["loc"][-1]))
-        where = "".join(f"{part}." for part in e["loc"][:-1])
-        return f"moved to {where}{new}" if new else "unknown key (see `segmix config show` for the known ones)"
+        if not new:
+            return "unknown key (see `segmix config show` for the known ones)"
+        # A leading dot per section up: ".curriculum.fixed.level" moved out of its section.
+        up = len(new) - len(new.lstrip("."))
+        where = "".join(f"{part}." for part in e["loc"][: max(0, len(e["loc"]) - 1 - up)])
+        return f"moved to {where}{new.lstrip('.')}"
     return e["msg"].removeprefix("Value error, ")
 
 

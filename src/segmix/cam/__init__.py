@@ -4,9 +4,8 @@
 >>> masks = pseudo_masks(class_activation_maps(model, x), labels)   # doctest: +SKIP
 """
 
-from segmix.cam.background import tissue_mask
 from segmix.cam.cams import class_activation_maps
-from segmix.cam.masks import IGNORE_INDEX, pseudo_masks
+from segmix.cam.masks import pseudo_masks
 from segmix.cam.run import CamConfig, generate_pseudo_masks
 
-__all__ = ["CamConfig", "IGNORE_INDEX", "class_activation_maps", "generate_pseudo_masks", "pseudo_masks", "tissue_mask"]
+__all__ = ["CamConfig", "class_activation_maps", "generate_pseudo_masks", "pseudo_masks"]

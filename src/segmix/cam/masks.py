@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from segmix.data.io import IGNORE_INDEX
+from segmix.models.gate import gated_max
 
 
 def pseudo_masks(
@@ -32,8 +33,7 @@ def pseudo_masks(
     gate = labels.to(cams.device) > 0.5
     if not gate.any(dim=1).all():
         raise ValueError("every image needs at least one class in its label to be gated")
-    gated = cams.masked_fill(~gate[:, :, None, None], -1.0)
-    best, mask = gated.max(dim=1)
+    best, mask = gated_max(cams, gate)
     mask = mask.to(torch.uint8)
     if uncertain is not None:
         mask[best < uncertain] = IGNORE_INDEX

@@ -12,16 +12,16 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from segmix.cam.background import tissue_mask
 from segmix.cam.cams import class_activation_maps
 from segmix.cam.masks import pseudo_masks
 from segmix.cam.refine import refine_cams
 from segmix.config import save_config
 from segmix.config.precision import PrecisionName, autocast
-from segmix.config.threads import fit_threads
+from segmix.config.threads import fit_threads, rank_and_world
 from segmix.data.dataset import TileDataset, collate_list
 from segmix.data.io import read_mask, write_atomic, write_mask, write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
+from segmix.data.tissue import tissue_mask
 from segmix.errors import ModelFileError
 from segmix.eval.metrics import ConfusionMatrix, SegScores
 from segmix.models import CamClassifier, load_classifier, pick_device
@@ -249,18 +249,3 @@ class _MaskScorer:
         if json_path is not None:
             write_text(json_path, json.dumps(scores.as_dict(), indent=2))
         return scores
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the world size when run under torchrun / SLURM with a process
-    group (initialised here with gloo when the launcher set the environment but nobody did)."""
-    import os
-
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return dist.get_rank(), dist.get_world_size()

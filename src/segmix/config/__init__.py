@@ -7,8 +7,10 @@ The stage configs live here, below ``models``, because a model file (``classifie
 >>> cfg = load_config(Stage1Config, "stage1.yaml", ["train.epochs=5"])   # doctest: +SKIP
 """
 
-from segmix.config.files import apply_overrides, commented_yaml, config_hash, load_config, save_config
-from segmix.config.stages import CurriculumConfig, RunOptions, Stage1Config, Stage2Config
+from segmix.config.files import commented_yaml, load_config, save_config
+from segmix.config.stage1 import CurriculumConfig, Stage1Config
+from segmix.config.stage2 import Stage2Config
+from segmix.config.stages import RunOptions
 from segmix.errors import ConfigError
 
 __all__ = [
@@ -17,9 +19,7 @@ __all__ = [
     "RunOptions",
     "Stage1Config",
     "Stage2Config",
-    "apply_overrides",
     "commented_yaml",
-    "config_hash",
     "load_config",
     "save_config",
 ]

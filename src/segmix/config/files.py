@@ -114,9 +114,11 @@ def commented_yaml(cfg: BaseModel, indent: int = 0) -> str:
     """
     lines = []
     pad = "  " * indent
-    for name, field in type(cfg).model_fields.items():
-        value = getattr(cfg, name)
-        note = f"  # {field.description}" if field.description else ""
+    items = [(name, getattr(cfg, name), field.description) for name, field in type(cfg).model_fields.items()]
+    # A section with registered entries' knobs (mixers, curriculum rules) lists them under their names.
+    items += [(name, knobs, None) for name, knobs in getattr(cfg, "knob_sections", dict)().items()]
+    for name, value, description in items:
+        note = f"  # {description}" if description else ""
         if isinstance(value, BaseModel):
             lines.append(f"{pad}{name}:{note}")
             lines.append(commented_yaml(value, indent + 1).rstrip("\n"))

@@ -74,3 +74,18 @@ def fit_threads(num_workers: int | None, threads: int | None, gpu: bool = False)
         torch.set_num_threads(n)
     log.info("threads: %d torch threads, %d DataLoader workers (%d cores usable)", n, workers, usable_cores())
     return workers
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world size when run under torchrun / SLURM with a process
+    group (initialised here with gloo when the launcher set the environment but nobody did)."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()

@@ -239,7 +239,8 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp makes its file
 def write_atomic(path: str | Path, save: Callable[[BinaryIO], object]) -> None:
     """Write ``path`` through ``save(file)``: a temp file in the same folder, then renamed.
 
-    A reader never sees half a file, even after a kill; the one way segmix writes outputs.
+    A reader never sees half a file, even after a kill; every output segmix writes goes
+    through here (or :func:`write_text`, which does).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

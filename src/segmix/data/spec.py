@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from segmix.data.io import read_yaml
+from segmix.data.io import read_yaml, write_text
 from segmix.errors import DatasetError, validation_problems
 
 SPEC_FILE = "dataset.yaml"
@@ -83,7 +83,7 @@ class DatasetSpec(BaseModel):
         return self.classes + ["background"] * (self.num_indices - self.num_classes)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+        write_text(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
 
 
 _LUAD_PALETTE = [(205, 51, 51), (0, 255, 0), (65, 105, 225), (255, 165, 0), (255, 255, 255)]

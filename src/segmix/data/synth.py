@@ -28,88 +28,18 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy import ndimage, signal
 
-from segmix.data.io import write_image, write_mask
+from segmix.data.io import write_image, write_mask, write_text
 from segmix.data.labels import format_label
 from segmix.data.spec import PRESETS, DatasetSpec, SplitDirs
+from segmix.data.synth_config import TISSUES, SynthConfig
 
 Array = np.ndarray
 # Ruifrok & Johnston optical-density stain vectors (R, G, B), log10 units.
 _H_VEC = np.array([0.65, 0.70, 0.29])
 _E_VEC = np.array([0.07, 0.99, 0.11])
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
-
-
-# Difficulty presets: values of the knobs below; the fields' defaults are the "default" preset.
-# "hard" mirrors what real sets (LUAD-HistoSeg, BCSS-WSSS) have and the default lacks: most tiles
-# carry 2+ labels (75 % vs 64 %), regions cover large parts of the tile (no small extra regions),
-# one class is rare (NEC, ~5 % of tissue pixels), and textures are closer (each region mixes in
-# 30 % of another class's texture). Measured by tests/test_synth.py and benchmarks/synth_separability.py.
-SYNTH_PRESETS: dict[str, dict] = {
-    "default": {},
-    "hard": {
-        "single_class_prob": 0.1,
-        "extra_regions": 0,
-        "min_region": 0.1,
-        "class_weights": [1.0, 0.13, 1.0, 1.0],
-        "texture_blend": 0.3,
-    },
-}
-
-
-class SynthConfig(BaseModel):
-    """Options of the generator: size and split counts, then what sets its difficulty (stain and
-    texture spread, classes per tile, glass, region size, border shape). ``preset`` fills the
-    difficulty knobs not given (:data:`SYNTH_PRESETS`)."""
-
-    model_config = ConfigDict(extra="forbid")
-    preset: str = Field("default", description="difficulty preset: default or hard (sets the knobs not given)")
-    tile_size: int = Field(112, ge=32)
-    classes: list[str] = ["TE", "NEC", "LYM", "TAS"]
-    n_train: int = Field(800, ge=1)
-    n_val: int = Field(100, ge=0)
-    n_test: int = Field(100, ge=0)
-    seed: int = 0
-    stain_jitter: float = Field(0.25, ge=0, le=1, description="per-tile spread of stain strength and hue")
-    texture_jitter: float = Field(0.25, ge=0, le=1, description="per-tile spread of density / nucleus size")
-    single_class_prob: float = Field(0.3, ge=0, le=1)
-    max_classes: int = Field(3, ge=1)
-    glass_prob: float = Field(0.35, ge=0, le=1, description="tiles holding a patch of near-white glass")
-    min_region: float = Field(0.04, gt=0, lt=0.5, description="smallest class share of a tile")
-    border_warp: float = Field(0.12, ge=0, le=0.5, description="border irregularity, share of tile edge")
-    extra_regions: int = Field(
-        2, ge=0, description="up to this many more regions of the tile's classes (smaller regions)"
-    )
-    class_weights: list[float] | None = Field(None, description="relative chance of each class in a tile (null: equal)")
-    texture_blend: float = Field(0.0, ge=0, lt=1, description="share of another class's texture mixed into each region")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_preset(cls, data: object) -> object:
-        if isinstance(data, dict) and "preset" in data:
-            if data["preset"] not in SYNTH_PRESETS:
-                raise ValueError(f"unknown synth preset {data['preset']!r}; known: {', '.join(SYNTH_PRESETS)}")
-            return {**SYNTH_PRESETS[data["preset"]], **data}
-        return data
-
-    @model_validator(mode="after")
-    def _weights_fit(self) -> SynthConfig:
-        w = self.class_weights
-        if w is not None and (len(w) != len(self.classes) or min(w) <= 0):
-            raise ValueError(f"class_weights: one positive weight per class ({len(self.classes)}), got {w}")
-        return self
-
-    @field_validator("classes")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        unknown = [c for c in v if c not in TEXTURES]
-        if unknown:
-            raise ValueError(f"no texture for classes {unknown}; known: {sorted(TEXTURES)}")
-        if len(set(v)) != len(v) or not v:
-            raise ValueError("classes must be distinct and non-empty")
-        return v
 
 
 def dataset_spec(cfg: SynthConfig) -> DatasetSpec:
@@ -221,7 +151,7 @@ def glass(rng: np.random.Generator, n: int, jitter: float) -> tuple[Array, Array
     return 0.01 + 0.005 * smooth_noise(rng, (n, n), 3), 0.02 + 0.008 * smooth_noise(rng, (n, n), 3)
 
 
-TEXTURES: dict[str, Texture] = {"TE": tumour, "NEC": necrosis, "LYM": lymphocytes, "TAS": stroma}
+TEXTURES: dict[str, Texture] = dict(zip(TISSUES, (tumour, necrosis, lymphocytes, stroma), strict=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,5 +284,5 @@ def generate(
                 if progress:
                     progress(done)
     spec.save(out / "dataset.yaml")
-    (out / "synth.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    write_text(out / "synth.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return spec

@@ -37,6 +37,9 @@ def scores_markdown(scores: SegScores, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+OVERLAYS = 8  # overlays of test tiles an evaluation writes (the pipeline's evaluate.overlays too)
+
+
 def evaluate(
     segmenter: str | Path,
     data_root: str | Path,
@@ -44,7 +47,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     stride: float | None = None,
     flip: bool | None = None,
-    overlays: int = 8,
+    overlays: int = OVERLAYS,
     device: str | None = None,
     on_batch: Callable[[int], None] | None = None,
     precision: str | None = None,

@@ -117,9 +117,8 @@ class ConfusionMatrix:
         tp = np.diag(m)[idx]
         truth = m.sum(axis=1)[idx]  # TP + FN: predicted as anything, background and unassigned too
         pred = m[:, idx].sum(axis=0)  # TP + FP
-        union = truth + pred - tp
+        iou = class_iou(tp, truth, pred)
         with np.errstate(invalid="ignore", divide="ignore"):
-            iou = np.where(union > 0, tp / union, np.nan)
             dice = np.where(truth + pred > 0, 2 * tp / (truth + pred), np.nan)
         total = truth.sum()
         freq = truth / total if total > 0 else np.zeros_like(truth)
@@ -134,6 +133,28 @@ class ConfusionMatrix:
             pixel_accuracy=float(tp.sum() / total) if total > 0 else float("nan"),
             pixels=int(total),
         )
+
+
+def class_iou(tp: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """IoU per class from its true positives, truth pixels and predicted pixels (NaN where a class
+    is in neither): the one IoU of segmix (scores, stage 1's val mIoU)."""
+    union = truth + pred - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def confusion_miou(confusion) -> float:
+    """Mean IoU of a square (K, K) truth x prediction confusion (array or tensor), over the
+    classes it has seen (NaN when none).
+
+    Examples:
+        >>> import numpy as np
+        >>> round(confusion_miou(np.array([[3, 1], [0, 4]])), 4)  # IoUs 3/4 and 4/5
+        0.775
+    """
+    m = np.asarray(confusion.cpu() if hasattr(confusion, "cpu") else confusion, dtype=np.float64)
+    iou = class_iou(np.diag(m), m.sum(axis=1), m.sum(axis=0))
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
 
 def score_masks(pairs, num_indices: int, class_names: list[str], exclude_index: int | None) -> SegScores:

@@ -24,12 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from segmix.cam.run import rank_and_world
 from segmix.config import Stage2Config
+from segmix.config.threads import rank_and_world
 from segmix.data.io import csv_text, write_text
 from segmix.data.spec import DatasetSpec
 from segmix.errors import ConfigError, DatasetError, OutputError, first_line, user_message
-from segmix.infer.predict import output_paths, predict_slide, read_mpp
+from segmix.infer.inputs import output_paths
+from segmix.infer.predict import predict_slide, read_mpp
 from segmix.infer.records import read_record, refuse_foreign, same_request, sealed
 from segmix.infer.slide import open_slide
 from segmix.models.inference import model_fingerprint
@@ -55,12 +56,12 @@ class SlideJob:
 
     @property
     def summary(self) -> Path:
-        return output_paths(self.slide, self.folder)[-1]
+        return output_paths(self.slide, self.folder)["summary"]
 
     @property
     def targets(self) -> list[Path]:
         """Every file the job may write: the slide's outputs and its failure record."""
-        return [*output_paths(self.slide, self.folder), self.folder / FAILED]
+        return [*output_paths(self.slide, self.folder).values(), self.folder / FAILED]
 
     def done(self, request: dict) -> bool:
         """Whether the outputs on disk answer ``request`` (see the module doc)."""
@@ -202,7 +203,8 @@ def _row(folder: Path, record: dict) -> dict:
     slide = Path(record["input"])
     request = record["request"]
     row: dict = {"slide": str(slide), "status": "not finished", "model": request["model"][:12], "_classes": []}
-    _, _, areas_path, _, summary = output_paths(slide, folder)
+    paths = output_paths(slide, folder)
+    areas_path, summary = paths["areas"], paths["summary"]
     failed = folder / FAILED
     if failed.is_file():
         row["status"] = "failed: " + json.loads(failed.read_text())["reason"]

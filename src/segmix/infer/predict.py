@@ -6,11 +6,7 @@ accumulated straight into a downsampled map, so memory depends on the map size, 
 slide size. Outputs: class-map PNG, overlay on the thumbnail, per-class area (mm^2 and %),
 GeoJSON polygons in level-0 pixel coordinates (importable in QuPath), a JSON summary.
 
-Outputs are named ``<input stem><suffix>`` in one folder (:data:`IMAGE_OUTPUTS`,
-:data:`SLIDE_OUTPUTS`). :func:`plan_outputs` refuses, before any work, a set of inputs where an
-output would replace an input file (``--out`` being the input folder) or two inputs would write
-the same output (same name in two folders), or where a file already there is not segmix's output
-for that input (:mod:`segmix.infer.records`): nothing the user has is ever overwritten.
+Inputs and output names: :mod:`segmix.infer.inputs`; areas and GeoJSON: :mod:`segmix.infer.exports`.
 """
 
 from __future__ import annotations
@@ -29,171 +25,20 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from segmix.cam.background import tissue_mask
 from segmix.config import Stage2Config
 from segmix.config.precision import autocast
-from segmix.data.io import IMAGE_SUFFIXES, csv_text, read_image, write_image, write_mask, write_text
+from segmix.data.io import csv_text, read_image, write_image, write_mask, write_text
 from segmix.data.preview import overlay
 from segmix.data.spec import DatasetSpec
-from segmix.errors import ConfigError, DatasetError, OutputError
-from segmix.infer.records import refuse_foreign
-from segmix.infer.slide import SLIDE_SUFFIXES, choose_level, open_slide, read_window
+from segmix.data.tissue import tissue_mask
+from segmix.errors import ConfigError
+from segmix.infer.exports import area_rows, mask_polygons
+from segmix.infer.inputs import output_paths
+from segmix.infer.slide import choose_level, open_slide, read_window
 from segmix.models import predict_probs, segment, segmenter_input, window_grid
+from segmix.models.inference import in_model_stain
 
 log = logging.getLogger(__name__)
-
-IMAGE_OUTPUTS = ("_mask.png", "_overlay.png", "_areas.csv")
-SLIDE_OUTPUTS = ("_classmap.png", "_overlay.png", "_areas.csv", ".geojson", "_summary.json")
-
-
-def is_slide(path: Path) -> bool:
-    return path.suffix.lower() in SLIDE_SUFFIXES
-
-
-def read_slide_list(path: str | Path) -> list[Path]:
-    """Slides named in a text file, one per line (relative to the file's folder; ``#`` comments).
-
-    Listed slides are not read here: one that is missing fails alone, as an unreadable one.
-
-    Raises:
-        DatasetError: the list cannot be read, or a line names a folder.
-    """
-    path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise DatasetError(path, f"cannot read the slide list ({err})") from err
-    slides = []
-    for number, line in enumerate(lines, 1):
-        name = line.split("#", 1)[0].strip()
-        slide = path.parent / name  # an absolute name stays absolute
-        if name and slide.is_dir():
-            raise DatasetError(path, f"line {number} names the folder {slide}; list slide files, or give the folder")
-        slides += [slide] if name else []
-    return slides
-
-
-def prediction_inputs(inputs: list[Path]) -> list[Path]:
-    """The files to predict: files as given, folders' images and slides (not recursive), the
-    slides of ``.txt`` lists (:func:`read_slide_list`), each file once.
-
-    Raises:
-        DatasetError: an input that does not exist, or nothing to predict.
-    """
-    files: dict[Path, Path] = {}
-    for item in inputs:
-        if item.is_dir():
-            found = sorted(
-                p
-                for p in item.iterdir()
-                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES
-            )
-        elif item.is_file() and item.suffix.lower() == ".txt":
-            found = read_slide_list(item)
-        elif item.is_file():
-            found = [item]
-        else:
-            raise DatasetError(item, "input does not exist")
-        for f in found:
-            files.setdefault(f.resolve(), f)
-    if not files:
-        raise DatasetError(inputs[0], "no images or slides to predict")
-    return list(files.values())
-
-
-def output_paths(path: Path, out: Path) -> list[Path]:
-    """The files :func:`predict_image` / :func:`predict_slide` write into ``out`` for the input
-    ``path`` (``segmix predict`` gives each slide its own folder, ``out/<slide stem>``)."""
-    return [out / f"{path.stem}{suffix}" for suffix in (SLIDE_OUTPUTS if is_slide(path) else IMAGE_OUTPUTS)]
-
-
-def plan_outputs(files: list[Path], out: Path) -> None:
-    """Refuse inputs whose outputs would replace an input, each other, or an image's outputs a
-    file that segmix did not write for that image (:mod:`segmix.infer.records`; a slide's are
-    checked by :func:`~segmix.infer.cohort.plan_cohort`).
-
-    Raises:
-        OutputError: naming the output and the inputs involved.
-    """
-    inputs = {f.resolve(): f for f in files}
-    writer: dict[Path, Path] = {}
-    for f in files:
-        for target in output_paths(f, out / f.stem if is_slide(f) else out):
-            key = target.resolve()
-            if key in inputs:
-                raise OutputError(
-                    f"{target}: the prediction of {f} would replace the input {inputs[key]}; "
-                    "write to another --out folder"
-                )
-            if key in writer:
-                raise OutputError(
-                    f"{target}: {writer[key]} and {f} would both write it (same name); "
-                    "predict them into separate --out folders"
-                )
-            writer[key] = f
-        if not is_slide(f):
-            refuse_foreign(output_paths(f, out), f.stem, str(f.resolve()))
-
-
-def area_rows(mask: np.ndarray, spec: DatasetSpec, pixel_mm2: float | None) -> list[dict]:
-    """Per class: pixels, area in mm^2 (when the pixel size is known) and % of tissue."""
-    counts = np.bincount(mask.ravel(), minlength=256)[: spec.num_indices]
-    tissue = counts[: spec.num_classes].sum()
-    rows = []
-    for i, name in enumerate(spec.index_names):
-        rows.append(
-            {
-                "class": name,
-                "pixels": int(counts[i]),
-                "area_mm2": round(float(counts[i]) * pixel_mm2, 6) if pixel_mm2 else "",
-                "percent_of_tissue": round(100.0 * counts[i] / tissue, 3) if i < spec.num_classes and tissue else "",
-            }
-        )
-    return rows
-
-
-def mask_polygons(mask: np.ndarray, spec: DatasetSpec, scale: float) -> dict:
-    """GeoJSON FeatureCollection of each tissue class's regions (with holes), coordinates scaled
-    by ``scale`` (map pixel -> level-0 pixel), in QuPath's annotation form."""
-    import cv2
-
-    features = []
-    for idx, name in enumerate(spec.classes):
-        binary = (mask == idx).astype(np.uint8)
-        if not binary.any():
-            continue
-        contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-        if hierarchy is None:
-            continue
-        hierarchy = hierarchy[0]
-
-        def ring(c: np.ndarray) -> list[list[float]]:
-            pts = [[round((float(x) + 0.5) * scale, 2), round((float(y) + 0.5) * scale, 2)] for x, y in c[:, 0]]
-            return pts + [pts[0]]
-
-        polygons = []
-        for i, c in enumerate(contours):
-            if hierarchy[i][3] != -1 or len(c) < 3:
-                continue  # holes are added to their parent below
-            rings = [ring(c)]
-            child = hierarchy[i][2]
-            while child != -1:
-                if len(contours[child]) >= 3:
-                    rings.append(ring(contours[child]))
-                child = hierarchy[child][0]
-            polygons.append(rings)
-        if polygons:
-            features.append(
-                {
-                    "type": "Feature",
-                    "geometry": {"type": "MultiPolygon", "coordinates": polygons},
-                    "properties": {
-                        "objectType": "annotation",
-                        "classification": {"name": name, "color": list(spec.palette[idx])},
-                    },
-                }
-            )
-    return {"type": "FeatureCollection", "features": features}
 
 
 def predict_image(model, cfg: Stage2Config, spec: DatasetSpec, path: Path, out: Path, device) -> dict:
@@ -202,18 +47,12 @@ def predict_image(model, cfg: Stage2Config, spec: DatasetSpec, path: Path, out: 
     mask = segment(model, [in_model_stain(model, image)], cfg, device, spec.num_indices)[0]
     if spec.glass_is_background:
         mask[~tissue_mask(image)] = spec.background_index
-    mask_path, overlay_path, areas_path = output_paths(path, out)
-    write_mask(mask_path, mask, spec.palette)
-    write_image(overlay_path, overlay(image, mask, spec.palette))
+    paths = output_paths(path, out)
+    write_mask(paths["mask"], mask, spec.palette)
+    write_image(paths["overlay"], overlay(image, mask, spec.palette))
     rows = area_rows(mask, spec, None)
-    write_text(areas_path, csv_text(rows))
+    write_text(paths["areas"], csv_text(rows))
     return {"input": str(path), "areas": rows}
-
-
-def in_model_stain(model, image: np.ndarray) -> np.ndarray:
-    """``image`` in the stain the model was trained on (its ``stain`` normaliser, when it has one)."""
-    stain = getattr(model, "stain", None)
-    return stain(image) if stain is not None else image
 
 
 @dataclass
@@ -421,15 +260,19 @@ def predict_slide(
 
 
 def _write_slide_outputs(
-    paths: list[Path], classmap: np.ndarray, thumb: np.ndarray, spec: DatasetSpec, scale: float, result: SlideResult
+    paths: dict[str, Path],
+    classmap: np.ndarray,
+    thumb: np.ndarray,
+    spec: DatasetSpec,
+    scale: float,
+    result: SlideResult,
 ) -> None:
-    classmap_path, overlay_path, areas_path, geojson_path, summary_path = paths
     pixel_mm2 = (result.mpp_level0 * scale / 1000.0) ** 2 if result.mpp_level0 else None
-    write_mask(classmap_path, classmap, spec.palette)
-    write_image(overlay_path, overlay(thumb, classmap, spec.palette))
-    write_text(areas_path, csv_text(area_rows(classmap, spec, pixel_mm2)))
-    write_text(geojson_path, json.dumps(mask_polygons(classmap, spec, scale)))
-    write_text(summary_path, json.dumps(asdict(result), indent=2))
+    write_mask(paths["classmap"], classmap, spec.palette)
+    write_image(paths["overlay"], overlay(thumb, classmap, spec.palette))
+    write_text(paths["areas"], csv_text(area_rows(classmap, spec, pixel_mm2)))
+    write_text(paths["geojson"], json.dumps(mask_polygons(classmap, spec, scale)))
+    write_text(paths["summary"], json.dumps(asdict(result), indent=2))
 
 
 def _thumbnail(reader, width: int, height: int) -> np.ndarray:

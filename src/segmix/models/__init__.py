@@ -6,7 +6,7 @@ files that rebuild them without training code, and stage-2 inference.
 >>> masks = segment(model, images, cfg, "cpu", spec.num_indices)      # doctest: +SKIP
 """
 
-from segmix.models.classifier import POOLS, CamClassifier
+from segmix.models.classifier import CamClassifier
 from segmix.models.inference import pick_device, segment
 from segmix.models.io import (
     CLASSIFIER_FILE,
@@ -25,20 +25,17 @@ from segmix.models.segmenter import (
     sliding_window_probs,
     window_grid,
 )
-from segmix.models.weights import load_backbone_weights, load_state_dict, load_trusted_tensors
+from segmix.models.weights import load_backbone_weights
 
 __all__ = [
     "CLASSIFIER_FILE",
     "CamClassifier",
-    "POOLS",
     "SEGMENTER_FILE",
     "create_segmenter",
     "load_backbone_weights",
     "load_classifier",
     "load_payload",
     "load_segmenter",
-    "load_state_dict",
-    "load_trusted_tensors",
     "pick_device",
     "predict_probs",
     "save_classifier",

@@ -71,3 +71,9 @@ def segment(
                 probs = sliding_window_probs(model, x, num_classes, s, stride, flip=flip)
                 out[i] = probs.argmax(0).to(torch.uint8).cpu().numpy()
     return out
+
+
+def in_model_stain(model, image: np.ndarray) -> np.ndarray:
+    """``image`` in the stain the model was trained on (its ``stain`` normaliser, when it has one)."""
+    stain = getattr(model, "stain", None)
+    return stain(image) if stain is not None else image

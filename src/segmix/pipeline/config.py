@@ -7,7 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from segmix.cam.run import CamConfig
 from segmix.config import Stage1Config, Stage2Config
 from segmix.config.precision import PrecisionName
-from segmix.data.synth import SynthConfig
+from segmix.data.synth_config import SynthConfig
+from segmix.eval.evaluate import OVERLAYS
 
 
 class EvaluateConfig(BaseModel):
@@ -15,7 +16,7 @@ class EvaluateConfig(BaseModel):
     split: str = "test"
     stride: float | None = None
     flip: bool | None = None
-    overlays: int = Field(8, ge=0)
+    overlays: int = Field(OVERLAYS, ge=0, description="test tiles drawn as overlays")
     precision: PrecisionName | None = Field(
         None, description="auto, 32, 16 or bf16; null: the segmenter's own precision"
     )

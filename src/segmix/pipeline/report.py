@@ -7,26 +7,20 @@ trusted (gallery, per-class scores in words), and a researcher who wants the num
 
 from __future__ import annotations
 
-import base64
-import csv
 import html
-import io
 import json
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from segmix.cam import class_activation_maps
-from segmix.data.dataset import TileDataset
-from segmix.data.io import IGNORE_INDEX, read_mask, write_text
-from segmix.data.preview import contact_sheet, overlay
-from segmix.infer.predict import in_model_stain
-from segmix.models import CLASSIFIER_FILE, SEGMENTER_FILE, load_classifier, load_segmenter, segment
-from segmix.shuffle import METHODS, read_history_csv
-from segmix.train import build_mixer
-from segmix.train.data import TrainTiles
-from segmix.train.pool import read_pool_csv
+from segmix.data.io import write_text
+from segmix.pipeline.figures import (
+    _pct,
+    curriculum_plot,
+    gallery,
+    iou_bars,
+    metrics_table,
+    mixed_examples,
+)
+from segmix.shuffle import CURRICULA, METHODS
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
@@ -39,226 +33,6 @@ figure{margin:1em 0} figcaption{color:#555;font-size:.92em} img{max-width:100%;i
 .legend span{display:inline-block;margin-right:1.2em}
 .sw{display:inline-block;width:1em;height:1em;vertical-align:middle;margin-right:.3em;border:1px solid #999}
 """
-
-
-def _b64_png(image: np.ndarray) -> str:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _b64_fig(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _pct(v) -> str:
-    return "–" if v is None else f"{v * 100:.1f}"
-
-
-def metrics_table(metrics: dict, classes: list[str]) -> str:
-    rows = [
-        ("Pseudo masks (train, from CAMs)", metrics.get("pseudo_masks")),
-        ("Final model, weak labels only (test)", metrics.get("test")),
-        ("Same model on true masks (test, reference)", metrics.get("fully_supervised")),
-    ]
-    head = "".join(f"<th>{html.escape(c)} IoU</th>" for c in classes)
-    body = []
-    for name, m in rows:
-        if not m:
-            continue
-        cells = "".join(f"<td>{_pct(m['per_class'].get(c))}</td>" for c in classes)
-        body.append(
-            f"<tr><td>{name}</td><td><b>{_pct(m['miou'])}</b></td><td>{_pct(m['fwiou'])}</td>"
-            f"<td>{_pct(m.get('dice'))}</td>{cells}</tr>"
-        )
-    return (
-        f"<table><thead><tr><th>tissue map</th><th>mIoU %</th><th>FwIoU %</th><th>Dice %</th>{head}</tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table>"
-    )
-
-
-def iou_bars(metrics: dict, classes: list[str], palette) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series = [
-        (n, metrics.get(k))
-        for n, k in (
-            ("pseudo masks", "pseudo_masks"),
-            ("weakly supervised", "test"),
-            ("fully supervised", "fully_supervised"),
-        )
-    ]
-    series = [(n, m) for n, m in series if m]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    width = 0.8 / max(len(series), 1)
-    for i, (name, m) in enumerate(series):
-        vals = [(m["per_class"].get(c) or 0) * 100 for c in classes]
-        ax.bar(np.arange(len(classes)) + i * width, vals, width, label=name, color=["#c9a3d6", "#8a5a9e", "#4b2a5a"][i])
-    ax.set_xticks(np.arange(len(classes)) + width * (len(series) - 1) / 2, classes)
-    ax.set_ylabel("IoU %")
-    ax.set_ylim(0, 100)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return _b64_fig(fig)
-
-
-def curriculum_plot(stage1: Path, mastery: float | None = None) -> str | None:
-    """The curriculum's signal with its decisions (and the ``mastery`` line of the mastery rule),
-    the shuffle setting, and (with a patch pool) the pool's size and precision, per epoch, from
-    ``curriculum.csv`` / ``pool.csv`` in ``stage1``."""
-    if not (stage1 / "curriculum.csv").is_file():
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_history_csv(stage1 / "curriculum.csv")
-    if not rows:
-        return None
-    pool = read_pool_csv(stage1 / "pool.csv") if (stage1 / "pool.csv").is_file() else []
-    steps = [r.step + 1 for r in rows]
-    fig, axes = plt.subplots(4 if pool else 3, 1, figsize=(7, 6.5 if pool else 5), sharex=True)
-    axes[0].plot(steps, [r.signal for r in rows], "o-", color="#4b2a5a")
-    _probe_counts(axes[0], stage1 / "probe.csv")
-    if mastery is not None:
-        axes[0].axhline(mastery, ls="--", color="#999999", lw=1)
-    axes[0].set_ylabel("signal")
-    for s, r in zip(steps, rows):
-        marker = {"advance": ("^", "#2a8a3a"), "back": ("v", "#c0392b")}.get(r.action)
-        if marker:
-            axes[0].plot(s, r.signal, marker[0], color=marker[1], markersize=11)
-    axes[1].step(steps, [r.patch_size for r in rows], where="post", color="#8a5a9e")
-    axes[1].set_ylabel("patch px")
-    axes[2].step(steps, [r.ratio for r in rows], where="post", color="#8a5a9e")
-    axes[2].set_ylabel("swap ratio")
-    if pool:
-        _pool_panel(axes[3], pool)
-    axes[-1].set_xlabel("epoch (setting used after it)")
-    for a in axes:
-        a.grid(alpha=0.3)
-    return _b64_fig(fig)
-
-
-def _probe_counts(ax, path: Path) -> None:
-    """The feedback probe's reading, ± one standard error, and how many cells it counted."""
-    if not path.is_file():
-        return
-    probe = list(csv.DictReader(path.open()))
-    if not probe:
-        return
-    steps = [int(r["step"]) + 1 for r in probe]
-    reading = [float(r["accuracy"]) for r in probe]
-    ax.errorbar(steps, reading, yerr=[float(r["se"]) for r in probe], fmt="none", ecolor="#4b2a5a", capsize=3)
-    counts = [int(float(r["count"])) for r in probe]
-    span = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
-    ax.set_title(f"probe: {span} known cells per reading (bars: ± one standard error)", fontsize=9)
-
-
-def _pool_panel(ax, pool: list) -> None:
-    """Pool size (cells admitted, bars) and, where truth exists, its precision (line, right axis)."""
-    epochs = [r.epoch + 1 for r in pool]
-    ax.bar(epochs, [r.admitted for r in pool], color="#c9b3d6", width=0.6)
-    ax.set_ylabel("pool cells")
-    scored = [(e, r.precision) for e, r in zip(epochs, pool) if r.precision is not None]
-    if scored:
-        twin = ax.twinx()
-        twin.plot(*zip(*scored), "s-", color="#2a8a3a")
-        twin.set_ylim(0, 1.05)
-        twin.set_ylabel("precision", color="#2a8a3a")
-
-
-def cam_picture(image: np.ndarray, cam: np.ndarray, label: np.ndarray, palette) -> np.ndarray:
-    """Each labelled class's CAM in its palette colour, over a dimmed tile."""
-    out = image.astype(np.float64) * 0.45
-    for k in np.flatnonzero(label):
-        out += cam[k][..., None] * np.array(palette[k], np.float64) * 0.55
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
-def gallery(ctx, n: int) -> str | None:
-    if n == 0:
-        return None
-    spec = ctx.spec
-    tiles = TileDataset(ctx.data_root, "train", spec)
-    # prefer tiles with several classes: that is where localisation is hard
-    order = sorted(range(len(tiles)), key=lambda i: -int(tiles.samples[i].label.sum()))[:n]
-    clf, _, _ = load_classifier(ctx.dir("stage1") / CLASSIFIER_FILE)
-    seg, scfg, _ = load_segmenter(ctx.dir("stage2") / SEGMENTER_FILE)
-    rows = []
-    for i in order:
-        item = tiles[i]
-        img = item["image"]
-        x = clf.normalize(torch.from_numpy(in_model_stain(clf, img)).permute(2, 0, 1)[None])
-        cam = class_activation_maps(clf, x, ctx.cfg.cams.scales, ctx.cfg.cams.flip)[0].numpy()
-        pseudo = read_mask(ctx.dir("cams") / "masks" / f"{Path(item['name']).stem}.png", spec.num_indices)
-        pred = segment(seg, [in_model_stain(seg, img)], scfg, "cpu", spec.num_indices)[0]
-        truth = item["mask"] if item["mask"] is not None else np.full(img.shape[:2], IGNORE_INDEX, np.uint8)
-        rows.append(
-            [
-                img,
-                overlay(img, truth, spec.palette),
-                cam_picture(img, cam, item["label"], spec.palette),
-                overlay(img, pseudo, spec.palette),
-                overlay(img, pred, spec.palette),
-            ]
-        )
-    return _b64_png(_upscale(contact_sheet(rows), 2))
-
-
-def mixed_examples(ctx, n: int) -> str | None:
-    cfg = ctx.cfg.stage1
-    if n == 0 or METHODS[cfg.mixing.method].mixer == "none":
-        return None
-    mixer, curriculum = build_mixer(cfg)
-    trace = ctx.dir("stage1") / "curriculum.csv"
-    if trace.is_file() and curriculum is not None:
-        last = read_history_csv(trace)[-1]
-        # The last setting, with at least a quarter swapped: a warm-up row (ratio 0) shows nothing.
-        mixer.patch_size, mixer.ratio = last.patch_size, max(last.ratio, 0.25)
-    tiles = TrainTiles(TileDataset(ctx.data_root, "train", ctx.spec, with_masks=False), cfg.train.image_size)
-    batch = [tiles[i] for i in range(min(8, len(tiles)))]  # resized as stage 1 resizes them
-    size = cfg.train.image_size
-    images = torch.stack([image for image, _, _ in batch]).float() / 255
-    labels = torch.stack([label for _, label, _ in batch])
-    mixed, targets, info = mixer(images, labels, torch.Generator().manual_seed(0))
-    colours = [
-        (228, 26, 28),
-        (55, 126, 184),
-        (77, 175, 74),
-        (152, 78, 163),
-        (255, 127, 0),
-        (255, 255, 51),
-        (166, 86, 40),
-        (247, 129, 191),
-    ]
-    rows = []
-    for b in range(min(n, len(batch))):
-        mimg = (mixed[b].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        row = [mimg]
-        if info.source is not None:
-            src = info.source[b].numpy()
-            src = np.where(src == b, IGNORE_INDEX, src).astype(np.uint8)  # the tile's own patches stay unpainted
-            smap = np.full((size, size), IGNORE_INDEX, np.uint8)
-            ps = info.patch_size
-            smap[: src.shape[0] * ps, : src.shape[1] * ps] = np.kron(src, np.ones((ps, ps), np.uint8))
-            row.append(overlay(mimg, smap, colours, alpha=0.45))
-        rows.append(row)
-    return _b64_png(_upscale(contact_sheet(rows), 2))
-
-
-def _upscale(image: np.ndarray, f: int) -> np.ndarray:
-    return np.repeat(np.repeat(image, f, axis=0), f, axis=1)
 
 
 def write_report(ctx) -> Path:
@@ -301,7 +75,10 @@ def write_report(ctx) -> Path:
 
 
 def _mastery_line(cfg) -> float | None:
-    return cfg.curriculum.mastery if METHODS[cfg.mixing.method].curriculum == "mastery" else None
+    """The score level the method's rule advances at, when it has one (its registered ``line``)."""
+    rule = METHODS[cfg.mixing.method].curriculum
+    line = CURRICULA[rule].line if rule else None
+    return cfg.curriculum.knobs(rule)[line] if line else None
 
 
 def _header(ctx, metrics: dict) -> list[str]:

@@ -1,77 +1,63 @@
-"""Stage-1 batch mixing: the SegMix shuffle, its curricula, and baselines behind one registry.
+"""Stage-1 batch mixing: the SegMix shuffle, its curricula, and baselines, behind one registry.
 
->>> from segmix.shuffle import SegMix
+A method (``segmix``, ``segmix-gain``, ``shuffle-fixed``, ``cutmix``...) pairs a registered mixer
+with a registered curriculum rule (:mod:`segmix.shuffle.registry`); each module registers what it
+defines, so importing this package makes every built-in method selectable by name.
+
+>>> from segmix.shuffle import SegMix, build_levels, create_method
 >>> mixer = SegMix(patch_size=32, ratio=0.5)
 >>> images2, targets2, info = mixer(images, labels)           # doctest: +SKIP
-
-Methods for ablation are named in :data:`METHODS` and built with :func:`create_method`
-(:mod:`segmix.shuffle.registry`); every mixer follows the :class:`Mixer` protocol.
+>>> mixer, curriculum = create_method("segmix", build_levels([56, 28], 0.25, 0.5))
 """
 
+# Imported for their registrations as much as for their names: the mixers, then the rules.
 from segmix.shuffle.baselines import NoMix, TimmMix
-from segmix.shuffle.curriculum import (
-    FEEDBACK_RULE,
-    GAIN_RULE,
-    MASTERY_RULE,
-    Curriculum,
-    FeedbackCurriculum,
-    FeedbackRule,
-    FixedCurriculum,
-    GainCurriculum,
-    GainRule,
-    HistoryRow,
-    Level,
-    MasteryCurriculum,
-    MasteryRule,
-    ScheduledCurriculum,
-    build_levels,
-    patch_ladder,
-    read_history_csv,
-    write_history_csv,
-)
+from segmix.shuffle.curriculum import Curriculum, WarmupCurriculum
+from segmix.shuffle.history import HistoryRow, read_history_csv, write_history_csv
+from segmix.shuffle.ladder import Level, build_levels, patch_ladder
 from segmix.shuffle.mixer import Mixer
 from segmix.shuffle.registry import (
     CURRICULA,
-    LABEL_MIXERS,
     METHODS,
     MIXERS,
     Method,
     create_curriculum,
     create_method,
     create_mixer,
+    list_methods,
+    register_curriculum,
+    register_method,
+    register_mixer,
 )
+from segmix.shuffle.rules import GainCurriculum, LossCurriculum, MasteryCurriculum
 from segmix.shuffle.segmix import MixInfo, SegMix
 
 __all__ = [
     "CURRICULA",
     "Curriculum",
-    "FEEDBACK_RULE",
-    "FeedbackCurriculum",
-    "FeedbackRule",
-    "FixedCurriculum",
-    "GAIN_RULE",
     "GainCurriculum",
-    "GainRule",
     "HistoryRow",
-    "LABEL_MIXERS",
     "Level",
-    "MASTERY_RULE",
+    "LossCurriculum",
     "METHODS",
     "MIXERS",
     "MasteryCurriculum",
-    "MasteryRule",
     "Method",
     "MixInfo",
     "Mixer",
     "NoMix",
-    "ScheduledCurriculum",
     "SegMix",
     "TimmMix",
+    "WarmupCurriculum",
     "build_levels",
     "create_curriculum",
     "create_method",
     "create_mixer",
+    "list_methods",
     "patch_ladder",
     "read_history_csv",
+    "register_curriculum",
+    "register_method",
+    "register_mixer",
     "write_history_csv",
 ]

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import Field
 from timm.data import Mixup
 from torch import Tensor
 
+from segmix.section import Section
+from segmix.shuffle.ladder import Level
+from segmix.shuffle.registry import register_mixer
 from segmix.shuffle.segmix import MixInfo
 
 
@@ -89,3 +93,22 @@ class TimmMix:
         area[:even, :even] = mixed[:, k:].float()
         applied = not torch.equal(area, torch.eye(batch, device=images.device))
         return out, new_targets, MixInfo(source=None, area=area, patch_size=None, applied=applied)
+
+
+class BetaKnobs(Section):
+    alpha: float = Field(1.0, gt=0, description="Beta(alpha, alpha) parameter of the mixing weight")
+
+
+@register_mixer("none", description="no mixing: plain multi-label CAM", method=True)
+def _no_mix(probability: float, level: Level | None) -> NoMix:
+    return NoMix()
+
+
+@register_mixer("cutmix", BetaKnobs, description="CutMix (timm): a box pasted from a partner image", method=True)
+def _cutmix(probability: float, level: Level | None, alpha: float) -> TimmMix:
+    return TimmMix("cutmix", alpha, probability)
+
+
+@register_mixer("mixup", BetaKnobs, description="MixUp (timm): a blend with a partner image", method=True)
+def _mixup(probability: float, level: Level | None, alpha: float) -> TimmMix:
+    return TimmMix("mixup", alpha, probability)

@@ -16,8 +16,9 @@ __all__ = ["MixInfo", "Mixer"]
 class Mixer(Protocol):
     """What stage 1 and the curricula need of a mixer.
 
-    ``patch_size`` is the grid patch edge (None for mixers without a grid); ``ratio`` the share of
-    the batch that is mixed. Curricula set both between batches on grid mixers.
+    ``patch_size`` is the grid patch edge (None for mixers without a grid); ``ratio`` is, on grid
+    mixers, the share of grid positions swapped (on CutMix / MixUp, the probability of mixing a
+    batch; 0 without mixing). Curricula set both between batches on grid mixers.
     ``mixer(images, labels, generator)`` takes images (B, C, H, W) and labels (B, K) and returns
     ``(mixed images, float targets (B, K), MixInfo)``.
     """

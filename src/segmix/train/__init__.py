@@ -4,16 +4,14 @@ The model files they write are read by :mod:`segmix.models` (``load_classifier``
 ``load_segmenter``), which needs none of this package.
 """
 
-from segmix.config import CurriculumConfig, Stage1Config, Stage2Config
-from segmix.train.stage1 import Stage1Module, build_mixer, train_classifier
-from segmix.train.stage2 import Stage2Module, train_segmenter
+from segmix.config import Stage1Config, Stage2Config
+from segmix.train.method import build_mixer
+from segmix.train.stage1 import train_classifier
+from segmix.train.stage2 import train_segmenter
 
 __all__ = [
-    "CurriculumConfig",
     "Stage1Config",
-    "Stage1Module",
     "Stage2Config",
-    "Stage2Module",
     "build_mixer",
     "train_classifier",
     "train_segmenter",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 from PIL import Image
@@ -106,20 +108,29 @@ def _windows(width_height: tuple[int, int], size: int) -> list[tuple[int, int]]:
     return [(y, x) for y in starts(height) for x in starts(width)]
 
 
-# Seeds of derived random streams: seed * RUN_STRIDE + offset. Primes, so nearby (seed, offset)
-# pairs never share a stream.
-RUN_STRIDE, STEP_STRIDE = 1_000_003, 7919
+def stream_seed(seed: int, stream: str, *index: int) -> int:
+    """The seed of the random stream named ``stream`` at ``index`` in a run seeded with ``seed``.
+
+    A hash of all three, so two consumers (the epoch order and a training step, say) never share
+    numbers whatever their indices; arithmetic offsets did (epoch e and step 0 / rank e).
+
+    Examples:
+        >>> stream_seed(0, "epoch-order", 1) != stream_seed(0, "step", 0, 1)
+        True
+    """
+    digest = hashlib.blake2b(repr((int(seed), stream, *map(int, index))).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # a non-negative int64, as manual_seed takes
 
 
-def seeded_generator(seed: int, offset: int) -> torch.Generator:
-    """The random stream ``offset`` of a run seeded with ``seed``."""
-    return torch.Generator().manual_seed(seed * RUN_STRIDE + offset)
+def seeded_generator(seed: int, stream: str, *index: int) -> torch.Generator:
+    """A CPU generator on the stream :func:`stream_seed` names."""
+    return torch.Generator().manual_seed(stream_seed(seed, stream, *index))
 
 
 def split_holdout(dataset: Dataset, fraction: float, seed: int) -> tuple[Subset, Subset]:
     """Random (train, held-out) split for datasets without a validation split."""
     n = len(dataset)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    order = torch.randperm(n, generator=seeded_generator(seed, "holdout")).tolist()
     k = max(1, int(round(fraction * n)))
     return Subset(dataset, order[k:]), Subset(dataset, order[:k])
 
@@ -139,7 +150,7 @@ class EpochShuffle(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self):
-        g = seeded_generator(self.seed, self.epoch)
+        g = seeded_generator(self.seed, "epoch-order", self.epoch)
         return iter(torch.randperm(self.size, generator=g).tolist())
 
     def __len__(self) -> int:
@@ -172,7 +183,7 @@ class SingleLabelShare(EpochShuffle):
         self.per_batch = int(round(share * batch_size)) if self.by_class else 0
 
     def __iter__(self):
-        g = seeded_generator(self.seed, self.epoch)
+        g = seeded_generator(self.seed, "epoch-order", self.epoch)
         order = torch.randperm(self.size, generator=g)
         own = self.batch_size - self.per_batch
         out = []

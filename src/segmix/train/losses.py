@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from segmix.data.io import IGNORE_INDEX
+from segmix.models.gate import gated_argmax
 
 
 def cell_logits(maps: Tensor, grid: tuple[int, int], patch_size: int, size: tuple[int, int]) -> Tensor:
@@ -151,24 +152,6 @@ def probe_hits(maps: Tensor, source: Tensor, patch_size: int, labels: Tensor, tr
     gated = cells.permute(0, 2, 3, 1).masked_fill(~gate[:, None, None], float("-inf"))
     hit = gated.argmax(dim=-1) == known
     return torch.stack([(hit & counted).sum(), counted.sum()]).float()
-
-
-def gated_argmax(maps: Tensor, gate: Tensor, size: tuple[int, int]) -> Tensor:
-    """The upsampled CAM's strongest class among ``gate`` at every pixel: long (B, H, W).
-
-    Args:
-        maps: float (B, K, h, w) per-location class logits.
-        gate: bool (B, K), the classes allowed per image (its labels: the pseudo masks' gate).
-        size: (H, W) to upsample to.
-    """
-    up = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
-    return up.masked_fill(~gate[:, :, None, None], float("-inf")).argmax(dim=1)
-
-
-def confusion_miou(confusion: Tensor) -> Tensor:
-    """Mean IoU of a (K, K) truth x prediction confusion, over the classes it has seen (scalar)."""
-    union = confusion.sum(0) + confusion.sum(1) - confusion.diag()
-    return (confusion.diag()[union > 0] / union[union > 0]).mean()
 
 
 def gated_confusion(maps: Tensor, labels: Tensor, masks: Tensor) -> Tensor:

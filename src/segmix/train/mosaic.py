@@ -46,7 +46,7 @@ def mosaic_batch(
     labels: Tensor,
     exact_weight: float = 1.0,
     generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One shuffle of images and masks; loss weights per pixel.
 
     Args:
@@ -58,8 +58,9 @@ def mosaic_batch(
         generator: the random stream of the draw.
 
     Returns:
-        ``(images, masks, weights)``: mixed images and masks as given, float (B, H, W) weights
-        (0 where the mask is ``IGNORE_INDEX``).
+        ``(images, masks, weights, labels)``: mixed images and masks as given, float (B, H, W)
+        weights (0 where the mask is ``IGNORE_INDEX``), float (B, K) labels of the mixed images
+        (every class of a source, ``mixer.label_mix`` "union" by default).
 
     Examples:
         >>> import torch
@@ -67,11 +68,11 @@ def mosaic_batch(
         >>> images = torch.arange(2.0)[:, None, None, None].expand(2, 3, 4, 4)  # image b is all b
         >>> masks = torch.tensor([0, 1])[:, None, None].expand(2, 4, 4)
         >>> labels = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
-        >>> x, m, w = mosaic_batch(SegMix(2, ratio=1.0), images, masks, labels, exact_weight=3.0)
+        >>> x, m, w, _ = mosaic_batch(SegMix(2, ratio=1.0), images, masks, labels, exact_weight=3.0)
         >>> bool((x[:, 0] == m).all()), w[0].unique().tolist(), w[1].unique().tolist()  # masks moved with pixels
         (True, [1.0], [3.0])
     """
-    mixed, _, info = mixer(images, labels, generator)
+    mixed, mixed_labels, info = mixer(images, labels, generator)
     single = ((labels > 0.5).sum(dim=1) == 1).float()
     weights = 1 + (exact_weight - 1) * single[:, None, None].expand(masks.shape).clone()
     if info.applied:
@@ -80,4 +81,4 @@ def mosaic_batch(
         cell = 1 + (exact_weight - 1) * single[info.source]
         core = cell.repeat_interleave(ps, dim=1).repeat_interleave(ps, dim=2)
         weights[:, : core.shape[1], : core.shape[2]] = core
-    return mixed, masks, weights * (masks != IGNORE_INDEX)
+    return mixed, masks, weights * (masks != IGNORE_INDEX), mixed_labels

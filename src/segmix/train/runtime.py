@@ -19,7 +19,7 @@ from segmix.config.stages import PLACEMENT_KEYS, TrainSection, upgrade_flat_conf
 from segmix.config.threads import fit_threads
 from segmix.data.io import write_atomic
 from segmix.errors import OutputError, TrainingDiverged
-from segmix.train.data import RUN_STRIDE, STEP_STRIDE, seeded_generator
+from segmix.train.data import seeded_generator, stream_seed
 
 log = logging.getLogger(__name__)
 
@@ -234,10 +234,6 @@ def _extends(key: str, before, after) -> bool:
     return key == "train.epochs" and isinstance(before, int) and isinstance(after, int) and after > before
 
 
-# Offset of the global-RNG seed of a step from its generator's: far past every derived stream.
-_GLOBAL_RNG_OFFSET = 2**40
-
-
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     """The random numbers of one training step (mixing, augmentation), one stream per
     (seed, step, rank): a resumed run draws the same as an uninterrupted one, and ranks differ.
@@ -246,9 +242,8 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     the model draws itself (dropout in smp's decoders) is then the same after a resume too;
     checkpoints do not hold the global RNG's state.
     """
-    offset = step * STEP_STRIDE + rank
-    torch.manual_seed(seed * RUN_STRIDE + offset + _GLOBAL_RNG_OFFSET)
-    return seeded_generator(seed, offset)
+    torch.manual_seed(stream_seed(seed, "step-global", step, rank))
+    return seeded_generator(seed, "step", step, rank)
 
 
 def adamw_cosine(params, train: TrainSection) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,15 +26,18 @@ from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1
 
 from segmix.config import Stage1Config, save_config
 from segmix.data.dataset import TileDataset, require_masks
-from segmix.data.io import csv_text, write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
-from segmix.data.stain import StainNormalizer, fit_stain_normalizer
+from segmix.data.stain import fit_stain_normalizer
 from segmix.errors import ConfigError, DatasetError
+from segmix.eval.metrics import confusion_miou
 from segmix.models import CLASSIFIER_FILE, CamClassifier, save_classifier
-from segmix.shuffle import METHODS, Curriculum, Level, Mixer, MixInfo, SegMix, create_method, write_history_csv
+from segmix.shuffle import (
+    Mixer,
+    create_mixer,
+)
 from segmix.train.augment import dihedral, dihedral_pair, hed_jitter
+from segmix.train.callbacks import CurriculumCallback, PoolCallback, pool_loader
 from segmix.train.data import (
-    RUN_STRIDE,
     EpochShuffle,
     MaskedTiles,
     SingleLabelShare,
@@ -43,8 +45,10 @@ from segmix.train.data import (
     decode_undrawn,
     split_holdout,
 )
-from segmix.train.losses import cell_hits, confusion_miou, gated_confusion, patch_cam_loss, probe_hits, probe_truth
-from segmix.train.pool import PatchPool, PoolStats, write_pool_csv
+from segmix.train.losses import gated_confusion, patch_cam_loss
+from segmix.train.method import build_mixer, feedback_signal_name, method_of
+from segmix.train.pool import PatchPool, PoolStats
+from segmix.train.probe import probe_batch, probe_score, report_probe
 from segmix.train.runtime import (
     EpochCheckpoint,
     adamw_cosine,
@@ -57,97 +61,6 @@ from segmix.train.runtime import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def build_mixer(cfg: Stage1Config) -> tuple[Mixer, Curriculum | None]:
-    """``(mixer, curriculum or None)`` for the config's method, at the ladder's first level."""
-    levels = cfg.levels()
-    m = cfg.mixing
-    method = METHODS[m.method]
-    mixer_args = {
-        "none": {},
-        "cutmix": {"alpha": m.alpha, "p": m.probability},
-        "mixup": {"alpha": m.alpha, "p": m.probability},
-        "segmix": {
-            "patch_size": levels[0].patch_size,
-            "ratio": levels[0].ratio,
-            "p": m.probability,
-            "label_mix": m.label_mix,
-        },
-    }[method.mixer]
-    curriculum_args = {
-        None: None,
-        "mastery": cfg.curriculum.rule("mastery"),
-        "feedback": cfg.curriculum.rule("feedback"),
-        "gain": cfg.curriculum.rule("gain"),
-        "scheduled": {"total_steps": cfg.train.epochs},
-        "fixed": {"level": cfg.ladder.fixed_level},
-    }[method.curriculum]
-    return create_method(m.method, levels, mixer_args, curriculum_args)
-
-
-# Random streams of the held-out shuffle: fixed per batch, so every epoch scores the same cells.
-VAL_MIX_OFFSET = RUN_STRIDE // 2
-PROBE_CSV = "probe.csv"  # beside curriculum.csv: what each epoch's feedback reading rests on
-
-
-def probe_batch(
-    cfg: Stage1Config, level: Level, images: Tensor, labels: Tensor, masks: Tensor, offset: int
-) -> tuple[Tensor, MixInfo, Tensor | None]:
-    """A held-out batch shuffled at ``level`` by the random stream ``offset`` (the same every
-    epoch), and its cells' known classes (:func:`probe_truth`; None for ``probe: swapped``)."""
-    mixer = SegMix(level.patch_size, level.ratio, 1.0, cfg.mixing.label_mix)
-    g = torch.Generator().manual_seed(cfg.seed * RUN_STRIDE + offset)
-    x, _, info = mixer(images.float() / 255, labels, g)
-    if cfg.curriculum.probe == "swapped":
-        return x, info, None
-    return x, info, probe_truth(masks, labels, info.patch_size)
-
-
-def probe_census(cfg: Stage1Config, level: Level, loader: DataLoader) -> int:
-    """How many cells the probe counts at ``level`` on the held-out ``loader`` (no model: the
-    cells, not the hits), for the report at start."""
-    cells = 0
-    for batch_idx, (images, labels, _, masks) in enumerate(loader):
-        if len(images) < 2:
-            continue
-        x, info, truth = probe_batch(cfg, level, images, labels, masks, VAL_MIX_OFFSET + batch_idx)
-        k = labels.shape[1]
-        maps = torch.zeros(len(x), k, *info.source.shape[1:])
-        cells += int(probe_score(maps, info, labels, truth, x.shape[-2:])[1])
-    return cells
-
-
-def probe_score(maps: Tensor, info: MixInfo, labels: Tensor, truth: Tensor | None, size) -> Tensor:
-    """``(hits, cells)`` of a probe batch (:func:`probe_batch`): ``probe_hits`` on its known cells,
-    or ``cell_hits`` with ``probe: swapped`` (``truth`` None)."""
-    if truth is None:
-        return cell_hits(maps, info.source, info.patch_size, labels, size)
-    return probe_hits(maps, info.source, info.patch_size, labels, truth, size)
-
-
-def report_probe(cfg: Stage1Config, val_loader: DataLoader) -> None:
-    """Say at start how many cells the feedback probe counts at the first level, and warn when
-    that is under ``curriculum.probe_cells``: readings of few cells move by chance."""
-    method = METHODS[cfg.mixing.method]
-    if method.curriculum is None or cfg.curriculum.signal_for(method.curriculum) != "cell_accuracy":
-        return
-    levels = build_mixer(cfg)[1].levels
-    with torch.random.fork_rng(devices=[]):  # a loader's iterator draws from the global RNG: init stays as it was
-        cells = probe_census(cfg, levels[0], val_loader)
-    wanted = cfg.curriculum.probe_cells
-    se = math.sqrt(0.25 / cells) if cells else 1.0  # the widest standard error, at accuracy 0.5
-    if cells >= wanted:
-        log.info("feedback probe: %d known cells at the first level (standard error <= %.3f)", cells, se)
-        return
-    log.warning(
-        "feedback probe: %d known cells at the first level, under curriculum.probe_cells=%d: a reading's standard "
-        "error is up to %.3f, so the curriculum's moves may follow chance; the run goes on with these cells "
-        "(add held-out tiles with masks or single-label tiles, or use shuffle-fixed)",
-        cells,
-        wanted,
-        se,
-    )
 
 
 class Stage1Module(L.LightningModule):
@@ -166,7 +79,7 @@ class Stage1Module(L.LightningModule):
         self.model = CamClassifier(m.backbone, k, m.pretrained, m.weights, m.output_stride, m.pool)
         self.model.freeze(m.trainable_blocks)
         self.mixer, self.curriculum = build_mixer(self.cfg)
-        pooled = METHODS[self.cfg.mixing.method].mixer == "segmix" and self.cfg.patch_pool.share > 0
+        pooled = method_of(self.cfg).grid and self.cfg.patch_pool.share > 0
         self.pool = PatchPool(n_tiles, self.cfg.patch_pool.confidence) if pooled else None
         self.pool_history: list[PoolStats] = []
         self._cells = torch.zeros(2)
@@ -199,7 +112,8 @@ class Stage1Module(L.LightningModule):
         level = self.curriculum.batch_level(replay, g)
         if level == self.curriculum.current:
             return self.mixer
-        return SegMix(level.patch_size, level.ratio, self.mixer.p, self.mixer.label_mix)
+        name = method_of(self.cfg).mixer
+        return create_mixer(name, self.cfg.mixing.probability, level, **self.cfg.mixing.knobs(name))
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         images, labels, index = batch
@@ -246,13 +160,13 @@ class Stage1Module(L.LightningModule):
         if self.curriculum is None or len(images) < 2:
             return
         x, info, truth = probe_batch(
-            self.cfg, self.curriculum.current, images, labels, masks, self._probe_offset(batch_idx)
+            self.cfg, self.curriculum.current, images, labels, masks, self._probe_stream(batch_idx)
         )
         _, maps = self.model(self.normalize(x))
         self._cells += probe_score(maps.float(), info, labels, truth, x.shape[-2:])
 
-    def _probe_offset(self, batch_idx: int) -> int:
-        return VAL_MIX_OFFSET + batch_idx * self.trainer.world_size + self.global_rank
+    def _probe_stream(self, batch_idx: int) -> int:
+        return batch_idx * self.trainer.world_size + self.global_rank
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels, _, masks = batch
@@ -292,7 +206,7 @@ class Stage1Module(L.LightningModule):
 
     def feedback_signal(self) -> float:
         """The curriculum's signal, the same on every rank."""
-        signal = self.cfg.curriculum.signal_for(METHODS[self.cfg.mixing.method].curriculum)
+        signal = feedback_signal_name(self.cfg)
         if signal == "cell_accuracy":
             signal = "val_cell_accuracy"
         if signal == "train_loss":
@@ -330,101 +244,10 @@ class Stage1Module(L.LightningModule):
             self.pool_history = [PoolStats(**r) for r in checkpoint["pool"]["history"]]
 
 
-class CurriculumCallback(L.Callback):
-    """Steps the curriculum at each epoch end with the feedback signal; writes its trace."""
-
-    def __init__(self, csv_path: str | Path) -> None:
-        self.csv_path = Path(csv_path)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: Stage1Module) -> None:
-        if module.curriculum is None:
-            return
-        row = module.curriculum.step(module.feedback_signal())
-        module.log_dict(
-            {
-                "curriculum/level": float(row.level),
-                "curriculum/patch_size": float(row.patch_size),
-                "curriculum/ratio": float(row.ratio),
-            }
-        )
-        metrics = trainer.callback_metrics
-        if "val_cell_count" in metrics:
-            reading = {name: float(metrics[f"val_cell_{name}"]) for name in ("accuracy", "count", "se")}
-            module.probe_history.append({"step": row.step, **reading})
-        if trainer.is_global_zero:
-            write_history_csv(module.curriculum.history, self.csv_path)
-            if module.probe_history:
-                write_text(self.csv_path.with_name(PROBE_CSV), csv_text(module.probe_history))
-        if trainer.world_size > 1:  # every rank's own trace, to audit that all decide alike
-            rank_csv = self.csv_path.parent / "ranks" / f"curriculum.rank{trainer.global_rank}.csv"
-            write_history_csv(module.curriculum.history, rank_csv)
-
-
-class PoolCallback(L.Callback):
-    """Rebuilds the patch pool after the curriculum's step (so at the next epoch's patch size);
-    writes its trace (``pool.csv``: size and, with pixel truth, precision per epoch).
-
-    ``make_loader(rank, world_size)`` gives this process's :class:`MaskedTiles` loader.
-    """
-
-    def __init__(self, make_loader: Callable[[int, int], DataLoader], csv_path: str | Path) -> None:
-        self.make_loader, self.csv_path = make_loader, Path(csv_path)
-        self.loader: DataLoader | None = None
-
-    def setup(self, trainer: L.Trainer, module: Stage1Module, stage: str) -> None:
-        if module.pool is not None:
-            self.loader = self.make_loader(trainer.global_rank, trainer.world_size)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: Stage1Module) -> None:
-        if module.pool is None:
-            return
-        share, patch_size = module.pool_share(), module.mixer.patch_size
-        counts = (0, 0, 0, 0, 0)
-        if share > 0:
-            was_training = module.training
-            module.eval()
-
-            def forward(images: Tensor) -> Tensor:
-                return module.model(module.normalize(images.to(module.device)))[1]
-
-            def reduce_sum(t: Tensor) -> Tensor:
-                return trainer.strategy.reduce(t.to(module.device), reduce_op="sum").cpu()
-
-            size = module.cfg.train.image_size
-            counts = module.pool.update(forward, self.loader, size, patch_size, share, reduce_sum)
-            module.train(was_training)
-        else:
-            module.pool.clear()
-        row = PoolStats(trainer.current_epoch, patch_size, share, *counts)
-        module.pool_history.append(row)
-        module.log_dict({"pool/admitted": float(row.admitted), "pool/precision": row.precision or 0.0})
-        if trainer.is_global_zero:
-            write_pool_csv(module.pool_history, self.csv_path)
-
-
-def _pool_loader(
-    cfg: Stage1Config,
-    data_root: str | Path,
-    spec: DatasetSpec,
-    stain: StainNormalizer | None,
-    indices: list[int],
-    workers: int,
-) -> Callable[[int, int], DataLoader]:
-    """Loader factory of the pool's pass over training tiles ``indices``, read with their masks;
-    called only when there is a pool, so runs without one do not list the tiles twice."""
-
-    def make(rank: int, world_size: int) -> DataLoader:
-        tiles = TileDataset(data_root, "train", spec, stain=stain)
-        dataset = MaskedTiles(tiles, cfg.train.image_size, indices[rank::world_size])
-        return DataLoader(dataset, batch_size=cfg.train.batch_size * 2, num_workers=workers)
-
-    return make
-
-
 def _train_sampler(cfg: Stage1Config, train_set: Dataset, labels: np.ndarray):
     """The epoch order: plain, or, for the grid mixers whose per-patch loss needs known patches,
     with a class-balanced share of single-label tiles per batch."""
-    if cfg.mixing.single_share > 0 and METHODS[cfg.mixing.method].mixer == "segmix":
+    if cfg.mixing.single_share > 0 and method_of(cfg).grid:
         return SingleLabelShare(labels, cfg.train.batch_size, cfg.mixing.single_share, cfg.seed)
     return EpochShuffle(len(train_set), cfg.seed)
 
@@ -457,8 +280,7 @@ def train_classifier(
     stain = fit_stain_normalizer(cfg.stain.method, cfg.stain.reference, train_tiles, cfg.stain.fit_tiles)
     train_tiles.stain = stain
     has_val = spec.splits.val is not None and (Path(data_root) / spec.splits.val).is_dir()
-    curriculum = METHODS[cfg.mixing.method].curriculum
-    if curriculum is not None and cfg.curriculum.signal_for(curriculum) == "val_miou" and not has_val:
+    if method_of(cfg).curriculum is not None and feedback_signal_name(cfg) == "val_miou" and not has_val:
         raise ConfigError(
             f"stage1.curriculum.signal val_miou ({cfg.mixing.method}): {data_root} has no val split with masks; "
             "name another signal (cell_accuracy) or add the split"
@@ -493,7 +315,7 @@ def train_classifier(
     checkpoints = out / "checkpoints"
     callbacks = [  # in this order: the pool is rebuilt at the level the curriculum has just chosen
         CurriculumCallback(out / "curriculum.csv"),
-        PoolCallback(_pool_loader(cfg, data_root, spec, stain, indices, workers), out / "pool.csv"),
+        PoolCallback(pool_loader(cfg, data_root, spec, stain, indices, workers), out / "pool.csv"),
         EpochCheckpoint(checkpoints / "last.ckpt"),
         *(callbacks or []),
     ]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from timm.utils import ModelEmaV3
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -45,6 +46,7 @@ from segmix.train.runtime import (
     run_placement,
     step_generator,
 )
+from segmix.train.self_training import teacher_relabel
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +110,10 @@ class Stage2Module(L.LightningModule):
         self.model = create_segmenter(m.arch, m.encoder, self.num_out, m.encoder_weights, m.weights)
         check_window(self.model, self.cfg.train.image_size)
         self._cm: ConfusionMatrix | None = None
-        mix = self.cfg.mixing
+        mix, st = self.cfg.mixing, self.cfg.self_training
         self.mixer = SegMix(mix.patch_size, mix.ratio, mix.probability) if mix.method == "shuffle" else None
+        # A submodule: its weights are in every checkpoint, so a resumed run has the same teacher.
+        self.teacher = ModelEmaV3(self.model, decay=st.decay).requires_grad_(False) if st.start is not None else None
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         images, masks, labels = batch
@@ -118,11 +122,13 @@ class Stage2Module(L.LightningModule):
         weights = None
         if self.mixer is not None or self.cfg.mixing.exact_weight != 1:
             mixer = self.mixer or SegMix(1, ratio=0.0, p=0.0)
-            x, masks, weights = mosaic_batch(mixer, x, masks, labels, self.cfg.mixing.exact_weight, g)
+            x, masks, weights, labels = mosaic_batch(mixer, x, masks, labels, self.cfg.mixing.exact_weight, g)
         if self.cfg.augment.dihedral:
             x, masks, weights = dihedral_pair(x, masks, g, weights)
         x = hed_jitter(x, self.cfg.augment.hed_jitter, g)
-        logits = self.model(segmenter_input(x).contiguous(memory_format=torch.channels_last)).float()
+        inputs = segmenter_input(x).contiguous(memory_format=torch.channels_last)
+        masks = self._relabelled(inputs, masks, labels)
+        logits = self.model(inputs).float()
         if weights is None:
             loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
         else:
@@ -133,6 +139,21 @@ class Stage2Module(L.LightningModule):
         check_finite(loss, self.global_step)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
+
+    def _relabelled(self, inputs: Tensor, masks: Tensor, labels: Tensor) -> Tensor:
+        """``masks`` with the EMA teacher's confident pixels, from ``self_training.start`` on."""
+        st = self.cfg.self_training
+        if self.teacher is None or self.current_epoch < st.start:
+            return masks
+        self.teacher.eval()  # Lightning puts every submodule in train mode each epoch; the teacher predicts
+        with torch.no_grad():
+            masks, changed = teacher_relabel(self.teacher.module(inputs), masks, labels, st.confidence)
+        self.log("train/relabelled", changed.float().mean(), on_step=False, on_epoch=True, batch_size=len(masks))
+        return masks
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.teacher is not None:
+            self.teacher.update(self.model, step=self.global_step)
 
     def on_validation_epoch_start(self) -> None:
         self._cm = ConfusionMatrix(self.num_out, self.spec.index_names, self.spec.exclude_index)

@@ -1,4 +1,4 @@
-"""Near-white glass detection for the background policy of pseudo masks."""
+"""Near-white glass detection: the background policy of pseudo masks and predictions."""
 
 from __future__ import annotations
 

@@ -1,0 +1,5 @@
+"""``python -m segmix.cli``: the ``segmix`` command."""
+
+from segmix.cli import main
+
+main()
