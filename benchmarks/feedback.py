@@ -24,7 +24,9 @@ isolates that part:
   fixed level with replay 5/6), no curriculum at all;
 - ``probe-swapped``: the feedback probe counting only swapped cells whose source lacks a class of
   the mixed image (its count before it read masks and single-label tiles); ``warmup-1``: a first
-  epoch without shuffling, feedback from the second (the default before the probe).
+  epoch without shuffling, feedback from the second (the default before the probe);
+- ``refine``, ``mosaic``, ``self-train``: the pseudo-mask and stage-2 parts of issue 22 (see
+  ``benchmarks/real.py``); they start from the ``segmix`` run's finished stages of the same seed.
 
 Jobs run ``--jobs`` at a time, each in its own process (set ``--jobs 1`` on a small CPU
 machine). ``--stage2`` picks the variants that also train stage 2 (``all`` or a list); the rest
@@ -43,6 +45,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,6 +79,9 @@ VARIANTS = {
     "uncertain": ["cams.uncertain=0.3"],
     "probe-swapped": ["stage1.curriculum.probe=swapped"],
     "warmup-1": ["stage1.curriculum.mastery.warmup=1"],
+    "refine": ["cams.refine_steps=10"],
+    "mosaic": ["stage2.mixing.method=shuffle"],
+    "self-train": ["stage2.self_training.start=2"],
 }
 FIXED = [f"fixed-{k}" for k in range(LEVELS)]
 GOAL_OVER_NONE = {"default": 7.0, "hard": 4.0}
@@ -104,6 +110,7 @@ def job(
         return json.loads(result.read_text())
     sets = [f"seed={seed}", "fully_supervised=false"]
     sets += [f"{stage}.num_workers=1" for stage in ("stage1", "stage2", "cams")] + extra + VARIANTS[variant]
+    reuse_upstream(out / bench / "segmix" / f"seed{seed}", folder, VARIANTS[variant])
     done = pipeline_run(BENCHMARKS[bench], data, folder, sets, stage2, threads)
     if done is None:
         return None
@@ -111,6 +118,19 @@ def job(
     result.write_text(json.dumps(row))
     print(f"{bench} {variant} seed {seed}: pseudo {row['pseudo_miou']:.4f} test {row['test_miou']}", flush=True)
     return row
+
+
+def reuse_upstream(base: Path, folder: Path, sets: list[str]) -> None:
+    """Start a variant that changes only the pseudo masks or stage 2 from the default run's
+    finished stages (``segmix run`` skips a stage whose hash matches, so nothing is assumed)."""
+    if folder == base or not (base / "stage1" / ".done.json").is_file() or (folder / "stage1").exists():
+        return
+    touched = {s.split(".")[0] for s in sets}
+    if not touched <= {"cams", "stage2"}:
+        return
+    for stage in ["data", "stage1"] + ([] if "cams" in touched else ["cams"]):
+        if (base / stage).is_dir():
+            shutil.copytree(base / stage, folder / stage, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
 
 
 def pipeline_run(config: str, data: Path, folder: Path, sets: list[str], stage2: bool, threads: int) -> dict | None:

@@ -1,4 +1,5 @@
-"""Feedback variants on a real development set: pseudo-mask mIoU mean ± std over seeds, with the
+"""Variants on a real development set: pseudo-mask mIoU and, with ``--stage2``, the final model's
+test mIoU and its ratio to a fully supervised one (same seeds), mean ± std over seeds, with the
 curriculum's levels and the feedback probe's cells per run.
 
 ``DATA_DIR`` is any dataset in segmix's layout with ``train_gt/`` (pixel truth of the training
@@ -13,14 +14,21 @@ with one change up to the pseudo masks (``--stage2`` also trains and tests stage
   mixed image (the count before the probe had masks and single-label tiles);
 - ``mastery-0.8`` / ``mastery-0.75``: a lower mastery line; ``plateau-1`` / ``plateau-2``: also
   advancing after 1 / 2 epochs without a gain of ``min_gain``; ``warmup-1``: a first epoch
-  without shuffling, feedback from the second (the default before the probe).
+  without shuffling, feedback from the second (the default before the probe);
+- stage 2 and the pseudo masks (issue 22): ``refine``: colour-adaptive refinement of the CAMs
+  (``cams.refine_steps=10``); ``mosaic``: stage 2 on SegMix mosaics (28-px cells, half
+  swapped, masks moving with their pixels); ``mosaic-coarse``: 56-px cells, a quarter swapped,
+  every second batch; ``mosaic-exact``: mosaics with a quarter of each batch single-label tiles
+  whose pixels weigh 2; ``self-train``: an EMA teacher relabels confident pixels from epoch 2;
+  ``refine-self-train``: both. Variants that change only the pseudo masks or stage 2 start from
+  the ``segmix`` run's finished stages of the same seed.
 
 Prints a markdown table (mean ± std over ``--seeds``, levels per epoch and probe cells at the
 first epoch of the first seed) and the issue's goals, and writes ``results.csv`` in ``--out``.
 Finished runs are skipped when re-run with the same ``--out``.
 
 Run: ``python benchmarks/real.py /path/to/glas-dev --out runs/bench-real --seeds 0,1`` (2 CPU
-cores: about 80 s per run up to the pseudo masks).
+cores: about 90 s per run up to the pseudo masks, 200 s with ``--stage2``).
 """
 
 from __future__ import annotations
@@ -28,16 +36,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from feedback import LEVELS, mean_std, pipeline_run, supervised_run, trace  # noqa: E402
+from feedback import LEVELS, mean_std, pipeline_run, reuse_upstream, supervised_run, trace  # noqa: E402
 
-MOSAIC, REFINE = "stage2.mixing.method=shuffle", "cams.refine_steps=10"
+MOSAIC, REFINE, SELF_TRAIN = "stage2.mixing.method=shuffle", "cams.refine_steps=10", "stage2.self_training.start=2"
 SHUFFLE_FIXED = "stage1.mixing.method=shuffle-fixed"
 VARIANTS = {
     "none": ["stage1.mixing.method=none"],
@@ -51,10 +58,17 @@ VARIANTS = {
     "plateau-1": ["stage1.curriculum.mastery.patience=1"],
     "plateau-2": ["stage1.curriculum.mastery.patience=2"],
     "warmup-1": ["stage1.curriculum.mastery.warmup=1"],
-    "mosaic": [MOSAIC],
-    "mosaic-exact": [MOSAIC, "stage2.mixing.single_share=0.25", "stage2.mixing.exact_weight=2"],
     "refine": [REFINE],
-    "refine-mosaic": [REFINE, MOSAIC],
+    "mosaic": [MOSAIC],
+    "mosaic-coarse": [
+        MOSAIC,
+        "stage2.mixing.patch_size=56",
+        "stage2.mixing.ratio=0.25",
+        "stage2.mixing.probability=0.5",
+    ],
+    "mosaic-exact": [MOSAIC, "stage2.mixing.single_share=0.25", "stage2.mixing.exact_weight=2"],
+    "self-train": [SELF_TRAIN],
+    "refine-self-train": [REFINE, SELF_TRAIN],
 }
 CONTROLS = [f"fixed-{k}" for k in range(LEVELS)] + ["random-level"]
 GOAL_OVER_NONE = 5.0
@@ -83,19 +97,6 @@ def job(variant: str, seed: int, data: Path, out: Path, stage2: bool, extra: lis
     final = f" final {row['test_miou']:.4f}" if row.get("test_miou") is not None else ""
     print(f"{variant} seed {seed}: pseudo {row['pseudo_miou']:.4f}{final} levels {row['levels']}", flush=True)
     return row
-
-
-def reuse_upstream(base: Path, folder: Path, sets: list[str]) -> None:
-    """Start a variant that changes only the pseudo masks or stage 2 from the default run's
-    finished stages (``segmix run`` skips a stage whose hash matches, so nothing is assumed)."""
-    if folder == base or not (base / "stage1" / ".done.json").is_file() or (folder / "stage1").exists():
-        return
-    touched = {s.split(".")[0] for s in sets}
-    if not touched <= {"cams", "stage2"}:
-        return
-    for stage in ["data", "stage1"] + ([] if "cams" in touched else ["cams"]):
-        if (base / stage).is_dir():
-            shutil.copytree(base / stage, folder / stage, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
 
 
 def probe(stage1: Path) -> dict:

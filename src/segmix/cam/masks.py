@@ -29,6 +29,14 @@ def pseudo_masks(
 
     Returns:
         uint8 (B, H, W).
+
+    Examples:
+        >>> import torch
+        >>> cams = torch.tensor([[[[0.9, 0.2]], [[0.8, 0.7]], [[0.1, 0.95]]]])  # (1, 3, 1, 2)
+        >>> pseudo_masks(cams, torch.tensor([[1, 1, 0]])).tolist()  # class 2 is not in the label
+        [[[0, 1]]]
+        >>> pseudo_masks(cams, torch.tensor([[1, 1, 0]]), uncertain=0.75).tolist()  # 0.7 < 0.75: ignored
+        [[[0, 255]]]
     """
     gate = labels.to(cams.device) > 0.5
     if not gate.any(dim=1).all():

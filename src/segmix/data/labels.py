@@ -27,6 +27,12 @@ def parse_label(name: str | Path, num_classes: int) -> np.ndarray:
     Raises:
         DatasetError: naming the file when the bracket is missing, malformed, of the wrong
             length, or marks no class at all.
+
+    Examples:
+        >>> parse_label("train/tile_3-[1 0 0 1].png", 4).tolist()
+        [1, 0, 0, 1]
+        >>> parse_label("tile-[0101].png", 4).tolist()
+        [0, 1, 0, 1]
     """
     path = Path(name)
     match = _BRACKET.search(path.stem)
@@ -50,6 +56,12 @@ def parse_label(name: str | Path, num_classes: int) -> np.ndarray:
 
 
 def format_label(label: np.ndarray, style: str = "space") -> str:
-    """``[1 0 0 1]`` (space), ``[1001]`` (compact) or ``[1, 0, 0, 1]`` (comma)."""
+    """``[1 0 0 1]`` (space), ``[1001]`` (compact) or ``[1, 0, 0, 1]`` (comma).
+
+    Examples:
+        >>> import numpy as np
+        >>> format_label(np.array([1, 0, 0, 1])), format_label(np.array([1, 0]), "compact")
+        ('[1 0 0 1]', '[10]')
+    """
     sep = {"space": " ", "compact": "", "comma": ", "}[style]
     return "[" + sep.join(str(int(v)) for v in label) + "]"

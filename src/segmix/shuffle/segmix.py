@@ -83,6 +83,12 @@ def draw_sources(
 
     Returns:
         long (B, N): ``b`` where the patch stays, another image's index where it is swapped.
+
+    Examples:
+        >>> import torch
+        >>> source = draw_sources(4, 6, 0.5, torch.Generator().manual_seed(0))
+        >>> source.shape, int((source != torch.arange(4)[:, None]).sum(dim=1)[0])  # 3 of 6 swapped
+        (torch.Size([4, 6]), 3)
     """
     device = torch.device(device)
     own = torch.arange(batch, device=device)
@@ -101,7 +107,14 @@ def draw_sources(
 
 
 def area_matrix(source: Tensor, patch_size: int, height: int, width: int) -> Tensor:
-    """(B, gh, gw) source map -> float32 (B, B) area shares; the ragged border is the image's own."""
+    """(B, gh, gw) source map -> float32 (B, B) area shares; the ragged border is the image's own.
+
+    Examples:
+        >>> import torch
+        >>> source = torch.tensor([[[0, 1]], [[1, 1]]])  # image 0: left half own, right half from 1
+        >>> area_matrix(source, patch_size=2, height=2, width=4).tolist()
+        [[0.5, 0.5], [0.0, 1.0]]
+    """
     batch = source.shape[0]
     counts = torch.zeros(batch, batch, dtype=torch.float32, device=source.device)
     counts.scatter_add_(1, source.reshape(batch, -1), torch.ones_like(source.reshape(batch, -1), dtype=torch.float32))

@@ -14,7 +14,13 @@ from segmix.data.io import IGNORE_INDEX, image_size
 
 
 def fit_square(image: np.ndarray, size: int, resample: int = Image.BILINEAR) -> np.ndarray:
-    """uint8 (H, W) or (H, W, 3) resized to (size, size); returned as is when it already is."""
+    """uint8 (H, W) or (H, W, 3) resized to (size, size); returned as is when it already is.
+
+    Examples:
+        >>> import numpy as np
+        >>> fit_square(np.zeros((50, 70, 3), np.uint8), 32).shape
+        (32, 32, 3)
+    """
     if image.shape[:2] == (size, size):
         return image
     return np.array(Image.fromarray(image).resize((size, size), resample))  # writable: torch.from_numpy warns otherwise
