@@ -25,8 +25,9 @@ isolates that part:
 - ``probe-swapped``: the feedback probe counting only swapped cells whose source lacks a class of
   the mixed image (its count before it read masks and single-label tiles); ``warmup-1``: a first
   epoch without shuffling, feedback from the second (the default before the probe);
-- ``refine``, ``mosaic``, ``self-train``: the pseudo-mask and stage-2 parts of issue 22 (see
-  ``benchmarks/real.py``); they start from the ``segmix`` run's finished stages of the same seed.
+- ``refine``, ``no-refine``, ``mosaic``, ``self-train``: the pseudo-mask and stage-2 parts of
+  issue 22 (see ``benchmarks/real.py``; the refinement is on by default since); they start from
+  the ``segmix`` run's finished stages of the same seed.
 
 Jobs run ``--jobs`` at a time, each in its own process (set ``--jobs 1`` on a small CPU
 machine). ``--stage2`` picks the variants that also train stage 2 (``all`` or a list); the rest
@@ -80,6 +81,7 @@ VARIANTS = {
     "probe-swapped": ["stage1.curriculum.probe=swapped"],
     "warmup-1": ["stage1.curriculum.mastery.warmup=1"],
     "refine": ["cams.refine_steps=10"],
+    "no-refine": ["cams.refine_steps=0"],
     "mosaic": ["stage2.mixing.method=shuffle"],
     "self-train": ["stage2.self_training.start=2"],
 }
@@ -184,7 +186,7 @@ def supervised_run(config: str, data: Path, folder: Path, threads: int, extra: l
             "import sys; from pathlib import Path; from segmix.config import load_config;"
             "from segmix.pipeline.config import RunConfig; from segmix.data.spec import resolve_spec;"
             "from segmix.pipeline.stages import train_supervised, evaluate_model;"
-            "cfg = load_config(RunConfig, Path(sys.argv[1]), ['stage2.num_workers=1', *sys.argv[4:]]);"
+            "cfg = load_config(RunConfig, Path(sys.argv[1]), ['stage2.num_workers=1', *sys.argv[4:]]).seeded();"
             "d = Path(sys.argv[2]); o = Path(sys.argv[3]);"
             "m = train_supervised(cfg, d, resolve_spec(d, cfg.preset), o, False, claim=True);"
             "s = evaluate_model(cfg, m, d, o / 'evaluate', 0); print(s)"

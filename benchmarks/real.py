@@ -16,12 +16,14 @@ with one change up to the pseudo masks (``--stage2`` also trains and tests stage
   advancing after 1 / 2 epochs without a gain of ``min_gain``; ``warmup-1``: a first epoch
   without shuffling, feedback from the second (the default before the probe);
 - stage 2 and the pseudo masks (issue 22): ``refine``: colour-adaptive refinement of the CAMs
-  (``cams.refine_steps=10``); ``mosaic``: stage 2 on SegMix mosaics (28-px cells, half
-  swapped, masks moving with their pixels); ``mosaic-coarse``: 56-px cells, a quarter swapped,
-  every second batch; ``mosaic-exact``: mosaics with a quarter of each batch single-label tiles
-  whose pixels weigh 2; ``self-train``: an EMA teacher relabels confident pixels from epoch 2;
-  ``refine-self-train``: both. Variants that change only the pseudo masks or stage 2 start from
-  the ``segmix`` run's finished stages of the same seed.
+  (``cams.refine_steps=10``, the default since it was measured; ``no-refine``: off, the default
+  before, and the ``segmix`` row of the README's glas-dev table); ``mosaic``: stage 2 on
+  SegMix mosaics (28-px cells, half swapped, masks moving with their pixels);
+  ``mosaic-coarse``: 56-px cells, a quarter swapped, every second batch; ``mosaic-exact``:
+  mosaics with a quarter of each batch single-label tiles whose pixels weigh 2; ``self-train``:
+  an EMA teacher relabels confident pixels (probability >= 0.9) from epoch 2;
+  ``self-train-0.6``: the same from 0.6; ``refine-self-train``: both. Variants that change only
+  the pseudo masks or stage 2 start from the ``segmix`` run's finished stages of the same seed.
 
 Prints a markdown table (mean ± std over ``--seeds``, levels per epoch and probe cells at the
 first epoch of the first seed) and the issue's goals, and writes ``results.csv`` in ``--out``.
@@ -45,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from feedback import LEVELS, mean_std, pipeline_run, reuse_upstream, supervised_run, trace  # noqa: E402
 
 MOSAIC, REFINE, SELF_TRAIN = "stage2.mixing.method=shuffle", "cams.refine_steps=10", "stage2.self_training.start=2"
+NO_REFINE = "cams.refine_steps=0"  # the default before the refinement was measured
 SHUFFLE_FIXED = "stage1.mixing.method=shuffle-fixed"
 VARIANTS = {
     "none": ["stage1.mixing.method=none"],
@@ -59,6 +62,7 @@ VARIANTS = {
     "plateau-2": ["stage1.curriculum.mastery.patience=2"],
     "warmup-1": ["stage1.curriculum.mastery.warmup=1"],
     "refine": [REFINE],
+    "no-refine": [NO_REFINE],
     "mosaic": [MOSAIC],
     "mosaic-coarse": [
         MOSAIC,
@@ -68,6 +72,7 @@ VARIANTS = {
     ],
     "mosaic-exact": [MOSAIC, "stage2.mixing.single_share=0.25", "stage2.mixing.exact_weight=2"],
     "self-train": [SELF_TRAIN],
+    "self-train-0.6": [SELF_TRAIN, "stage2.self_training.confidence=0.6"],
     "refine-self-train": [REFINE, SELF_TRAIN],
 }
 CONTROLS = [f"fixed-{k}" for k in range(LEVELS)] + ["random-level"]

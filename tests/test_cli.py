@@ -74,3 +74,12 @@ def test_info_check_lists_every_problem(tmp_path):
     assert r.exit_code == 1
     assert r.output.count("problem:") == 2
     assert "corrupt or truncated" in r.output and "not an image" in r.output
+
+
+def test_methods_lists_every_registered_method_with_its_rule_and_knobs():
+    from segmix.shuffle import METHODS
+
+    r = runner.invoke(app, ["methods"])
+    assert r.exit_code == 0, r.output
+    assert all(f"{name} " in r.output for name in METHODS)
+    assert "rule mastery; reads cell_accuracy; knobs: stage1.mixing.segmix, stage1.curriculum.mastery" in r.output

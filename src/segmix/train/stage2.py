@@ -1,9 +1,12 @@
 """Stage 2: a segmentation network trained on pseudo masks (or on truth, the upper bound).
 
 Cross-entropy that skips the ignore index (255, uncertain pseudo-mask pixels), optional Dice,
-joint flips of image and mask, stain jitter of the image. Validation mIoU against real masks
-every epoch; the best epoch by val mIoU over the whole run (resumes included) is kept beside the
-last one and exported (``best.json`` names it).
+joint flips of image and mask, stain jitter of the image; optionally SegMix mosaics of each batch
+with the masks moving along (:mod:`segmix.train.mosaic`, ``mixing``) and an EMA teacher that
+relabels confident pixels (:mod:`segmix.train.self_training`, ``self_training``); both off by
+default (measured, README). Validation mIoU against real masks every epoch; the best epoch by
+val mIoU over the whole run (resumes included) is kept beside the last one and exported
+(``best.json`` names it).
 """
 
 from __future__ import annotations
