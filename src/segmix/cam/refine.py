@@ -10,7 +10,7 @@ around each pixel at several dilations, so a few steps reach far.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,17 +20,20 @@ DILATIONS = (1, 2, 4, 8)
 _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
 
 
-def _neighbours(x: Tensor, dilations: Sequence[int]) -> Tensor:
-    """(B, C, H, W) -> (B, C, N, H, W): the 8 neighbours at each dilation, edges replicated."""
+def _shifted(x: Tensor, dilations: Sequence[int]) -> Iterator[Tensor]:
+    """The N = 8 * len(dilations) neighbours of every pixel of (B, C, H, W), one (B, C, H, W)
+    view each (edges replicated), in the order of :func:`pixel_affinity`'s weights."""
     pad = max(dilations)
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     h, w = x.shape[-2:]
-    out = [
-        padded[:, :, pad + dy * d : pad + dy * d + h, pad + dx * d : pad + dx * d + w]
-        for d in dilations
-        for dy, dx in _OFFSETS
-    ]
-    return torch.stack(out, dim=2)
+    for d in dilations:
+        for dy, dx in _OFFSETS:
+            yield padded[:, :, pad + dy * d : pad + dy * d + h, pad + dx * d : pad + dx * d + w]
+
+
+def _neighbours(x: Tensor, dilations: Sequence[int]) -> Tensor:
+    """(B, C, H, W) -> (B, C, N, H, W): the 8 neighbours at each dilation, edges replicated."""
+    return torch.stack(list(_shifted(x, dilations)), dim=2)
 
 
 def pixel_affinity(
@@ -93,15 +96,7 @@ def refine_cams(cams: Tensor, images: Tensor, steps: int = 10, dilations: Sequen
 def _weighted_neighbours(x: Tensor, weights: Tensor, dilations: Sequence[int]) -> Tensor:
     """sum_n weights[:, n] * neighbour_n(x) for x (B, K, H, W), weights (B, N, H, W), one
     neighbour at a time (no (B, K, N, H, W) stack: a fifth of the memory traffic)."""
-    pad = max(dilations)
-    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    h, w = x.shape[-2:]
     out = torch.zeros_like(x)
-    n = 0
-    for d in dilations:
-        for dy, dx in _OFFSETS:
-            out.addcmul_(
-                padded[:, :, pad + dy * d : pad + dy * d + h, pad + dx * d : pad + dx * d + w], weights[:, n : n + 1]
-            )
-            n += 1
+    for n, neighbour in enumerate(_shifted(x, dilations)):
+        out.addcmul_(neighbour, weights[:, n : n + 1])
     return out

@@ -43,6 +43,39 @@ class ClassifierModel(Section):
         return check_backbone(v)
 
 
+def _moved_places(section: str, table: dict[str, list[str]]) -> dict[str, str]:
+    """``{key: "section.entry.key / ..."}``: where each key of the layout before the registry went."""
+    return {key: " / ".join(f"{section}.{entry}.{key}" for entry in entries) for key, entries in table.items()}
+
+
+def _move_under_entries(section: dict, table: dict[str, list[str]]) -> None:
+    """Move, in place, each key of ``table`` found in ``section`` (a value, not an entry's
+    section) into the section of every entry it names."""
+    for key, entries in table.items():
+        if key in section and not isinstance(section[key], dict):
+            value = section.pop(key)
+            for entry in entries:
+                section.setdefault(entry, {})[key] = value
+
+
+# The keys the registry moved under their entries' names, and the entries that took them.
+_MIXER_KNOBS = {"label_mix": ["segmix"], "alpha": ["cutmix", "mixup"]}
+_RULE_KNOBS = {
+    "mastery": ["mastery"],
+    "collapse": ["mastery"],
+    "min_gain": ["mastery"],
+    "patience": ["mastery", "gain"],
+    "drop": ["gain"],
+    "dwell": ["gain"],
+    "mode": ["loss"],
+    "advance": ["loss"],
+    "tighten": ["loss"],
+    "backoff": ["loss"],
+    "warmup": ["mastery", "gain", "loss"],
+    "warmup_off": ["mastery", "gain", "loss"],
+}
+
+
 class KnobSections(Section):
     """A section that also holds, under each registered name of ``registry``, that entry's knobs
     (a dict checked against its ``Knobs`` section, defaults filled in); a name whose entry has no
@@ -90,10 +123,7 @@ class MixingSection(KnobSections):
     mixers share, and each mixer's own under its name (``mixing.segmix.label_mix``)."""
 
     section: ClassVar[str] = "mixing"
-    moved_knobs: ClassVar[dict[str, str]] = {
-        "label_mix": "mixing.segmix.label_mix",
-        "alpha": "mixing.cutmix.alpha / mixing.mixup.alpha",
-    }
+    moved_knobs: ClassVar[dict[str, str]] = _moved_places("mixing", _MIXER_KNOBS)
 
     method: str = Field("segmix", description="a registered method (`segmix methods` lists them)")
     probability: float = Field(1.0, ge=0, le=1, description="probability that a batch is mixed")
@@ -144,31 +174,13 @@ class LadderSection(Section):
         )
 
 
-_RULE_KNOBS = {
-    "mastery": ["mastery"],
-    "collapse": ["mastery"],
-    "min_gain": ["mastery"],
-    "patience": ["mastery", "gain"],
-    "drop": ["gain"],
-    "dwell": ["gain"],
-    "mode": ["loss"],
-    "advance": ["loss"],
-    "tighten": ["loss"],
-    "backoff": ["loss"],
-    "warmup": ["mastery", "gain", "loss"],
-    "warmup_off": ["mastery", "gain", "loss"],
-}
-
-
 class CurriculumConfig(KnobSections):
     """The feedback signal, the probe, and each curriculum rule's knobs under its name
     (``curriculum.mastery.mastery``, ``curriculum.gain.drop``, ``curriculum.fixed.level``; see
     :mod:`segmix.shuffle.rules`). ``signal: auto`` reads what the method's rule reads."""
 
     section: ClassVar[str] = "curriculum"
-    moved_knobs: ClassVar[dict[str, str]] = {
-        k: " / ".join(f"curriculum.{rule}.{k}" for rule in rules) for k, rules in _RULE_KNOBS.items()
-    }
+    moved_knobs: ClassVar[dict[str, str]] = _moved_places("curriculum", _RULE_KNOBS)
 
     signal: Literal["auto"] | Signal = Field(
         "auto",
@@ -232,21 +244,11 @@ MOVED_STAGE1 = {
 
 def _knobs_under_names(cfg: dict) -> None:
     """Move, in place, the knobs of the layout before the registry to their entries' sections."""
-    mixing, ladder = cfg.get("mixing") or {}, cfg.get("ladder") or {}
     curriculum = cfg.setdefault("curriculum", {})
-    if "label_mix" in mixing:
-        mixing.setdefault("segmix", {})["label_mix"] = mixing.pop("label_mix")
-    if "alpha" in mixing:
-        alpha = mixing.pop("alpha")
-        for name in ("cutmix", "mixup"):
-            mixing.setdefault(name, {})["alpha"] = alpha
-    if "fixed_level" in ladder:
-        curriculum.setdefault("fixed", {})["level"] = ladder.pop("fixed_level")
-    for key, rules in _RULE_KNOBS.items():
-        if key in curriculum and not isinstance(curriculum[key], dict):
-            value = curriculum.pop(key)
-            for rule in rules:
-                curriculum.setdefault(rule, {})[key] = value
+    if "fixed_level" in (cfg.get("ladder") or {}):  # the one key that changed section
+        curriculum.setdefault("fixed", {})["level"] = cfg["ladder"].pop("fixed_level")
+    _move_under_entries(cfg.get("mixing") or {}, _MIXER_KNOBS)
+    _move_under_entries(curriculum, _RULE_KNOBS)
 
 
 def _registered(field: str, value: str, known) -> str:
@@ -274,7 +276,7 @@ class Stage1Config(RunOptions):
     def _ladder_fits(self) -> Stage1Config:
         if self.train.batch_size < 2:
             raise ValueError("train.batch_size must be at least 2: a batch is mixed within itself")
-        levels, fixed = self.levels(), self.curriculum.knobs("fixed").get("level", 0)
+        levels, fixed = self.levels(), self.curriculum.knobs("fixed")["level"]
         if fixed >= len(levels):
             raise ValueError(f"curriculum.fixed.level {fixed}: the ladder has levels 0..{len(levels) - 1}")
         return self

@@ -199,9 +199,11 @@ def gallery(ctx, n: int) -> str | None:
 
 
 def mixed_examples(ctx, n: int) -> str | None:
+    if n == 0:
+        return None
     cfg = ctx.cfg.stage1
     mixer, curriculum = build_mixer(cfg)
-    if n == 0 or isinstance(mixer, NoMix):
+    if isinstance(mixer, NoMix):
         return None
     trace = ctx.dir("stage1") / "curriculum.csv"
     if trace.is_file() and curriculum is not None:

@@ -30,6 +30,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
+from segmix.errors import validation_problems
 from segmix.section import Section
 from segmix.shuffle.ladder import Level
 
@@ -192,10 +193,7 @@ def knob_values(what: str, knobs: type[Section], given: dict[str, Any] | None) -
     try:
         return knobs.model_validate(given).model_dump()
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors()
-        )
-        raise ValueError(f"{what}: {problems}") from None
+        raise ValueError(f"{what}: {'; '.join(validation_problems(err, knobs))}") from None
 
 
 def create_mixer(name: str, probability: float = 1.0, level: Level | None = None, **knobs: Any):

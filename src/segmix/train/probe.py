@@ -14,7 +14,7 @@ from segmix.config import Stage1Config
 from segmix.shuffle import Level, MixInfo, create_mixer
 from segmix.train.data import seeded_generator
 from segmix.train.losses import cell_hits, probe_hits, probe_truth
-from segmix.train.method import build_mixer, feedback_signal_name, method_of
+from segmix.train.method import feedback_signal_name, method_of
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ def probe_batch(
     """A held-out batch shuffled at ``level`` by the probe's random stream ``index`` (one per
     held-out batch, the same every epoch, so every epoch scores the same cells), and its cells'
     known classes (:func:`probe_truth`; None for ``probe: swapped``)."""
-    mixer = create_mixer("segmix", 1.0, level, **cfg.mixing.knobs("segmix"))
+    name = method_of(cfg).mixer  # a grid mixer: the probe runs for methods that read cell_accuracy
+    mixer = create_mixer(name, 1.0, level, **cfg.mixing.knobs(name))
     g = seeded_generator(cfg.seed, "probe", index)
     x, _, info = mixer(images.float() / 255, labels, g)
     if cfg.curriculum.probe == "swapped":
@@ -63,9 +64,8 @@ def report_probe(cfg: Stage1Config, val_loader: DataLoader) -> None:
     that is under ``curriculum.probe_cells``: readings of few cells move by chance."""
     if method_of(cfg).curriculum is None or feedback_signal_name(cfg) != "cell_accuracy":
         return
-    levels = build_mixer(cfg)[1].levels
     with torch.random.fork_rng(devices=[]):  # a loader's iterator draws from the global RNG: init stays as it was
-        cells = probe_census(cfg, levels[0], val_loader)
+        cells = probe_census(cfg, cfg.levels()[0], val_loader)
     wanted = cfg.curriculum.probe_cells
     se = math.sqrt(0.25 / cells) if cells else 1.0  # the widest standard error, at accuracy 0.5
     if cells >= wanted:
