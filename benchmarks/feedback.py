@@ -84,6 +84,8 @@ VARIANTS = {
     "no-refine": ["cams.refine_steps=0"],
     "mosaic": ["stage2.mixing.method=shuffle"],
     "self-train": ["stage2.self_training.start=2"],
+    "no-margin": ["cams.margin=null"],
+    "from-classifier": ["stage2.model.start_from=classifier"],
 }
 FIXED = [f"fixed-{k}" for k in range(LEVELS)]
 GOAL_OVER_NONE = {"default": 7.0, "hard": 4.0}

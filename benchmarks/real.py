@@ -22,8 +22,15 @@ with one change up to the pseudo masks (``--stage2`` also trains and tests stage
   ``mosaic-coarse``: 56-px cells, a quarter swapped, every second batch; ``mosaic-exact``:
   mosaics with a quarter of each batch single-label tiles whose pixels weigh 2; ``self-train``:
   an EMA teacher relabels confident pixels (probability >= 0.9) from epoch 2;
-  ``self-train-0.6``: the same from 0.6; ``refine-self-train``: both. Variants that change only
-  the pseudo masks or stage 2 start from the ``segmix`` run's finished stages of the same seed.
+  ``self-train-0.6``: the same from 0.6; ``refine-self-train``: both; ``scales-0.75``: CAMs
+  also at 0.75x; ``no-margin``: every pixel of the pseudo masks trained on (``cams.margin``
+  null; the default is 0.2 since it was measured: pixels whose two strongest labelled CAMs lie
+  closer are left out of stage 2's loss); ``margin-0.1`` / ``margin-0.3``: other margins;
+  ``from-classifier``: stage 2's encoder starts from stage 1's backbone
+  (``stage2.model.start_from=classifier``; the fully supervised reference still starts from the
+  ImageNet weights); ``from-classifier-no-margin``: the same without the margin. Variants
+  that change only the pseudo masks or stage 2 start from the ``segmix`` run's finished stages
+  of the same seed.
 
 Prints a markdown table (mean ± std over ``--seeds``, levels per epoch and probe cells at the
 first epoch of the first seed) and the issue's goals, and writes ``results.csv`` in ``--out``.
@@ -49,6 +56,8 @@ from feedback import LEVELS, mean_std, pipeline_run, reuse_upstream, supervised_
 MOSAIC, REFINE, SELF_TRAIN = "stage2.mixing.method=shuffle", "cams.refine_steps=10", "stage2.self_training.start=2"
 NO_REFINE = "cams.refine_steps=0"  # the default before the refinement was measured
 SHUFFLE_FIXED = "stage1.mixing.method=shuffle-fixed"
+FROM_CLASSIFIER = "stage2.model.start_from=classifier"
+NO_MARGIN = "cams.margin=null"  # the default before the margin was measured
 VARIANTS = {
     "none": ["stage1.mixing.method=none"],
     **{f"fixed-{k}": [SHUFFLE_FIXED, f"stage1.curriculum.fixed.level={k}"] for k in range(LEVELS)},
@@ -74,6 +83,12 @@ VARIANTS = {
     "self-train": [SELF_TRAIN],
     "self-train-0.6": [SELF_TRAIN, "stage2.self_training.confidence=0.6"],
     "refine-self-train": [REFINE, SELF_TRAIN],
+    "scales-0.75": ["cams.scales=[0.75,1.0,1.5]"],
+    "no-margin": [NO_MARGIN],
+    "margin-0.1": ["cams.margin=0.1"],
+    "margin-0.3": ["cams.margin=0.3"],
+    "from-classifier": [FROM_CLASSIFIER],
+    "from-classifier-no-margin": [NO_MARGIN, FROM_CLASSIFIER],
 }
 CONTROLS = [f"fixed-{k}" for k in range(LEVELS)] + ["random-level"]
 GOAL_OVER_NONE = 5.0

@@ -100,7 +100,7 @@ def test_pseudo_masks_run_at_the_precision_given(name, dtype):
     model.encoder.register_forward_hook(lambda m, i, o: seen.append(o[-1].dtype))
     label = np.array([1, 0, 1, 0], np.uint8)
     group = [{"image": np.zeros((32, 32, 3), np.uint8), "label": label, "tissue": np.ones((32, 32), bool)}]
-    masks, _ = pseudo_masks_of(model.eval(), group, CamConfig(), PRESETS["luad-histoseg"], torch.device("cpu"), name)
+    masks, _, _ = pseudo_masks_of(model.eval(), group, CamConfig(), PRESETS["luad-histoseg"], torch.device("cpu"), name)
     assert masks.shape == (1, 32, 32) and seen and set(seen) == {dtype}
 
 

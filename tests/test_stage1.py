@@ -63,10 +63,37 @@ def test_end_to_end_pseudo_masks_are_written_gated_and_scored(tiny_data, trained
         item = ds[i]
         pm = read_mask(tmp_path / "pm" / "masks" / item["name"], 5)
         present = set(pm.ravel().tolist())
-        allowed = {c for c in range(4) if item["label"][c]} | {4}
+        allowed = {c for c in range(4) if item["label"][c]} | {4, 255}  # 255: left out by the margin
         assert present <= allowed, (item["name"], present)  # gating: absent classes never appear
         saw_background |= 4 in present
     assert saw_background  # glass is background on this dataset
+
+
+@pytest.mark.slow
+def test_margin_leaves_pixels_out_of_the_masks_not_out_of_the_maps_score(tiny_data, trained, tmp_path):
+    """The score is the maps' on every pixel (as without a margin); left_out and kept_accuracy
+    describe the written masks, recounted here from the files."""
+    from segmix.data.io import read_mask
+
+    _, clf = trained
+    plain = generate_pseudo_masks(
+        clf, tiny_data, tmp_path / "plain", CamConfig(batch_size=5, scales=[1.0], margin=None)
+    )
+    cut = generate_pseudo_masks(clf, tiny_data, tmp_path / "cut", CamConfig(batch_size=5, scales=[1.0], margin=0.3))
+    assert cut.miou == plain.miou and plain.left_out == 0 and cut.left_out > 0
+    ds = TileDataset(tiny_data, "train")
+    left = right = total = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        written = read_mask(tmp_path / "cut" / "masks" / item["name"], 5)
+        everywhere = read_mask(tmp_path / "plain" / "masks" / item["name"], 5)
+        assert ((written == everywhere) | (written == 255)).all()  # only ever left out, never changed
+        truth = read_mask(tiny_data / "train_gt" / item["name"], 5)
+        scored = truth < 4  # glass (index 4) is excluded from the scores on this dataset
+        left += int((scored & (written == 255)).sum())
+        right += int((scored & (written == truth)).sum())
+        total += int(scored.sum())
+    assert cut.left_out == pytest.approx(left / total) and cut.kept_accuracy == pytest.approx(right / (total - left))
 
 
 @pytest.mark.slow
@@ -89,7 +116,7 @@ def test_background_policy_off_gives_no_background_channel(tiny_data, trained, t
 @pytest.mark.slow
 def test_predicted_labels_and_uncertain_pixels(tiny_data, trained, tmp_path):
     _, clf = trained
-    cfg = CamConfig(split="test", labels="predicted", uncertain=0.99, scales=[1.0], flip=False)
+    cfg = CamConfig(split="test", labels="predicted", uncertain=0.99, margin=None, scales=[1.0], flip=False)
     scores = generate_pseudo_masks(clf, tiny_data, tmp_path / "pm", cfg)
     from segmix.data.io import read_mask
 

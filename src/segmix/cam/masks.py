@@ -15,6 +15,7 @@ def pseudo_masks(
     tissue: Tensor | None = None,
     background_index: int | None = None,
     uncertain: float | None = None,
+    margin: float | None = None,
 ) -> Tensor:
     """Pseudo masks from CAMs.
 
@@ -26,6 +27,9 @@ def pseudo_masks(
             None: no background channel, every pixel gets a tissue class.
         background_index: mask index of background (needed with ``tissue``).
         uncertain: pixels whose best gated CAM is below this become 255 (ignored by stage 2).
+        margin: pixels whose best gated CAM leads the second gated one by less than this become
+            255: where two labelled classes are about as strong, the mask is little better than
+            a coin. A single-label image has no second class and keeps every pixel.
 
     Returns:
         uint8 (B, H, W).
@@ -37,6 +41,10 @@ def pseudo_masks(
         [[[0, 1]]]
         >>> pseudo_masks(cams, torch.tensor([[1, 1, 0]]), uncertain=0.75).tolist()  # 0.7 < 0.75: ignored
         [[[0, 255]]]
+        >>> pseudo_masks(cams, torch.tensor([[1, 1, 0]]), margin=0.2).tolist()  # 0.9 - 0.8 < 0.2: ignored
+        [[[255, 1]]]
+        >>> pseudo_masks(cams, torch.tensor([[1, 0, 0]]), margin=0.2).tolist()  # one label: no rival
+        [[[0, 0]]]
     """
     gate = labels.to(cams.device) > 0.5
     if not gate.any(dim=1).all():
@@ -45,8 +53,18 @@ def pseudo_masks(
     mask = mask.to(torch.uint8)
     if uncertain is not None:
         mask[best < uncertain] = IGNORE_INDEX
+    if margin is not None:
+        mask[best - _second_best(cams, gate) < margin] = IGNORE_INDEX
     if tissue is not None:
         if background_index is None:
             raise ValueError("a tissue mask needs background_index")
         mask[~tissue.to(mask.device)] = background_index
     return mask
+
+
+def _second_best(cams: Tensor, gate: Tensor) -> Tensor:
+    """float (B, H, W): the second-strongest gated CAM, ``-inf`` where fewer than two classes are gated."""
+    gated = cams.masked_fill(~gate[:, :, None, None], float("-inf"))
+    if gated.shape[1] < 2:
+        return torch.full_like(gated[:, 0], float("-inf"))
+    return gated.topk(2, dim=1).values[:, 1]

@@ -73,7 +73,12 @@ def cams(
         scores = generate_pseudo_masks(classifier, data, out, cfg, spec, on_batch=lambda n: bar.advance(task, n))
     _say(f"wrote {total} masks to {out / 'masks'}")
     if scores is not None:
-        print_scores(scores, f"pseudo masks vs truth ({cfg.split})")
+        print_scores(scores, f"pseudo masks vs truth ({cfg.split}), every pixel")
+        if scores.left_out:
+            _say(
+                f"left out of stage 2 (uncertain / margin): {scores.left_out:.1%}; "
+                f"the rest {scores.kept_accuracy:.1%} right"
+            )
 
 
 @_command("train-seg")
@@ -86,6 +91,13 @@ def train_seg(
     config: ConfigFile = None,
     overrides: Overrides = [],
     preset: Preset = None,
+    classifier: Annotated[
+        Path | None,
+        typer.Option(
+            "--classifier",
+            help="Stage 1's classifier.pt whose backbone starts the encoder (with model.start_from: classifier).",
+        ),
+    ] = None,
 ) -> None:
     """Stage 2: train the segmentation network on pseudo masks (or truth: the upper bound)
     (keys: segmix config show stage2)."""
@@ -95,7 +107,7 @@ def train_seg(
     cfg = _configured(Stage2Config, config, overrides)
     spec = resolve_spec(data, preset)
     prepare_output_dir(out, "run folder")
-    path = train_segmenter(cfg, data, masks, out, spec=spec)
+    path = train_segmenter(cfg, data, masks, out, spec=spec, classifier=classifier)
     _say(f"segmenter (best epoch by val mIoU) written to {path}")
 
 

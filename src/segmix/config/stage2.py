@@ -51,6 +51,11 @@ class SegmenterModel(Section):
     encoder: str = Field("resnet18", description="smp encoder name, tu-<timm model>, or a foundation model (uni...)")
     encoder_weights: str | None = Field(None, description='smp tag such as "imagenet" (needs internet)')
     weights: str | None = Field(None, description="local backbone weights file, or pkg:NAME")
+    start_from: Literal["weights", "classifier"] = Field(
+        "weights",
+        description="where the encoder starts: weights (encoder_weights / weights) or classifier (stage 1's "
+        "backbone, same network: tu-<stage1 backbone>; segmix run, or train-seg --classifier)",
+    )
 
     @field_validator("arch")
     @classmethod

@@ -27,6 +27,7 @@ import csv
 import io
 import logging
 import os
+import struct
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -82,7 +83,9 @@ def _open(path: Path, decode: bool = True) -> Image.Image:
             img.load()
     except UnidentifiedImageError as err:
         raise DatasetError(path, "not an image (cannot identify the format)") from err
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
+    # Pillow's parsers raise more than OSError on malformed headers and tags (a TIFF rational
+    # where an integer belongs: TypeError; a short table: IndexError, struct.error).
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, TypeError, IndexError, struct.error) as err:
         if isinstance(err, DatasetError):
             raise
         raise DatasetError(path, f"corrupt or truncated image ({first_line(err)})") from err

@@ -11,6 +11,7 @@ from segmix.models.inference import pick_device, segment
 from segmix.models.io import (
     CLASSIFIER_FILE,
     SEGMENTER_FILE,
+    encoder_from_classifier,
     load_classifier,
     load_payload,
     load_segmenter,
@@ -28,6 +29,7 @@ from segmix.models.segmenter import (
 from segmix.models.weights import load_backbone_weights
 
 __all__ = [
+    "encoder_from_classifier",
     "CLASSIFIER_FILE",
     "CamClassifier",
     "SEGMENTER_FILE",

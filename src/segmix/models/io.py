@@ -24,7 +24,7 @@ from segmix.config.stages import upgrade_flat_config
 from segmix.data.io import write_atomic
 from segmix.data.spec import DatasetSpec
 from segmix.data.stain import StainNormalizer
-from segmix.errors import ModelFileError, first_line
+from segmix.errors import ConfigError, ModelFileError, first_line
 from segmix.models.classifier import CamClassifier
 from segmix.models.package import is_package, read_package
 from segmix.models.segmenter import create_segmenter
@@ -92,6 +92,34 @@ def load_classifier(path: str | Path) -> tuple[CamClassifier, Stage1Config, list
     except (ValueError, RuntimeError, TypeError, KeyError) as err:  # invalid config, weights of another model
         raise ModelFileError(f"{path}: the classifier cannot be rebuilt ({first_line(err)})") from err
     return model.eval(), cfg, list(payload["classes"])
+
+
+def encoder_from_classifier(segmenter: nn.Module, encoder: str, classifier: str | Path) -> int:
+    """Start a stage-2 segmenter's encoder from the backbone of stage 1's classifier; returns the
+    tensors copied.
+
+    The classifier has learned this tissue from the image labels; a segmenter that starts there
+    rather than from ImageNet fits noisy pseudo masks with features that already tell the classes
+    apart. Stage 2's ``encoder`` must be ``tu-<the classifier's timm backbone>`` (the same network;
+    the classifier's dilation changes no tensor).
+
+    Raises:
+        ConfigError: the encoder is another network.
+        ModelFileError: the file is not a classifier, or its tensors do not fit the encoder.
+    """
+    model, cfg, _ = load_classifier(classifier)
+    backbone = cfg.model.backbone
+    if encoder != f"tu-{backbone}":
+        raise ConfigError(
+            f"stage2.model.start_from classifier: the encoder {encoder} is not the classifier's backbone "
+            f"(set stage2.model.encoder to tu-{backbone}, or start_from to weights)"
+        )
+    source, target = model.encoder.state_dict(), segmenter.encoder.model.state_dict()
+    unfit = [k for k, v in target.items() if k not in source or source[k].shape != v.shape]
+    if unfit:
+        raise ModelFileError(f"{classifier}: {len(unfit)} encoder tensors missing or of another shape, e.g. {unfit[0]}")
+    segmenter.encoder.model.load_state_dict({k: source[k] for k in target})
+    return len(target)
 
 
 def save_segmenter(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from segmix.cam.run import CamConfig
 from segmix.config import Stage1Config, Stage2Config
@@ -50,6 +50,17 @@ class RunConfig(BaseModel):
     fully_supervised: bool = Field(True, description="also train stage 2 on train_gt when the dataset has it")
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
+
+    @model_validator(mode="after")
+    def _stage2_can_start_from_the_classifier(self) -> RunConfig:
+        """Refused before stage 1 trains, not after: the encoder must be the classifier's network."""
+        backbone, encoder = self.stage1.model.backbone, self.stage2.model.encoder
+        if self.stage2.model.start_from == "classifier" and encoder != f"tu-{backbone}":
+            raise ValueError(
+                f"stage2.model.start_from classifier needs stage2.model.encoder tu-{backbone} (stage 1's backbone), "
+                f"not {encoder}"
+            )
+        return self
 
     def seeded(self) -> RunConfig:
         """The config with the top-level seed pushed into every stage."""

@@ -77,7 +77,10 @@ def train_supervised(
     if not has_train_truth(data_root, spec):
         return None
     gt = data_root / spec.splits.train_gt
-    return train_segmenter(cfg.stage2, data_root, gt, out, spec, progress, claim=claim, truth=True)
+    # The standard supervised model: no stage 1 to start from, whatever the weak one starts from.
+    model = cfg.stage2.model.model_copy(update={"start_from": "weights"})
+    stage2 = cfg.stage2.model_copy(update={"model": model})
+    return train_segmenter(stage2, data_root, gt, out, spec, progress, claim=claim, truth=True)
 
 
 def evaluate_model(cfg: RunConfig, model_file: Path, data_root: Path, out: Path, overlays: int):
@@ -129,14 +132,19 @@ def run_cams(ctx: Context) -> dict:
 
     classifier = ctx.dir("stage1") / CLASSIFIER_FILE
     scores = generate_pseudo_masks(classifier, ctx.data_root, ctx.dir("cams"), ctx.cfg.cams, ctx.spec)
-    return {"pseudo_masks": _scores(scores)} if scores is not None else {}
+    if scores is None:
+        return {}
+    return {"pseudo_masks": {**_scores(scores), "left_out": scores.left_out, "kept_accuracy": scores.kept_accuracy}}
 
 
 def run_stage2(ctx: Context) -> dict:
     from segmix.train import train_segmenter
 
+    cfg = ctx.cfg.stage2
+    classifier = ctx.dir("stage1") / CLASSIFIER_FILE if cfg.model.start_from == "classifier" else None
+    masks = ctx.dir("cams") / "masks"
     train_segmenter(
-        ctx.cfg.stage2, ctx.data_root, ctx.dir("cams") / "masks", ctx.dir("stage2"), ctx.spec, ctx.progress, claim=False
+        cfg, ctx.data_root, masks, ctx.dir("stage2"), ctx.spec, ctx.progress, claim=False, classifier=classifier
     )
     return _best_epoch("stage2", ctx.dir("stage2"))
 

@@ -30,9 +30,16 @@ from segmix.data.dataset import TileDataset, collate_list, require_masks
 from segmix.data.io import IGNORE_INDEX, read_mask, write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
 from segmix.data.stain import fit_stain_normalizer
-from segmix.errors import DatasetError
+from segmix.errors import ConfigError, DatasetError
 from segmix.eval.metrics import ConfusionMatrix
-from segmix.models import SEGMENTER_FILE, create_segmenter, save_segmenter, segment, segmenter_input
+from segmix.models import (
+    SEGMENTER_FILE,
+    create_segmenter,
+    encoder_from_classifier,
+    save_segmenter,
+    segment,
+    segmenter_input,
+)
 from segmix.models.segmenter import check_window
 from segmix.shuffle.segmix import SegMix
 from segmix.train.augment import dihedral_pair, hed_jitter
@@ -188,13 +195,16 @@ def train_segmenter(
     extra_callbacks: list | None = None,
     claim: bool = True,
     truth: bool = False,
+    classifier: str | Path | None = None,
 ) -> Path:
     """Train (or resume) stage 2 on the masks in ``mask_dir``; returns ``segmenter.pt`` (best epoch).
 
     ``mask_dir`` holds ``<train image stem>.png`` masks: pseudo masks from ``segmix cams``, or
     the dataset's ``train_gt`` for the fully supervised upper bound (``truth``: read as they are,
-    single-label tiles not made exact).
+    single-label tiles not made exact). ``classifier``: stage 1's ``classifier.pt``, whose
+    backbone starts the encoder when ``cfg.model.start_from`` is ``classifier``.
     """
+    _check_start(cfg, classifier)
     out = Path(out_dir)
     if claim:  # as in train_classifier: segmix run decides resumption by its own hashes
         claim_run_folder(out, cfg, SEGMENTER_FILE, dataset=data_root, masks=mask_dir)
@@ -220,6 +230,8 @@ def train_segmenter(
         require_masks(val_tiles, "stage 2 scores every epoch on them to keep the best one")
         val_loader = DataLoader(val_tiles, batch_size=batch, collate_fn=collate_list, **loader_args)
     module = Stage2Module(cfg.model_dump(mode="json"), spec.model_dump(mode="json"))
+    if classifier is not None:  # a resume then loads its checkpoint's weights over these
+        encoder_from_classifier(module.model, cfg.model.encoder, classifier)
     ckpt_dir = out / "checkpoints"
     # In this order: the best epoch's weights are written after the last.ckpt that names them.
     callbacks = [EpochCheckpoint(ckpt_dir / "last.ckpt")]
@@ -241,3 +253,15 @@ def train_segmenter(
             write_text(out / "best.json", json.dumps({"epoch": best.epoch, "val_miou": best.score}))
         save_segmenter(state, cfg, spec, target, stain)
     return target
+
+
+def _check_start(cfg: Stage2Config, classifier: str | Path | None) -> None:
+    """A classifier is given exactly when the encoder is to start from one."""
+    wanted = cfg.model.start_from == "classifier"
+    if wanted and classifier is None:
+        raise ConfigError(
+            "stage2.model.start_from classifier needs stage 1's classifier.pt (segmix run passes it; "
+            "train-seg: --classifier)"
+        )
+    if not wanted and classifier is not None:
+        raise ConfigError("a classifier to start from was given, but stage2.model.start_from is weights")
