@@ -81,3 +81,24 @@ def test_segmix_run_refuses_an_encoder_other_than_the_classifiers_before_any_tra
         load_config(RunConfig, demo, ["stage2.model.start_from=classifier", "stage2.model.encoder=resnet18"])
     ok = load_config(RunConfig, demo, ["stage2.model.start_from=classifier"])
     assert ok.stage2.model.encoder == "tu-efficientnet_lite0"
+
+
+def test_train_seg_without_the_classifier_is_one_line_and_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from segmix.cli import app
+
+    out = tmp_path / "seg"
+    args = [
+        "train-seg",
+        "-d",
+        str(tmp_path),
+        "-m",
+        str(tmp_path),
+        "-o",
+        str(out),
+        "--set",
+        "model.start_from=classifier",
+    ]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "needs stage 1's classifier.pt" in r.output and not out.exists()

@@ -103,8 +103,10 @@ def train_seg(
     (keys: segmix config show stage2)."""
     from segmix.data.spec import resolve_spec
     from segmix.train import Stage2Config, train_segmenter
+    from segmix.train.stage2 import check_start
 
     cfg = _configured(Stage2Config, config, overrides)
+    check_start(cfg, classifier)  # before the output folder is made
     spec = resolve_spec(data, preset)
     prepare_output_dir(out, "run folder")
     path = train_segmenter(cfg, data, masks, out, spec=spec, classifier=classifier)

@@ -204,7 +204,7 @@ def train_segmenter(
     single-label tiles not made exact). ``classifier``: stage 1's ``classifier.pt``, whose
     backbone starts the encoder when ``cfg.model.start_from`` is ``classifier``.
     """
-    _check_start(cfg, classifier)
+    check_start(cfg, classifier)
     out = Path(out_dir)
     if claim:  # as in train_classifier: segmix run decides resumption by its own hashes
         claim_run_folder(out, cfg, SEGMENTER_FILE, dataset=data_root, masks=mask_dir)
@@ -255,7 +255,7 @@ def train_segmenter(
     return target
 
 
-def _check_start(cfg: Stage2Config, classifier: str | Path | None) -> None:
+def check_start(cfg: Stage2Config, classifier: str | Path | None) -> None:
     """A classifier is given exactly when the encoder is to start from one."""
     wanted = cfg.model.start_from == "classifier"
     if wanted and classifier is None:
