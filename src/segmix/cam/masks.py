@@ -49,22 +49,15 @@ def pseudo_masks(
     gate = labels.to(cams.device) > 0.5
     if not gate.any(dim=1).all():
         raise ValueError("every image needs at least one class in its label to be gated")
-    best, mask = gated_max(cams, gate)
-    mask = mask.to(torch.uint8)
+    best, index = gated_max(cams, gate)
+    mask = index.to(torch.uint8)
     if uncertain is not None:
         mask[best < uncertain] = IGNORE_INDEX
-    if margin is not None:
-        mask[best - _second_best(cams, gate) < margin] = IGNORE_INDEX
+    if margin is not None:  # the runner-up: the best gated CAM once the winner's is out (-inf: none)
+        second = gated_max(cams.scatter(1, index[:, None], float("-inf")), gate)[0]
+        mask[best - second < margin] = IGNORE_INDEX
     if tissue is not None:
         if background_index is None:
             raise ValueError("a tissue mask needs background_index")
         mask[~tissue.to(mask.device)] = background_index
     return mask
-
-
-def _second_best(cams: Tensor, gate: Tensor) -> Tensor:
-    """float (B, H, W): the second-strongest gated CAM, ``-inf`` where fewer than two classes are gated."""
-    gated = cams.masked_fill(~gate[:, :, None, None], float("-inf"))
-    if gated.shape[1] < 2:
-        return torch.full_like(gated[:, 0], float("-inf"))
-    return gated.topk(2, dim=1).values[:, 1]

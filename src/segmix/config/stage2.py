@@ -14,6 +14,7 @@ from segmix.config.stages import (
     StainSection,
     TrainSection,
 )
+from segmix.errors import ConfigError
 from segmix.section import Section
 
 
@@ -42,6 +43,16 @@ class Stage2SelfTraining(Section):
     start: int | None = Field(None, ge=0, description="epoch from which the teacher relabels (null: off)")
     confidence: float = Field(0.9, gt=0.5, le=1, description="least teacher probability of a relabelled pixel")
     decay: float = Field(0.99, gt=0, lt=1, description="EMA decay of the teacher's weights per step")
+
+
+def check_classifier_encoder(encoder: str, backbone: str) -> None:
+    """Refuse ``start_from: classifier`` unless stage 2's encoder is the classifier's network
+    (``tu-<stage 1 backbone>``): the one rule for ``segmix run``'s config and the loader."""
+    if encoder != f"tu-{backbone}":
+        raise ConfigError(
+            f"stage2.model.start_from classifier needs stage2.model.encoder tu-{backbone} (stage 1's backbone), "
+            f"not {encoder}"
+        )
 
 
 class SegmenterModel(Section):

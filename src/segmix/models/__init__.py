@@ -29,11 +29,11 @@ from segmix.models.segmenter import (
 from segmix.models.weights import load_backbone_weights
 
 __all__ = [
-    "encoder_from_classifier",
     "CLASSIFIER_FILE",
     "CamClassifier",
     "SEGMENTER_FILE",
     "create_segmenter",
+    "encoder_from_classifier",
     "load_backbone_weights",
     "load_classifier",
     "load_payload",

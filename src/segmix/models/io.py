@@ -20,11 +20,12 @@ import torch
 from torch import nn
 
 from segmix.config import Stage1Config, Stage2Config
+from segmix.config.stage2 import check_classifier_encoder
 from segmix.config.stages import upgrade_flat_config
 from segmix.data.io import write_atomic
 from segmix.data.spec import DatasetSpec
 from segmix.data.stain import StainNormalizer
-from segmix.errors import ConfigError, ModelFileError, first_line
+from segmix.errors import ModelFileError, first_line
 from segmix.models.classifier import CamClassifier
 from segmix.models.package import is_package, read_package
 from segmix.models.segmenter import create_segmenter
@@ -108,12 +109,7 @@ def encoder_from_classifier(segmenter: nn.Module, encoder: str, classifier: str 
         ModelFileError: the file is not a classifier, or its tensors do not fit the encoder.
     """
     model, cfg, _ = load_classifier(classifier)
-    backbone = cfg.model.backbone
-    if encoder != f"tu-{backbone}":
-        raise ConfigError(
-            f"stage2.model.start_from classifier: the encoder {encoder} is not the classifier's backbone "
-            f"(set stage2.model.encoder to tu-{backbone}, or start_from to weights)"
-        )
+    check_classifier_encoder(encoder, cfg.model.backbone)
     source, target = model.encoder.state_dict(), segmenter.encoder.model.state_dict()
     unfit = [k for k, v in target.items() if k not in source or source[k].shape != v.shape]
     if unfit:

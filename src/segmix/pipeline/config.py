@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from segmix.cam.run import CamConfig
 from segmix.config import Stage1Config, Stage2Config
 from segmix.config.precision import PrecisionName
+from segmix.config.stage2 import check_classifier_encoder
 from segmix.data.synth_config import SynthConfig
 from segmix.eval.evaluate import OVERLAYS
 
@@ -54,12 +55,8 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _stage2_can_start_from_the_classifier(self) -> RunConfig:
         """Refused before stage 1 trains, not after: the encoder must be the classifier's network."""
-        backbone, encoder = self.stage1.model.backbone, self.stage2.model.encoder
-        if self.stage2.model.start_from == "classifier" and encoder != f"tu-{backbone}":
-            raise ValueError(
-                f"stage2.model.start_from classifier needs stage2.model.encoder tu-{backbone} (stage 1's backbone), "
-                f"not {encoder}"
-            )
+        if self.stage2.model.start_from == "classifier":
+            check_classifier_encoder(self.stage2.model.encoder, self.stage1.model.backbone)
         return self
 
     def seeded(self) -> RunConfig:
