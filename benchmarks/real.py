@@ -28,7 +28,9 @@ with one change up to the pseudo masks (``--stage2`` also trains and tests stage
   closer are left out of stage 2's loss); ``margin-0.1`` / ``margin-0.3``: other margins;
   ``from-classifier``: stage 2's encoder starts from stage 1's backbone
   (``stage2.model.start_from=classifier``; the fully supervised reference still starts from the
-  ImageNet weights); ``from-classifier-no-margin``: the same without the margin. Variants
+  ImageNet weights); ``from-classifier-no-margin``: the same without the margin; ``gce``:
+  stage 2 on the pseudo masks with generalized cross-entropy (``stage2.loss.pseudo=gce``,
+  q 0.7; the fully supervised reference keeps cross-entropy); ``gce-0.4``: q 0.4. Variants
   that change only the pseudo masks or stage 2 start from the ``segmix`` run's finished stages
   of the same seed.
 
@@ -58,6 +60,7 @@ NO_REFINE = "cams.refine_steps=0"  # the default before the refinement was measu
 SHUFFLE_FIXED = "stage1.mixing.method=shuffle-fixed"
 FROM_CLASSIFIER = "stage2.model.start_from=classifier"
 NO_MARGIN = "cams.margin=null"  # the default before the margin was measured
+GCE = "stage2.loss.pseudo=gce"
 VARIANTS = {
     "none": ["stage1.mixing.method=none"],
     **{f"fixed-{k}": [SHUFFLE_FIXED, f"stage1.curriculum.fixed.level={k}"] for k in range(LEVELS)},
@@ -89,6 +92,8 @@ VARIANTS = {
     "margin-0.3": ["cams.margin=0.3"],
     "from-classifier": [FROM_CLASSIFIER],
     "from-classifier-no-margin": [NO_MARGIN, FROM_CLASSIFIER],
+    "gce": [GCE],
+    "gce-0.4": [GCE, "stage2.loss.q=0.4"],
 }
 CONTROLS = [f"fixed-{k}" for k in range(LEVELS)] + ["random-level"]
 GOAL_OVER_NONE = 5.0

@@ -138,9 +138,11 @@ def pseudo_masks_of(
     spec: DatasetSpec,
     device: torch.device,
     precision: str = "auto",
-) -> tuple[np.ndarray, torch.Tensor]:
-    """Pseudo masks uint8 (B, H, W) and CAMs float (B, K, H, W) of same-size items of
-    :class:`CamInputs`, computed at ``precision`` (:mod:`segmix.config.precision`)."""
+) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    """Pseudo masks uint8 (B, H, W) with 255 where ``cfg.uncertain`` / ``cfg.margin`` leave a
+    pixel out, CAMs float (B, K, H, W), and the label-gated maps uint8 (B, H, W) with every pixel
+    kept (what is scored), of same-size items of :class:`CamInputs`, computed at ``precision``
+    (:mod:`segmix.config.precision`)."""
     images = torch.from_numpy(np.stack([g["image"] for g in group])).to(device).permute(0, 3, 1, 2)
     x = model.normalize(images)
     with autocast(precision, device.type):

@@ -19,7 +19,15 @@ from segmix.section import Section
 
 
 class Stage2Loss(Section):
-    dice_weight: float = Field(0.0, ge=0, description="weight of the Dice loss beside cross-entropy")
+    """The per-pixel loss (:mod:`segmix.train.pixel_loss`) and an optional Dice term."""
+
+    pseudo: Literal["ce", "gce"] = Field(
+        "ce",
+        description="pixel loss on pseudo masks: ce (cross-entropy) or gce (generalized cross-entropy, "
+        "robust to wrong pixels); true masks always train with ce",
+    )
+    q: float = Field(0.7, gt=0, le=1, description="gce's exponent (towards 0: cross-entropy; 1: mean absolute error)")
+    dice_weight: float = Field(0.0, ge=0, description="weight of the Dice loss beside the pixel loss")
 
 
 class Stage2Mixing(Section):

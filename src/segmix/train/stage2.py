@@ -1,6 +1,7 @@
 """Stage 2: a segmentation network trained on pseudo masks (or on truth, the upper bound).
 
-Cross-entropy that skips the ignore index (255, uncertain pseudo-mask pixels), optional Dice,
+Cross-entropy (or, on pseudo masks, generalized cross-entropy: :mod:`segmix.train.pixel_loss`)
+that skips the ignore index (255, uncertain pseudo-mask pixels), optional Dice,
 joint flips of image and mask, stain jitter of the image; optionally SegMix mosaics of each batch
 with the masks moving along (:mod:`segmix.train.mosaic`, ``mixing``) and an EMA teacher that
 relabels confident pixels (:mod:`segmix.train.self_training`, ``self_training``); both off by
@@ -18,7 +19,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from timm.utils import ModelEmaV3
 from torch import Tensor
@@ -45,6 +45,7 @@ from segmix.shuffle.segmix import SegMix
 from segmix.train.augment import dihedral_pair, hed_jitter
 from segmix.train.data import EpochShuffle, SingleLabelShare, decode_undrawn, fit_square
 from segmix.train.mosaic import exact_single_label, mosaic_batch
+from segmix.train.pixel_loss import pixel_loss
 from segmix.train.runtime import (
     BestCheckpoint,
     EpochCheckpoint,
@@ -106,12 +107,13 @@ def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) 
 
 
 class Stage2Module(L.LightningModule):
-    def __init__(self, config: dict, spec: dict) -> None:
+    def __init__(self, config: dict, spec: dict, truth: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.cfg = Stage2Config.model_validate(config)
         self.spec = DatasetSpec.model_validate(spec)
         self.num_out = self.spec.num_indices
+        self.loss_kind = "ce" if truth else self.cfg.loss.pseudo  # true masks have no wrong pixels to resist
         m = self.cfg.model
         if m.encoder in FOUNDATION_MODELS and not m.weights:
             log.warning(
@@ -139,11 +141,9 @@ class Stage2Module(L.LightningModule):
         inputs = segmenter_input(x).contiguous(memory_format=torch.channels_last)
         masks = self._relabelled(inputs, masks, labels)
         logits = self.model(inputs).float()
-        if weights is None:
-            loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
-        else:
-            pixel = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX, reduction="none")
-            loss = (pixel * weights).sum() / weights.sum().clamp(min=1e-6)
+        pixel = pixel_loss(logits, masks, self.loss_kind, self.cfg.loss.q)
+        weights = (masks != IGNORE_INDEX).float() if weights is None else weights
+        loss = (pixel * weights).sum() / weights.sum().clamp(min=1e-6)
         if self.cfg.loss.dice_weight > 0:
             loss = loss + self.cfg.loss.dice_weight * dice_loss(logits, masks)
         check_finite(loss, self.global_step)
@@ -229,7 +229,7 @@ def train_segmenter(
         val_tiles = TileDataset(data_root, "val", spec, stain=stain)
         require_masks(val_tiles, "stage 2 scores every epoch on them to keep the best one")
         val_loader = DataLoader(val_tiles, batch_size=batch, collate_fn=collate_list, **loader_args)
-    module = Stage2Module(cfg.model_dump(mode="json"), spec.model_dump(mode="json"))
+    module = Stage2Module(cfg.model_dump(mode="json"), spec.model_dump(mode="json"), truth)
     if classifier is not None:  # a resume then loads its checkpoint's weights over these
         encoder_from_classifier(module.model, cfg.model.encoder, classifier)
     ckpt_dir = out / "checkpoints"
