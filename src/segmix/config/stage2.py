@@ -17,11 +17,13 @@ from segmix.config.stages import (
 from segmix.errors import ConfigError
 from segmix.section import Section
 
+PixelLoss = Literal["ce", "gce"]  # the kinds segmix.train.pixel_loss computes
+
 
 class Stage2Loss(Section):
     """The per-pixel loss (:mod:`segmix.train.pixel_loss`) and an optional Dice term."""
 
-    pseudo: Literal["ce", "gce"] = Field(
+    pseudo: PixelLoss = Field(
         "ce",
         description="pixel loss on pseudo masks: ce (cross-entropy) or gce (generalized cross-entropy, "
         "robust to wrong pixels); true masks always train with ce",

@@ -9,12 +9,15 @@ network disagrees with pull less. ``q -> 0`` is cross-entropy, ``q = 1`` the mea
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch.nn.functional as F
 from torch import Tensor
 
+from segmix.config.stage2 import PixelLoss
 from segmix.data.io import IGNORE_INDEX
 
-PIXEL_LOSSES = ("ce", "gce")
+PIXEL_LOSSES = get_args(PixelLoss)
 
 
 def pixel_loss(logits: Tensor, target: Tensor, kind: str = "ce", q: float = 0.7) -> Tensor:
@@ -43,5 +46,4 @@ def pixel_loss(logits: Tensor, target: Tensor, kind: str = "ce", q: float = 0.7)
     ce = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
     if kind == "ce":
         return ce
-    kept = target != IGNORE_INDEX
-    return (1 - (-q * ce).exp()) / q * kept  # p_y = exp(-ce)
+    return (1 - (-q * ce).exp()) / q  # p_y = exp(-ce); ce is 0 on ignored pixels, and so is this
