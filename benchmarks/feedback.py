@@ -25,9 +25,9 @@ isolates that part:
 - ``probe-swapped``: the feedback probe counting only swapped cells whose source lacks a class of
   the mixed image (its count before it read masks and single-label tiles); ``warmup-1``: a first
   epoch without shuffling, feedback from the second (the default before the probe);
-- ``refine``, ``no-refine``, ``mosaic``, ``self-train``: the pseudo-mask and stage-2 parts of
-  issue 22 (see ``benchmarks/real.py``; the refinement is on by default since); they start from
-  the ``segmix`` run's finished stages of the same seed.
+- ``refine``, ``no-refine``, ``mosaic``, ``self-train``, ``relabel``: the pseudo-mask and
+  stage-2 parts of issue 22 (see ``benchmarks/real.py``; the refinement is on by default since);
+  they start from the ``segmix`` run's finished stages of the same seed.
 
 Jobs run ``--jobs`` at a time, each in its own process (set ``--jobs 1`` on a small CPU
 machine). ``--stage2`` picks the variants that also train stage 2 (``all`` or a list); the rest
@@ -86,6 +86,7 @@ VARIANTS = {
     "self-train": ["stage2.self_training.start=2"],
     "no-margin": ["cams.margin=null"],
     "from-classifier": ["stage2.model.start_from=classifier"],
+    "relabel": ["relabel.rounds=1"],
 }
 FIXED = [f"fixed-{k}" for k in range(LEVELS)]
 GOAL_OVER_NONE = {"default": 7.0, "hard": 4.0}
@@ -124,15 +125,20 @@ def job(
     return row
 
 
+REUSABLE = ["data", "stage1", "cams", "stage2", "relabel"]  # segmix run's stages in order, up to the final model
+
+
 def reuse_upstream(base: Path, folder: Path, sets: list[str]) -> None:
-    """Start a variant that changes only the pseudo masks or stage 2 from the default run's
-    finished stages (``segmix run`` skips a stage whose hash matches, so nothing is assumed)."""
+    """Start a variant that changes only the pseudo masks, stage 2 or the relabel rounds from the
+    default run's finished stages (``segmix run`` skips a stage whose hash matches, so nothing is
+    assumed)."""
     if folder == base or not (base / "stage1" / ".done.json").is_file() or (folder / "stage1").exists():
         return
     touched = {s.split(".")[0] for s in sets}
-    if not touched <= {"cams", "stage2"}:
+    if not touched <= set(REUSABLE[2:]):
         return
-    for stage in ["data", "stage1"] + ([] if "cams" in touched else ["cams"]):
+    first = min(REUSABLE.index(t) for t in touched) if touched else len(REUSABLE)
+    for stage in REUSABLE[:first]:  # the stages before the first one the variant changes
         if (base / stage).is_dir():
             shutil.copytree(base / stage, folder / stage, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
 

@@ -30,9 +30,11 @@ with one change up to the pseudo masks (``--stage2`` also trains and tests stage
   (``stage2.model.start_from=classifier``; the fully supervised reference still starts from the
   ImageNet weights); ``from-classifier-no-margin``: the same without the margin; ``gce``:
   stage 2 on the pseudo masks with generalized cross-entropy (``stage2.loss.pseudo=gce``,
-  q 0.7; the fully supervised reference keeps cross-entropy); ``gce-0.4``: q 0.4. Variants
-  that change only the pseudo masks or stage 2 start from the ``segmix`` run's finished stages
-  of the same seed.
+  q 0.7; the fully supervised reference keeps cross-entropy); ``gce-0.4``: q 0.4;
+  ``relabel``: one more round of stage 2 on stage 2's label-gated predictions on the training
+  tiles (``relabel.rounds=1``); ``relabel-2``: two rounds; ``relabel-margin``: one round, pixels
+  whose two labelled probabilities lie within 0.2 left out. Variants that change only the pseudo
+  masks, stage 2 or the rounds start from the ``segmix`` run's finished stages of the same seed.
 
 Prints a markdown table (mean ± std over ``--seeds``, levels per epoch and probe cells at the
 first epoch of the first seed) and the issue's goals, and writes ``results.csv`` in ``--out``.
@@ -94,6 +96,9 @@ VARIANTS = {
     "from-classifier-no-margin": [NO_MARGIN, FROM_CLASSIFIER],
     "gce": [GCE],
     "gce-0.4": [GCE, "stage2.loss.q=0.4"],
+    "relabel": ["relabel.rounds=1"],
+    "relabel-2": ["relabel.rounds=2"],
+    "relabel-margin": ["relabel.rounds=1", "relabel.margin=0.2"],
 }
 CONTROLS = [f"fixed-{k}" for k in range(LEVELS)] + ["random-level"]
 GOAL_OVER_NONE = 5.0

@@ -93,15 +93,34 @@ def generate_pseudo_masks(
     precision = cfg.precision or precision
     workers = fit_threads(cfg.num_workers, cfg.threads, gpu=dev.type == "cuda")
     items = CamInputs(TileDataset(data_root, cfg.split, spec, with_masks=False, stain=model.stain), cfg)
-    rank, world = rank_and_world()
-    if rank == 0:
+    if rank_and_world()[0] == 0:
         _start_outputs(out, cfg, classifier, data_root)
-    scorer = _MaskScorer(spec)
-    with _Writer(out, spec, max(1, workers)) as writer:
-        for batch in _shard(items, cfg.batch_size, workers, rank, world):
+
+    def masks_of(group: list[dict]) -> tuple[np.ndarray, torch.Tensor | None, np.ndarray]:
+        masks, cams, maps = pseudo_masks_of(model, group, cfg, spec, dev, precision)
+        return masks, cams if cfg.save_cams else None, maps
+
+    return write_scored_masks(items, out, cfg.batch_size, workers, masks_of, on_batch)
+
+
+def write_scored_masks(
+    items: CamInputs,
+    out: Path,
+    batch_size: int,
+    workers: int,
+    masks_of: Callable[[list[dict]], tuple[np.ndarray, torch.Tensor | None, np.ndarray]],
+    on_batch: Callable[[int], None] | None = None,
+) -> SegScores | None:
+    """Stream ``items`` (this process's share under torchrun) through ``masks_of``, which turns
+    same-size items into masks uint8 (B, H, W), maps to save or None, and the every-pixel maps
+    uint8 (B, H, W) that are scored; write ``out/masks`` and, where there is truth, ``scores.json``."""
+    rank, world = rank_and_world()
+    scorer = _MaskScorer(items.tiles.spec)
+    with _Writer(out, items.tiles.spec, max(1, workers)) as writer:
+        for batch in _shard(items, batch_size, workers, rank, world):
             for group in _same_size_groups(batch):
-                masks, cams, maps = pseudo_masks_of(model, group, cfg, spec, dev, precision)
-                writer.submit(group, masks, cams if cfg.save_cams else None)
+                masks, cams, maps = masks_of(group)
+                writer.submit(group, masks, cams)
                 scorer.update(group, maps, masks)
             if on_batch:
                 on_batch(len(batch))
@@ -181,7 +200,12 @@ def _classifier_for(path: str | Path, spec: DatasetSpec, device: torch.device) -
 
 def _start_outputs(out: Path, cfg: CamConfig, classifier: str | Path, data_root: str | Path) -> None:
     save_config(cfg, out / "cam_config.yaml", classifier=str(classifier), dataset=str(data_root))
-    for stale in (out / "masks").glob(".tmp-*"):  # left by a process killed mid-write
+    remove_partial_writes(out)
+
+
+def remove_partial_writes(out: Path) -> None:
+    """Delete the temporary files of ``out/masks`` that a process killed mid-write left."""
+    for stale in (out / "masks").glob(".tmp-*"):
         stale.unlink(missing_ok=True)
 
 

@@ -33,7 +33,7 @@ def run(
     start: Annotated[Optional[str], typer.Option("--from", help="Re-run from this stage on.")] = None,
     until: Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")] = None,
 ) -> None:
-    """The whole pipeline: (synthesise) -> stage 1 -> pseudo masks -> stage 2 -> evaluate -> report."""
+    """The whole pipeline: (synthesise) -> stage 1 -> pseudo masks -> stage 2 (-> relabel) -> evaluate -> report."""
     from segmix.pipeline import run_pipeline
 
     cfg = _run_config(config, data, overrides)

@@ -79,11 +79,13 @@ def predict(
     )
     from segmix.infer.predict import read_mpp
     from segmix.infer.records import sealed
-    from segmix.models import SEGMENTER_FILE, load_segmenter, pick_device
+    from segmix.models import load_segmenter, pick_device
     from segmix.models.inference import model_fingerprint
 
     if checkpoint is None and run_dir is not None:
-        checkpoint = run_dir / "stage2" / SEGMENTER_FILE
+        from segmix.pipeline.stages import run_segmenter
+
+        checkpoint = run_segmenter(run_dir)
     if checkpoint is None:
         _fail("no model: pass --checkpoint segmenter.pt or --run RUN_DIR")
     precision = _precision(precision)

@@ -1,4 +1,4 @@
-"""One command per pipeline step: train-cls, cams, train-seg, evaluate, export, score-masks, config show."""
+"""One command per pipeline step: train-cls, cams, relabel, train-seg, evaluate, export, score-masks, config show."""
 
 from __future__ import annotations
 
@@ -60,7 +60,44 @@ def cams(
 ) -> None:
     """Pseudo masks from CAMs (label-gated, background policy of the dataset); scored when truth
     exists (keys: segmix config show cams)."""
-    from segmix.cam import CamConfig, generate_pseudo_masks
+    from segmix.cam import generate_pseudo_masks
+
+    def write(cfg, spec, on_batch):
+        return generate_pseudo_masks(classifier, data, out, cfg, spec, on_batch=on_batch)
+
+    _write_masks(data, out, config, overrides, preset, "pseudo masks", "uncertain / margin", write)
+
+
+@_command()
+def relabel(
+    segmenter: Annotated[
+        Path, typer.Option("--checkpoint", "--model", help="segmenter.pt from train-seg, or a folder of segmix export.")
+    ],
+    data: DataDir,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (masks/ inside).")],
+    margin: Annotated[
+        Optional[float],
+        typer.Option(min=0, max=1, help="Leave out (255) pixels whose two most probable labels lie closer."),
+    ] = None,
+    config: ConfigFile = None,
+    overrides: Overrides = [],
+    preset: Preset = None,
+) -> None:
+    """Pseudo masks for the next round of stage 2: the segmenter's predictions on the training
+    tiles, gated by their image labels; scored when truth exists (split, glass and workers: keys
+    of segmix config show cams)."""
+    from segmix.cam.relabel import relabel_masks
+
+    def write(cfg, spec, on_batch):
+        return relabel_masks(segmenter, data, out, margin, cfg, spec, on_batch=on_batch)
+
+    _write_masks(data, out, config, overrides, preset, "relabelled masks", "margin", write)
+
+
+def _write_masks(data, out, config, overrides, preset, what: str, rule: str, write) -> None:
+    """What ``cams`` and ``relabel`` share: the CamConfig, the output folder, a progress bar over
+    the split and the scores; ``write(cfg, spec, on_batch)`` writes the masks, returns the scores."""
+    from segmix.cam import CamConfig
     from segmix.data.dataset import TileDataset
     from segmix.data.spec import resolve_spec
 
@@ -69,16 +106,13 @@ def cams(
     total = len(TileDataset(data, cfg.split, spec, with_masks=False))
     prepare_output_dir(out)
     with _progress() as bar:
-        task = bar.add_task(f"pseudo masks ({cfg.split})", total=total)
-        scores = generate_pseudo_masks(classifier, data, out, cfg, spec, on_batch=lambda n: bar.advance(task, n))
+        task = bar.add_task(f"{what} ({cfg.split})", total=total)
+        scores = write(cfg, spec, lambda n: bar.advance(task, n))
     _say(f"wrote {total} masks to {out / 'masks'}")
     if scores is not None:
-        print_scores(scores, f"pseudo masks vs truth ({cfg.split}), every pixel")
+        print_scores(scores, f"{what} vs truth ({cfg.split}), every pixel")
         if scores.left_out:
-            _say(
-                f"left out of stage 2 (uncertain / margin): {scores.left_out:.1%}; "
-                f"the rest {scores.kept_accuracy:.1%} right"
-            )
+            _say(f"left out of stage 2 ({rule}): {scores.left_out:.1%}; the rest {scores.kept_accuracy:.1%} right")
 
 
 @_command("train-seg")

@@ -7,7 +7,7 @@ files that rebuild them without training code, and stage-2 inference.
 """
 
 from segmix.models.classifier import CamClassifier
-from segmix.models.inference import pick_device, segment
+from segmix.models.inference import pick_device, segment, segment_probs
 from segmix.models.io import (
     CLASSIFIER_FILE,
     SEGMENTER_FILE,
@@ -44,6 +44,7 @@ __all__ = [
     "save_payload",
     "save_segmenter",
     "segment",
+    "segment_probs",
     "segmenter_input",
     "sliding_window_probs",
     "window_grid",

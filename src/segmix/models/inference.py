@@ -39,15 +39,15 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 @torch.no_grad()
-def segment(
+def segment_probs(
     model: nn.Module,
     images: list[np.ndarray],
     cfg: Stage2Config,
     device,
     num_classes: int,
     precision: str | None = None,
-) -> list[np.ndarray]:
-    """Class-index maps uint8 (H, W) for uint8 (H, W, 3) images of any size.
+) -> list[torch.Tensor]:
+    """Softmax probabilities float32 (C, H, W) on ``device`` for uint8 (H, W, 3) images of any size.
 
     Window-sized images go through in one batch; others by sliding window (window =
     ``cfg.train.image_size``, stride ``cfg.inference.window_stride`` of it, overlapping softmax
@@ -56,21 +56,33 @@ def segment(
     """
     s = cfg.train.image_size
     flip = cfg.inference.flip
-    out: list[np.ndarray | None] = [None] * len(images)
+    out: list[torch.Tensor | None] = [None] * len(images)
     tiles = [i for i, im in enumerate(images) if im.shape[:2] == (s, s)]
     with autocast(precision or cfg.precision, torch.device(device).type):
         if tiles:
             batch = torch.stack([torch.from_numpy(np.asarray(images[i])).to(device).permute(2, 0, 1) for i in tiles])
-            preds = predict_probs(model, segmenter_input(batch), flip).argmax(1).to(torch.uint8).cpu().numpy()
-            for i, p in zip(tiles, preds):
+            for i, p in zip(tiles, predict_probs(model, segmenter_input(batch), flip)):
                 out[i] = p
         for i, im in enumerate(images):
             if out[i] is None:
                 x = segmenter_input(torch.from_numpy(np.asarray(im)).to(device).permute(2, 0, 1))
                 stride = max(1, int(s * cfg.inference.window_stride))
-                probs = sliding_window_probs(model, x, num_classes, s, stride, flip=flip)
-                out[i] = probs.argmax(0).to(torch.uint8).cpu().numpy()
+                out[i] = sliding_window_probs(model, x, num_classes, s, stride, flip=flip)
     return out
+
+
+def segment(
+    model: nn.Module,
+    images: list[np.ndarray],
+    cfg: Stage2Config,
+    device,
+    num_classes: int,
+    precision: str | None = None,
+) -> list[np.ndarray]:
+    """Class-index maps uint8 (H, W) for uint8 (H, W, 3) images of any size: the most probable
+    class of :func:`segment_probs`."""
+    probs = segment_probs(model, images, cfg, device, num_classes, precision)
+    return [p.argmax(0).to(torch.uint8).cpu().numpy() for p in probs]
 
 
 def in_model_stain(model, image: np.ndarray) -> np.ndarray:

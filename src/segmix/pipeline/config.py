@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from segmix.cam.relabel import RelabelConfig
 from segmix.cam.run import CamConfig
 from segmix.config import Stage1Config, Stage2Config
 from segmix.config.precision import PrecisionName
@@ -48,6 +49,7 @@ class RunConfig(BaseModel):
     stage1: Stage1Config = Stage1Config()
     cams: CamConfig = CamConfig()
     stage2: Stage2Config = Stage2Config()
+    relabel: RelabelConfig = RelabelConfig()
     fully_supervised: bool = Field(True, description="also train stage 2 on train_gt when the dataset has it")
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()

@@ -17,12 +17,12 @@ from segmix.data.io import prepare_output_dir, write_text
 from segmix.errors import MissingModelFile, OutputError
 from segmix.models import CLASSIFIER_FILE, SEGMENTER_FILE, load_payload
 from segmix.models.package import CARD_FILE, is_package, package_config, write_package
-from segmix.pipeline.stages import read_json
+from segmix.pipeline.stages import read_json, run_segmenter
 
 
 def run_models(run: Path) -> tuple[Path, Path | None]:
     """``(segmenter, classifier or None)`` of a ``segmix run`` folder or a ``train-seg`` folder."""
-    for seg, clf in ((run / "stage2" / SEGMENTER_FILE, run / "stage1" / CLASSIFIER_FILE), (run / SEGMENTER_FILE, None)):
+    for seg, clf in ((run_segmenter(run), run / "stage1" / CLASSIFIER_FILE), (run / SEGMENTER_FILE, None)):
         if seg.is_file():
             return seg, clf if clf is not None and clf.is_file() else None
     raise MissingModelFile(
@@ -142,10 +142,14 @@ def _metric_lines(metrics: dict, spec: dict) -> list[str]:
         "(a class absent from truth and prediction is left out); FwIoU weights each by its share of truth pixels"
         + (f"; truth pixels of index {excluded} are not scored." if excluded is not None else "."),
     ]
-    best = metrics.get("stage2")
+    best, trained = metrics.get("stage2"), "stage 2"
+    if rounds := metrics.get("relabel"):  # the final model is the last relabel round's
+        last = max(rounds, key=lambda name: int(name.removeprefix("round")))
+        best, trained = rounds[last].get("stage2"), f"stage 2's relabel {last.replace('round', 'round ')}"
     if best:
         out.append(
-            f"The exported weights are stage 2's epoch {best['epoch']} (best val mIoU, {best['val_miou'] * 100:.2f} %)."
+            f"The exported weights are {trained}'s epoch {best['epoch']} "
+            f"(best val mIoU, {best['val_miou'] * 100:.2f} %)."
         )
     ratio = (metrics.get("test") or {}).get("ratio_to_fully_supervised")
     if ratio:

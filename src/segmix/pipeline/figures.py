@@ -15,8 +15,9 @@ from segmix.cam import class_activation_maps
 from segmix.data.dataset import TileDataset
 from segmix.data.io import IGNORE_INDEX, read_mask
 from segmix.data.preview import contact_sheet, overlay
-from segmix.models import CLASSIFIER_FILE, SEGMENTER_FILE, load_classifier, load_segmenter, segment
+from segmix.models import CLASSIFIER_FILE, load_classifier, load_segmenter, segment
 from segmix.models.inference import in_model_stain
+from segmix.pipeline.stages import run_segmenter
 from segmix.shuffle import NoMix, read_history_csv
 from segmix.train import build_mixer
 from segmix.train.data import TrainTiles
@@ -45,8 +46,13 @@ def _pct(v) -> str:
 
 
 def metrics_table(metrics: dict, classes: list[str]) -> str:
+    rounds = [
+        (f"Round {name.removeprefix('round')} masks (train, stage 2's label-gated predictions)", r.get("masks"))
+        for name, r in (metrics.get("relabel") or {}).items()
+    ]
     rows = [
         ("Pseudo masks (train, from CAMs)", metrics.get("pseudo_masks")),
+        *rounds,
         ("Final model, weak labels only (test)", metrics.get("test")),
         ("Same model on true masks (test, reference)", metrics.get("fully_supervised")),
     ]
@@ -176,7 +182,7 @@ def gallery(ctx, n: int) -> str | None:
     # prefer tiles with several classes: that is where localisation is hard
     order = sorted(range(len(tiles)), key=lambda i: -int(tiles.samples[i].label.sum()))[:n]
     clf, _, _ = load_classifier(ctx.dir("stage1") / CLASSIFIER_FILE)
-    seg, scfg, _ = load_segmenter(ctx.dir("stage2") / SEGMENTER_FILE)
+    seg, scfg, _ = load_segmenter(run_segmenter(ctx.run_dir))
     rows = []
     for i in order:
         item = tiles[i]

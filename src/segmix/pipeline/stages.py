@@ -1,4 +1,4 @@
-"""``segmix run``: dataset -> stage 1 -> pseudo masks -> stage 2 -> evaluate -> report.
+"""``segmix run``: dataset -> stage 1 -> pseudo masks -> stage 2 (-> relabel rounds) -> evaluate -> report.
 
 Each stage writes into its own folder of the run directory. Its identity is a hash of its own
 config chained with the hashes of the stages it reads from, so changing ``stage1`` also
@@ -36,7 +36,7 @@ from segmix.models import CLASSIFIER_FILE, SEGMENTER_FILE
 from segmix.pipeline.config import RunConfig
 
 console = Console(stderr=True)
-STAGES = ("data", "stage1", "cams", "stage2", "supervised", "evaluate", "report")
+STAGES = ("data", "stage1", "cams", "stage2", "relabel", "supervised", "evaluate", "report")
 
 
 def _hash(*parts) -> str:
@@ -101,8 +101,9 @@ def _stage_hash(ctx: Context, name: str) -> str:
         "stage1": lambda: (h["data"], c.stage1.model_dump(exclude=PLACEMENT_KEYS), c.mpp),
         "cams": lambda: (h["stage1"], c.cams.model_dump(exclude={"num_workers", "threads"})),
         "stage2": lambda: (h["cams"], c.stage2.model_dump(exclude=PLACEMENT_KEYS), c.mpp),
+        "relabel": lambda: (h["stage2"], c.relabel.model_dump()),
         "supervised": lambda: (h["data"], c.stage2.model_dump(exclude=PLACEMENT_KEYS), c.fully_supervised, c.mpp),
-        "evaluate": lambda: (h["stage2"], h["supervised"], c.evaluate.model_dump()),
+        "evaluate": lambda: (h["relabel"], h["supervised"], c.evaluate.model_dump()),
         "report": lambda: (h["evaluate"], h["cams"], c.report.model_dump()),
     }[name]()
     return _hash(name, parts)
@@ -138,15 +139,56 @@ def run_cams(ctx: Context) -> dict:
 
 
 def run_stage2(ctx: Context) -> dict:
+    _train_stage2(ctx, ctx.dir("cams") / "masks", ctx.dir("stage2"))
+    return _best_epoch("stage2", ctx.dir("stage2"))
+
+
+def _train_stage2(ctx: Context, masks: Path, out: Path) -> None:
     from segmix.train import train_segmenter
 
     cfg = ctx.cfg.stage2
     classifier = ctx.dir("stage1") / CLASSIFIER_FILE if cfg.model.start_from == "classifier" else None
-    masks = ctx.dir("cams") / "masks"
-    train_segmenter(
-        cfg, ctx.data_root, masks, ctx.dir("stage2"), ctx.spec, ctx.progress, claim=False, classifier=classifier
-    )
-    return _best_epoch("stage2", ctx.dir("stage2"))
+    train_segmenter(cfg, ctx.data_root, masks, out, ctx.spec, ctx.progress, claim=False, classifier=classifier)
+
+
+def run_relabel(ctx: Context) -> dict:
+    """``relabel.rounds`` rounds: the previous segmenter's label-gated predictions on the
+    training tiles (``relabel/round<r>/masks``) train a fresh stage 2 (``relabel/round<r>``); the
+    last round's model is linked as ``relabel/segmenter.pt``, the run's final model."""
+    from segmix.cam.relabel import RELABEL_DONE, relabel_masks
+
+    rounds, model, metrics = ctx.cfg.relabel.rounds, ctx.dir("stage2") / SEGMENTER_FILE, {}
+    for r in range(1, rounds + 1):
+        folder = ctx.dir("relabel") / f"round{r}"
+        if not (folder / SEGMENTER_FILE).is_file():  # a resumed run keeps what a round finished
+            if not (folder / RELABEL_DONE).is_file():
+                console.print(f"round {r}: relabelling the training tiles with {model.parent.name}'s segmenter")
+                relabel_masks(model, ctx.data_root, folder, ctx.cfg.relabel.margin, ctx.cfg.cams, ctx.spec)
+            _train_stage2(ctx, folder / "masks", folder)
+        model = folder / SEGMENTER_FILE
+        masks = read_json(folder / "scores.json")
+        metrics[f"round{r}"] = {"masks": masks or {}, "stage2": read_json(folder / "best.json") or {}}
+    if rounds:
+        _link_or_copy(model, ctx.dir("relabel") / SEGMENTER_FILE)
+    return {"relabel": metrics} if metrics else {}
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link of ``source`` (a copy where the file system has none), atomically."""
+    tmp = target.with_name(f".tmp-{target.name}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def run_segmenter(run_dir: Path) -> Path:
+    """The final model of the run in ``run_dir``: the last relabel round's when the run has
+    rounds, else stage 2's."""
+    last = Path(run_dir) / "relabel" / SEGMENTER_FILE
+    return last if last.is_file() else Path(run_dir) / "stage2" / SEGMENTER_FILE
 
 
 def run_supervised(ctx: Context) -> dict:
@@ -166,7 +208,7 @@ def run_evaluate(ctx: Context) -> dict:
     out = {}
     weak = evaluate_model(
         ctx.cfg,
-        ctx.dir("stage2") / SEGMENTER_FILE,
+        run_segmenter(ctx.run_dir),
         ctx.data_root,
         ctx.dir("evaluate") / "weak",
         ctx.cfg.evaluate.overlays,
@@ -193,6 +235,7 @@ STAGE_RUNNERS: dict[str, Callable[[Context], dict]] = {
     "stage1": run_stage1,
     "cams": run_cams,
     "stage2": run_stage2,
+    "relabel": run_relabel,
     "supervised": run_supervised,
     "evaluate": run_evaluate,
     "report": run_report,

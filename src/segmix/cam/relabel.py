@@ -1,0 +1,101 @@
+"""``segmix relabel``: a trained segmenter's label-gated predictions on its own training tiles
+become the pseudo masks of the next round of stage 2.
+
+Stage 2 smooths over the CAMs' mistakes: on glas-dev its predictions on the training tiles, gated
+by the image labels, score higher against the truth than the pseudo masks it learnt from. A
+fresh segmenter trained on them (a round) inherits that. The maps are the segmenter's softmax
+over the tissue classes, turned into masks by the same rule as CAMs
+(:func:`segmix.cam.masks.pseudo_masks`: label gate, glass policy, margin).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from segmix.cam.masks import pseudo_masks
+from segmix.cam.run import CamConfig, CamInputs, remove_partial_writes, write_scored_masks
+from segmix.config.threads import fit_threads, rank_and_world
+from segmix.data.dataset import TileDataset
+from segmix.data.io import write_text
+from segmix.data.spec import DatasetSpec, resolve_spec
+from segmix.errors import DatasetError, ModelFileError
+from segmix.eval.metrics import SegScores
+from segmix.models import load_segmenter, pick_device, segment_probs
+
+RELABEL_DONE = "relabel.json"  # written last: the masks are complete
+
+
+class RelabelConfig(BaseModel):
+    """Rounds of stage 2 on the previous round's label-gated predictions (``segmix run``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    rounds: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="rounds of stage 2 retrained on the previous segmenter's label-gated predictions on the "
+        "training tiles (0: off); measured with 1: glas-dev final model +0.9 on average, 3 of 5 seeds, "
+        "at twice stage 2's time",
+    )
+    margin: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="best probability leading the second label's by less than this -> 255 (ignored; null: off)",
+    )
+
+
+def relabel_masks(
+    segmenter: str | Path,
+    data_root: str | Path,
+    out_dir: str | Path,
+    margin: float | None = None,
+    cams: CamConfig | None = None,
+    spec: DatasetSpec | None = None,
+    device: str | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> SegScores | None:
+    """Write ``out_dir/masks/<image stem>.png`` from ``segmenter``'s predictions on the split's tiles.
+
+    Each mask keeps, per pixel, the most probable class among the tile's image labels; glass
+    follows the dataset's policy (``cams.white`` / ``cams.saturation``) and pixels whose two most
+    probable labelled classes lie within ``margin`` become 255. ``cams`` also gives the split,
+    batch size and workers (its CAM settings are not used); the segmenter runs at its own
+    precision and test-time flip. Scored like :func:`segmix.cam.generate_pseudo_masks` where the
+    split has truth. Writes ``out_dir/relabel.json`` last: a resumed run keeps the masks when it is there.
+    """
+    cams = cams or CamConfig()
+    spec = spec or resolve_spec(data_root)
+    out = Path(out_dir)
+    dev = pick_device(device)
+    model, cfg, trained_on = load_segmenter(segmenter)
+    if trained_on.classes != spec.classes:
+        raise ModelFileError(f"{segmenter}: trained on classes {trained_on.classes}, dataset has {spec.classes}")
+    model = model.to(dev)
+    workers = fit_threads(cams.num_workers, cams.threads, gpu=dev.type == "cuda")
+    items = CamInputs(TileDataset(data_root, cams.split, spec, with_masks=False, stain=model.stain), cams)
+    if rank_and_world()[0] == 0:
+        remove_partial_writes(out)
+
+    def masks_of(group: list[dict]) -> tuple[np.ndarray, None, np.ndarray]:
+        if any(g["label"] is None for g in group):
+            raise DatasetError(f"{data_root}: split {cams.split!r} has tiles without image labels to gate the masks")
+        probs = segment_probs(model, [g["image"] for g in group], cfg, dev, spec.num_indices)
+        maps = torch.stack(probs)[:, : spec.num_classes]
+        labels = torch.from_numpy(np.stack([g["label"] for g in group])).to(dev)
+        tissue = torch.from_numpy(np.stack([g["tissue"] for g in group])) if spec.glass_is_background else None
+        full = pseudo_masks(maps, labels, tissue, spec.background_index)
+        masks = pseudo_masks(maps, labels, tissue, spec.background_index, margin=margin)
+        return masks.cpu().numpy(), None, full.cpu().numpy()
+
+    scores = write_scored_masks(items, out, cams.batch_size, workers, masks_of, on_batch)
+    if rank_and_world()[0] == 0:
+        done = {"segmenter": str(segmenter), "dataset": str(data_root), "split": cams.split, "margin": margin}
+        write_text(out / RELABEL_DONE, json.dumps(done, indent=2))
+    return scores
