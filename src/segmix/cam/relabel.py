@@ -5,7 +5,7 @@ Stage 2 smooths over the CAMs' mistakes: on glas-dev its predictions on the trai
 by the image labels, score higher against the truth than the pseudo masks it learnt from. A
 fresh segmenter trained on them (a round) inherits that. The maps are the segmenter's softmax
 over the tissue classes, turned into masks by the same rule as CAMs
-(:func:`segmix.cam.masks.pseudo_masks`: label gate, glass policy, margin).
+(:func:`segmix.cam.run.gated_masks`: label gate, glass policy, margin).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from segmix.cam.masks import pseudo_masks
-from segmix.cam.run import CamConfig, CamInputs, remove_partial_writes, write_scored_masks
+from segmix.cam.run import CamConfig, CamInputs, gated_masks, remove_partial_writes, write_scored_masks
 from segmix.config.threads import fit_threads, rank_and_world
 from segmix.data.dataset import TileDataset
 from segmix.data.io import write_text
@@ -89,10 +88,8 @@ def relabel_masks(
         probs = segment_probs(model, [g["image"] for g in group], cfg, dev, spec.num_indices)
         maps = torch.stack(probs)[:, : spec.num_classes]
         labels = torch.from_numpy(np.stack([g["label"] for g in group])).to(dev)
-        tissue = torch.from_numpy(np.stack([g["tissue"] for g in group])) if spec.glass_is_background else None
-        full = pseudo_masks(maps, labels, tissue, spec.background_index)
-        masks = pseudo_masks(maps, labels, tissue, spec.background_index, margin=margin)
-        return masks.cpu().numpy(), None, full.cpu().numpy()
+        masks, full = gated_masks(maps, labels, group, spec, margin=margin)
+        return masks, None, full
 
     scores = write_scored_masks(items, out, cams.batch_size, workers, masks_of, on_batch)
     if rank_and_world()[0] == 0:

@@ -169,12 +169,28 @@ def pseudo_masks_of(
         logits = None if _has_labels(group, cfg) else model(x.contiguous(memory_format=torch.channels_last))[0]
     cams = refine_cams(cams, images, cfg.refine_steps)  # fp32: the weights are softmaxes of small differences
     labels = _gate(group, logits, cfg, device)
-    tissue = None
-    if spec.glass_is_background:
-        tissue = torch.from_numpy(np.stack([g["tissue"] for g in group]))
-    maps = pseudo_masks(cams, labels, tissue, spec.background_index)  # every pixel: what is scored
-    masks = pseudo_masks(cams, labels, tissue, spec.background_index, cfg.uncertain, cfg.margin)
-    return masks.cpu().numpy(), cams, maps.cpu().numpy()
+    masks, maps = gated_masks(cams, labels, group, spec, cfg.uncertain, cfg.margin)
+    return masks, cams, maps
+
+
+def gated_masks(
+    maps: torch.Tensor,
+    labels: torch.Tensor,
+    group: list[dict],
+    spec: DatasetSpec,
+    uncertain: float | None = None,
+    margin: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The masks to write uint8 (B, H, W) (255 where ``uncertain`` / ``margin`` leave a pixel
+    out) and the every-pixel masks uint8 (B, H, W) that are scored, from maps float (B, K, H, W)
+    of same-size items of :class:`CamInputs`: gated by ``labels`` (B, K), glass by ``spec``'s
+    policy (:func:`segmix.cam.masks.pseudo_masks`)."""
+    tissue = torch.from_numpy(np.stack([g["tissue"] for g in group])) if spec.glass_is_background else None
+    every = pseudo_masks(maps, labels, tissue, spec.background_index)
+    kept = every  # with nothing to leave out, the written masks are the scored ones
+    if uncertain is not None or margin is not None:
+        kept = pseudo_masks(maps, labels, tissue, spec.background_index, uncertain, margin)
+    return kept.cpu().numpy(), every.cpu().numpy()
 
 
 def _has_labels(group: list[dict], cfg: CamConfig) -> bool:
