@@ -25,9 +25,11 @@ isolates that part:
 - ``probe-swapped``: the feedback probe counting only swapped cells whose source lacks a class of
   the mixed image (its count before it read masks and single-label tiles); ``warmup-1``: a first
   epoch without shuffling, feedback from the second (the default before the probe);
-- ``refine``, ``no-refine``, ``mosaic``, ``self-train``, ``relabel``: the pseudo-mask and
-  stage-2 parts of issue 22 (see ``benchmarks/real.py``; the refinement is on by default since);
-  they start from the ``segmix`` run's finished stages of the same seed.
+- ``refine``, ``no-refine``, ``mosaic``, ``self-train``, ``no-relabel``: the pseudo-mask and
+  stage-2 parts of issue 22 (see ``benchmarks/real.py``; the refinement and one relabel round are
+  on by default since); they start from the ``segmix`` run's finished stages of the same seed;
+  ``stage1-8``: stage 1 for 8 epochs instead of the demo's 16; ``stage1-8-no-relabel``: that and
+  no relabel round, the demo before both (from ``stage1-8``'s finished stages).
 
 Jobs run ``--jobs`` at a time, each in its own process (set ``--jobs 1`` on a small CPU
 machine). ``--stage2`` picks the variants that also train stage 2 (``all`` or a list); the rest
@@ -37,7 +39,7 @@ finished. Prints a markdown table per benchmark and the issue's goals, and write
 ``results.csv``.
 
 Run: ``python benchmarks/feedback.py --out runs/bench-feedback`` (on one GPU with ``--jobs 8``:
-minutes; on 2 CPU cores about 4 minutes per run).
+minutes; on 2 CPU cores about 6-8 minutes per run with the 16-epoch stage 1 and a round).
 """
 
 from __future__ import annotations
@@ -86,7 +88,9 @@ VARIANTS = {
     "self-train": ["stage2.self_training.start=2"],
     "no-margin": ["cams.margin=null"],
     "from-classifier": ["stage2.model.start_from=classifier"],
-    "relabel": ["relabel.rounds=1"],
+    "no-relabel": ["relabel.rounds=0"],
+    "stage1-8": ["stage1.train.epochs=8"],
+    "stage1-8-no-relabel": ["stage1.train.epochs=8", "relabel.rounds=0"],  # the demo before both
 }
 FIXED = [f"fixed-{k}" for k in range(LEVELS)]
 GOAL_OVER_NONE = {"default": 7.0, "hard": 4.0}
@@ -115,7 +119,8 @@ def job(
         return json.loads(result.read_text())
     sets = [f"seed={seed}", "fully_supervised=false"]
     sets += [f"{stage}.num_workers=1" for stage in ("stage1", "stage2", "cams")] + extra + VARIANTS[variant]
-    reuse_upstream(out / bench / "segmix" / f"seed{seed}", folder, VARIANTS[variant])
+    base, added = upstream(VARIANTS, variant, out / bench, seed)
+    reuse_upstream(base, folder, added)
     done = pipeline_run(BENCHMARKS[bench], data, folder, sets, stage2, threads)
     if done is None:
         return None
@@ -128,17 +133,37 @@ def job(
 REUSABLE = ["data", "stage1", "cams", "stage2", "relabel"]  # segmix run's stages in order, up to the final model
 
 
-def reuse_upstream(base: Path, folder: Path, sets: list[str]) -> None:
-    """Start a variant that changes only the pseudo masks, stage 2 or the relabel rounds from the
-    default run's finished stages (``segmix run`` skips a stage whose hash matches, so nothing is
-    assumed)."""
-    if folder == base or not (base / "stage1" / ".done.json").is_file() or (folder / "stage1").exists():
-        return
+def stages_before_change(sets: list[str]) -> int:
+    """How many of :data:`REUSABLE`'s stages come before the first one ``sets`` change: all of
+    them for no change, none when a set touches the data or stage 1 (e.g. ``seed``, ``stage1.*``)."""
     touched = {s.split(".")[0] for s in sets}
     if not touched <= set(REUSABLE[2:]):
+        return 0
+    return min((REUSABLE.index(t) for t in touched), default=len(REUSABLE))
+
+
+def upstream(variants: dict[str, list[str]], variant: str, runs: Path, seed: int) -> tuple[Path, list[str]]:
+    """The finished run (``runs/<variant>/seed<seed>``) a variant's run starts from, and the
+    changes the variant adds to it: of the variants already run whose changes it has too, the one
+    that leaves the most stages to copy (``segmix``'s run when none does), so a combination such
+    as ``stage1-8-no-relabel`` reruns only what it adds to ``stage1-8``."""
+    mine = variants[variant]
+    added = {
+        b: [s for s in mine if s not in sets]
+        for b, sets in variants.items()
+        if b != variant and set(sets) <= set(mine) and (runs / b / f"seed{seed}" / "stage1" / ".done.json").is_file()
+    }
+    base = max(added, key=lambda b: stages_before_change(added[b]), default="segmix")
+    return runs / base / f"seed{seed}", added.get(base, mine)
+
+
+def reuse_upstream(base: Path, folder: Path, sets: list[str]) -> None:
+    """Start a variant that changes only the pseudo masks, stage 2 or the relabel rounds (``sets``,
+    its changes to ``base``) from the finished stages of the run in ``base`` (``segmix run`` skips
+    a stage whose hash matches, so nothing is assumed)."""
+    if folder == base or not (base / "stage1" / ".done.json").is_file() or (folder / "stage1").exists():
         return
-    first = min(REUSABLE.index(t) for t in touched) if touched else len(REUSABLE)
-    for stage in REUSABLE[:first]:  # the stages before the first one the variant changes
+    for stage in REUSABLE[: stages_before_change(sets)]:
         if (base / stage).is_dir():
             shutil.copytree(base / stage, folder / stage, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
 

@@ -31,10 +31,15 @@ with one change up to the pseudo masks (``--stage2`` also trains and tests stage
   ImageNet weights); ``from-classifier-no-margin``: the same without the margin; ``gce``:
   stage 2 on the pseudo masks with generalized cross-entropy (``stage2.loss.pseudo=gce``,
   q 0.7; the fully supervised reference keeps cross-entropy); ``gce-0.4``: q 0.4;
-  ``relabel``: one more round of stage 2 on stage 2's label-gated predictions on the training
-  tiles (``relabel.rounds=1``); ``relabel-2``: two rounds; ``relabel-margin``: one round, pixels
-  whose two labelled probabilities lie within 0.2 left out. Variants that change only the pseudo
-  masks, stage 2 or the rounds start from the ``segmix`` run's finished stages of the same seed.
+  ``no-relabel``: no round of stage 2 on stage 2's own label-gated predictions on the training
+  tiles (``relabel.rounds=0``; the default is one round); ``relabel-2``: two rounds;
+  ``relabel-margin``: one round, pixels whose two labelled probabilities lie within 0.2 left out;
+  ``stage1-8``: stage 1 for 8 epochs instead of the demo's 16 (its cosine schedule shrunk with
+  them); ``stage1-8-no-relabel``: that and no round, the demo before both were measured
+  (``benchmarks/results/stage1_epochs_*``, whose names are those of then: ``segmix`` there is
+  this one, ``stage1-16-relabel`` there today's ``segmix``). Variants that change only the pseudo
+  masks, stage 2 or the rounds start from the finished stages of the same seed's run that has
+  the most of them in common (``segmix``'s, or e.g. ``stage1-8``'s for ``stage1-8-no-relabel``).
 
 Prints a markdown table (mean ± std over ``--seeds``, levels per epoch and probe cells at the
 first epoch of the first seed) and the issue's goals, and writes ``results.csv`` in ``--out``.
@@ -55,7 +60,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from feedback import LEVELS, mean_std, pipeline_run, reuse_upstream, supervised_run, trace  # noqa: E402
+from feedback import LEVELS, mean_std, pipeline_run, reuse_upstream, supervised_run, trace, upstream  # noqa: E402
 
 MOSAIC, REFINE, SELF_TRAIN = "stage2.mixing.method=shuffle", "cams.refine_steps=10", "stage2.self_training.start=2"
 NO_REFINE = "cams.refine_steps=0"  # the default before the refinement was measured
@@ -96,9 +101,11 @@ VARIANTS = {
     "from-classifier-no-margin": [NO_MARGIN, FROM_CLASSIFIER],
     "gce": [GCE],
     "gce-0.4": [GCE, "stage2.loss.q=0.4"],
-    "relabel": ["relabel.rounds=1"],
+    "no-relabel": ["relabel.rounds=0"],
     "relabel-2": ["relabel.rounds=2"],
-    "relabel-margin": ["relabel.rounds=1", "relabel.margin=0.2"],
+    "relabel-margin": ["relabel.margin=0.2"],
+    "stage1-8": ["stage1.train.epochs=8"],
+    "stage1-8-no-relabel": ["stage1.train.epochs=8", "relabel.rounds=0"],  # the demo before both
 }
 CONTROLS = [f"fixed-{k}" for k in range(LEVELS)] + ["random-level"]
 GOAL_OVER_NONE = 5.0
@@ -112,7 +119,8 @@ def job(variant: str, seed: int, data: Path, out: Path, stage2: bool, extra: lis
     if result.is_file():
         return json.loads(result.read_text())
     sets = [f"seed={seed}", "fully_supervised=false", *extra, *VARIANTS[variant]]
-    reuse_upstream(out / "segmix" / f"seed{seed}", folder, VARIANTS[variant])
+    base, added = upstream(VARIANTS, variant, out, seed)
+    reuse_upstream(base, folder, added)
     done = pipeline_run("demo.yaml", data, folder, sets, stage2, threads=2)
     if done is None:
         return None
