@@ -100,7 +100,7 @@ def test_segmix_run_rounds_train_on_relabelled_masks_and_evaluate_the_last_round
     from tests.test_pipeline import tiny_config
 
     run = tmp_path / "r"
-    run_pipeline(tiny_config(), run, progress=False, until="stage2")
+    run_pipeline(tiny_config("relabel.rounds=0"), run, progress=False, until="stage2")
     upstream = {s: (run / s / ".done.json").read_text() for s in ("stage1", "cams", "stage2")}
     metrics = run_pipeline(tiny_config("relabel.rounds=2"), run, progress=False)
     assert {s: (run / s / ".done.json").read_text() for s in upstream} == upstream  # not re-run
@@ -113,6 +113,6 @@ def test_segmix_run_rounds_train_on_relabelled_masks_and_evaluate_the_last_round
     assert metrics["test"]["miou"] == evaluate(final, run / "data", "test", tmp_path / "e").miou
     assert "Round 2 masks" in (run / "report.html").read_text()
     # back to no rounds: the rounds are moved aside and stage 2's model is the final one again
-    metrics = run_pipeline(tiny_config(), run, progress=False, until="evaluate")
+    metrics = run_pipeline(tiny_config("relabel.rounds=0"), run, progress=False, until="evaluate")
     assert "relabel" not in metrics and run_segmenter(run) == run / "stage2" / "segmenter.pt"
     assert len(list(run.glob("relabel.stale-*"))) == 1
