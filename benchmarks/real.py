@@ -104,6 +104,7 @@ VARIANTS = {
     "no-relabel": ["relabel.rounds=0"],
     "relabel-2": ["relabel.rounds=2"],
     "relabel-margin": ["relabel.margin=0.2"],
+    "relabel-ms": ["relabel.scales=[0.5,0.75,1.0,1.25,1.5]"],  # the round's maps at 5 scales
     "stage1-8": ["stage1.train.epochs=8"],
     "stage1-8-no-relabel": ["stage1.train.epochs=8", "relabel.rounds=0"],  # the demo before both
 }

@@ -58,6 +58,23 @@ def test_masks_are_the_label_gated_argmax_with_glass_as_background(world, tmp_pa
     assert done["segmenter"] == str(seg) and done["margin"] is None
 
 
+def test_scales_give_the_gated_argmax_of_the_multi_scale_probabilities(world, tmp_path):
+    data, spec, seg = world
+    relabel_masks(seg, data, tmp_path / "o", cams=CAMS, spec=spec, scales=[0.75, 1.0, 1.5])
+    model, cfg, _ = load_segmenter(seg)
+    changed = 0
+    for item in TileDataset(data, "train", spec, with_masks=False):
+        mask = read_mask(tmp_path / "o" / "masks" / f"{Path(item['name']).stem}.png", spec.num_indices)
+        probs = segment_probs(model, [item["image"]], cfg, "cpu", spec.num_indices, scales=(0.75, 1.0, 1.5))[0]
+        gated = probs[: spec.num_classes].masked_fill(~torch.from_numpy(item["label"]).bool()[:, None, None], -1)
+        glass = ~tissue_mask(item["image"], CAMS.white, CAMS.saturation)
+        assert np.array_equal(mask, np.where(glass, spec.background_index, gated.argmax(0).numpy()))
+        one = segment_probs(model, [item["image"]], cfg, "cpu", spec.num_indices)[0][: spec.num_classes]
+        changed += int((one.argmax(0).numpy() != probs[: spec.num_classes].argmax(0).numpy()).sum())
+    assert changed > 0  # the scales change some pixels' most probable class
+    assert json.loads((tmp_path / "o" / "relabel.json").read_text())["scales"] == [0.75, 1.0, 1.5]
+
+
 def test_margin_leaves_out_rivals_only_where_a_tile_has_two_labels(world, tmp_path):
     data, spec, seg = world
     relabel_masks(seg, data, tmp_path / "o", margin=1.0, cams=CAMS, spec=spec)  # no lead reaches 1

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from segmix.cli import app
 from segmix.data.synth import SynthConfig, generate
 from segmix.eval.evaluate import evaluate
-from segmix.models import load_segmenter, segment, sliding_window_probs, window_grid
+from segmix.models import load_segmenter, segment, segment_probs, sliding_window_probs, window_grid
 from segmix.train import Stage2Config, train_segmenter
 from segmix.train.augment import dihedral_pair
 
@@ -92,6 +92,25 @@ def test_sliding_window_covers_and_averages():
     torch.testing.assert_close(probs.sum(0), torch.ones(37, 23))
     expected = torch.tensor([1.0, np.e]).div(1 + np.e)
     torch.testing.assert_close(probs[:, 5, 5], expected.float())
+
+
+def test_multi_scale_probabilities_average_rescaled_passes_at_the_image_size():
+    class Brightness(torch.nn.Module):
+        # per-pixel logits from the pixel's colour: any blur the rescaling adds shows at edges only
+        def forward(self, x):
+            return torch.cat([x[:, :1] * 0, 4 * x[:, :1]], dim=1)
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:, 32:] = 220  # dark left half, bright right half
+    cfg = Stage2Config(train={"image_size": 64})
+    one = segment_probs(Brightness(), [image], cfg, "cpu", 2)[0]
+    assert torch.equal(segment_probs(Brightness(), [image], cfg, "cpu", 2, scales=(1.0, 1.0))[0], one)
+    multi = segment_probs(Brightness(), [image], cfg, "cpu", 2, scales=(0.5, 1.0, 2.0))[0]
+    assert multi.shape == (2, 64, 64)  # resized back: 0.5 goes through a padded window, 2.0 through four
+    torch.testing.assert_close(multi.sum(0), torch.ones(64, 64))
+    torch.testing.assert_close(multi[:, :, :28], one[:, :, :28])  # flat regions: every scale agrees
+    torch.testing.assert_close(multi[:, :, 36:], one[:, :, 36:])
+    assert (multi[1, :, 31] - one[1, :, 31]).abs().min() > 1e-3  # at the edge the rescaled passes differ
 
 
 def test_dihedral_pair_moves_masks_with_images():

@@ -11,12 +11,12 @@ over the tissue classes, turned into masks by the same rule as CAMs
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from segmix.cam.run import CamConfig, CamInputs, gated_masks, remove_partial_writes, write_scored_masks
 from segmix.config.threads import fit_threads, rank_and_world
@@ -48,6 +48,19 @@ class RelabelConfig(BaseModel):
         le=1,
         description="best probability leading the second label's by less than this -> 255 (ignored; null: off)",
     )
+    scales: list[float] = Field(
+        [1.0],
+        min_length=1,
+        description="the tiles resized by each factor for the segmenter, its probabilities averaged "
+        "(multi-scale test-time augmentation of the round's maps; [1.0]: the tiles as they are)",
+    )
+
+    @field_validator("scales")
+    @classmethod
+    def _positive_scales(cls, scales: list[float]) -> list[float]:
+        if any(not 0.25 <= f <= 4 for f in scales):
+            raise ValueError(f"scales must lie in [0.25, 4], got {scales}")
+        return scales
 
 
 def relabel_masks(
@@ -59,6 +72,7 @@ def relabel_masks(
     spec: DatasetSpec | None = None,
     device: str | None = None,
     on_batch: Callable[[int], None] | None = None,
+    scales: Sequence[float] | None = None,
 ) -> SegScores | None:
     """Write ``out_dir/masks/<image stem>.png`` from ``segmenter``'s predictions on the split's tiles.
 
@@ -66,10 +80,13 @@ def relabel_masks(
     follows the dataset's policy (``cams.white`` / ``cams.saturation``) and pixels whose two most
     probable labelled classes lie within ``margin`` become 255. ``cams`` also gives the split,
     batch size and workers (its CAM settings are not used); the segmenter runs at its own
-    precision and test-time flip. Scored like :func:`segmix.cam.generate_pseudo_masks` where the
-    split has truth. Writes ``out_dir/relabel.json`` last: a resumed run keeps the masks when it is there.
+    precision and test-time flip, on the tiles resized by each of ``scales`` (default:
+    :class:`RelabelConfig`'s; probabilities averaged: :func:`segmix.models.segment_probs`). Scored like
+    :func:`segmix.cam.generate_pseudo_masks` where the split has truth. Writes
+    ``out_dir/relabel.json`` last: a resumed run keeps the masks when it is there.
     """
     cams = cams or CamConfig()
+    scales = RelabelConfig(scales=scales).scales if scales else RelabelConfig().scales  # checked, one default
     spec = spec or resolve_spec(data_root)
     out = Path(out_dir)
     dev = pick_device(device)
@@ -85,7 +102,7 @@ def relabel_masks(
     def masks_of(group: list[dict]) -> tuple[np.ndarray, None, np.ndarray]:
         if any(g["label"] is None for g in group):
             raise DatasetError(f"{data_root}: split {cams.split!r} has tiles without image labels to gate the masks")
-        probs = segment_probs(model, [g["image"] for g in group], cfg, dev, spec.num_indices)
+        probs = segment_probs(model, [g["image"] for g in group], cfg, dev, spec.num_indices, scales=scales)
         maps = torch.stack(probs)[:, : spec.num_classes]
         labels = torch.from_numpy(np.stack([g["label"] for g in group])).to(dev)
         masks, full = gated_masks(maps, labels, group, spec, margin=margin)
@@ -93,6 +110,12 @@ def relabel_masks(
 
     scores = write_scored_masks(items, out, cams.batch_size, workers, masks_of, on_batch)
     if rank_and_world()[0] == 0:
-        done = {"segmenter": str(segmenter), "dataset": str(data_root), "split": cams.split, "margin": margin}
+        done = {
+            "segmenter": str(segmenter),
+            "dataset": str(data_root),
+            "split": cams.split,
+            "margin": margin,
+            "scales": list(scales),
+        }
         write_text(out / RELABEL_DONE, json.dumps(done, indent=2))
     return scores

@@ -79,6 +79,12 @@ def relabel(
         Optional[float],
         typer.Option(min=0, max=1, help="Leave out (255) pixels whose two most probable labels lie closer."),
     ] = None,
+    scales: Annotated[
+        Optional[list[float]],
+        typer.Option(
+            "--scale", min=0.25, max=4, help="Resize factor of the tiles, repeatable: probabilities averaged over them."
+        ),
+    ] = None,
     config: ConfigFile = None,
     overrides: Overrides = [],
     preset: Preset = None,
@@ -89,7 +95,7 @@ def relabel(
     from segmix.cam.relabel import relabel_masks
 
     def write(cfg, spec, on_batch):
-        return relabel_masks(segmenter, data, out, margin, cfg, spec, on_batch=on_batch)
+        return relabel_masks(segmenter, data, out, margin, cfg, spec, on_batch=on_batch, scales=scales)
 
     _write_masks(data, out, config, overrides, preset, "relabelled masks", "margin", write)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from segmix.config import Stage2Config
@@ -46,14 +48,46 @@ def segment_probs(
     device,
     num_classes: int,
     precision: str | None = None,
+    scales: Sequence[float] = (1.0,),
 ) -> list[torch.Tensor]:
     """Softmax probabilities float32 (C, H, W) on ``device`` for uint8 (H, W, 3) images of any size.
 
     Window-sized images go through in one batch; others by sliding window (window =
     ``cfg.train.image_size``, stride ``cfg.inference.window_stride`` of it, overlapping softmax
     averaged), at ``precision`` (default: the model's own ``cfg.precision``; ``auto`` resolved
-    for the device by :mod:`segmix.config.precision`).
+    for the device by :mod:`segmix.config.precision`). With ``scales`` other than ``(1.0,)``
+    each image is also resized by each factor (bilinear) and the probabilities, resized back,
+    are averaged: multi-scale test-time augmentation.
     """
+    if tuple(scales) == (1.0,):
+        return _probs_at_own_scale(model, images, cfg, device, num_classes, precision)
+    total: list[torch.Tensor] | None = None
+    for factor in scales:
+        probs = _probs_at_own_scale(model, [_resized(im, factor) for im in images], cfg, device, num_classes, precision)
+        probs = [_to_size(p, im.shape[:2]) for p, im in zip(probs, images)]
+        total = probs if total is None else [t + p for t, p in zip(total, probs)]
+    return [t / len(scales) for t in total]
+
+
+def _resized(image: np.ndarray, factor: float) -> np.ndarray:
+    """uint8 (H, W, 3) resized by ``factor`` (bilinear, rounded back to uint8)."""
+    if factor == 1.0:
+        return image
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    return x.round().clamp(0, 255).byte()[0].permute(1, 2, 0).numpy()
+
+
+def _to_size(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(probs.shape[-2:]) == tuple(size):
+        return probs
+    return F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def _probs_at_own_scale(
+    model: nn.Module, images: list[np.ndarray], cfg: Stage2Config, device, num_classes: int, precision: str | None
+) -> list[torch.Tensor]:
+    """:func:`segment_probs` at the images' own size."""
     s = cfg.train.image_size
     flip = cfg.inference.flip
     out: list[torch.Tensor | None] = [None] * len(images)

@@ -163,7 +163,15 @@ def run_relabel(ctx: Context) -> dict:
         if not (folder / SEGMENTER_FILE).is_file():  # a resumed run keeps what a round finished
             if not (folder / RELABEL_DONE).is_file():
                 console.print(f"round {r}: relabelling the training tiles with {model.parent.name}'s segmenter")
-                relabel_masks(model, ctx.data_root, folder, ctx.cfg.relabel.margin, ctx.cfg.cams, ctx.spec)
+                relabel_masks(
+                    model,
+                    ctx.data_root,
+                    folder,
+                    ctx.cfg.relabel.margin,
+                    ctx.cfg.cams,
+                    ctx.spec,
+                    scales=ctx.cfg.relabel.scales,
+                )
             _train_stage2(ctx, folder / "masks", folder)
         model = folder / SEGMENTER_FILE
         masks = read_json(folder / "scores.json")
