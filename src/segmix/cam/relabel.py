@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from segmix.cam.run import CamConfig, CamInputs, gated_masks, remove_partial_writes, write_scored_masks
 from segmix.config.threads import fit_threads, rank_and_world
@@ -48,19 +49,12 @@ class RelabelConfig(BaseModel):
         le=1,
         description="best probability leading the second label's by less than this -> 255 (ignored; null: off)",
     )
-    scales: list[float] = Field(
+    scales: list[Annotated[float, Field(ge=0.25, le=4)]] = Field(
         [1.0],
         min_length=1,
         description="the tiles resized by each factor for the segmenter, its probabilities averaged "
         "(multi-scale test-time augmentation of the round's maps; [1.0]: the tiles as they are)",
     )
-
-    @field_validator("scales")
-    @classmethod
-    def _positive_scales(cls, scales: list[float]) -> list[float]:
-        if any(not 0.25 <= f <= 4 for f in scales):
-            raise ValueError(f"scales must lie in [0.25, 4], got {scales}")
-        return scales
 
 
 def relabel_masks(
