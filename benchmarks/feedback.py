@@ -90,6 +90,7 @@ VARIANTS = {
     "from-classifier": ["stage2.model.start_from=classifier"],
     "no-relabel": ["relabel.rounds=0"],
     "relabel-ms": ["relabel.scales=[0.5,0.75,1.0,1.25,1.5]"],
+    "none-ms": ["stage1.mixing.method=none", "relabel.scales=[0.5,0.75,1.0,1.25,1.5]"],
     "stage1-8": ["stage1.train.epochs=8"],
     "stage1-8-no-relabel": ["stage1.train.epochs=8", "relabel.rounds=0"],  # the demo before both
 }

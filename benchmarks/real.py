@@ -105,6 +105,7 @@ VARIANTS = {
     "relabel-2": ["relabel.rounds=2"],
     "relabel-margin": ["relabel.margin=0.2"],
     "relabel-ms": ["relabel.scales=[0.5,0.75,1.0,1.25,1.5]"],  # the round's maps at 5 scales
+    "none-ms": ["stage1.mixing.method=none", "relabel.scales=[0.5,0.75,1.0,1.25,1.5]"],  # plain CAM, same round
     "stage1-8": ["stage1.train.epochs=8"],
     "stage1-8-no-relabel": ["stage1.train.epochs=8", "relabel.rounds=0"],  # the demo before both
 }
