@@ -89,8 +89,8 @@ VARIANTS = {
     "no-margin": ["cams.margin=null"],
     "from-classifier": ["stage2.model.start_from=classifier"],
     "no-relabel": ["relabel.rounds=0"],
-    "relabel-ms": ["relabel.scales=[0.5,0.75,1.0,1.25,1.5]"],
-    "none-ms": ["stage1.mixing.method=none", "relabel.scales=[0.5,0.75,1.0,1.25,1.5]"],
+    "relabel-1": ["relabel.scales=[1.0]"],  # the round's maps at one scale (the default before)
+    "none-1": ["stage1.mixing.method=none", "relabel.scales=[1.0]"],  # plain CAM, one scale
     "stage1-8": ["stage1.train.epochs=8"],
     "stage1-8-no-relabel": ["stage1.train.epochs=8", "relabel.rounds=0"],  # the demo before both
 }

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from segmix.cam import CamConfig
-from segmix.cam.relabel import relabel_masks
+from segmix.cam.relabel import RelabelConfig, relabel_masks
 from segmix.data.dataset import TileDataset
 from segmix.data.io import IGNORE_INDEX, read_image, read_mask, write_image
 from segmix.data.spec import PRESETS, resolve_spec
@@ -45,17 +45,19 @@ def test_masks_are_the_label_gated_argmax_with_glass_as_background(world, tmp_pa
     assert scores is None  # no train_gt: nothing to score
     model, cfg, _ = load_segmenter(seg)
     tiles = TileDataset(data, "train", spec, with_masks=False)
+    scales = RelabelConfig().scales  # the default, from its one source
     assert len(list((tmp_path / "o" / "masks").glob("*.png"))) == len(tiles) == 6
     for item in tiles:
         mask = read_mask(tmp_path / "o" / "masks" / f"{Path(item['name']).stem}.png", spec.num_indices)
-        probs = segment_probs(model, [item["image"]], cfg, "cpu", spec.num_indices)[0][: spec.num_classes]
-        gated = probs.masked_fill(~torch.from_numpy(item["label"]).bool()[:, None, None], -1).argmax(0).numpy()
+        probs = segment_probs(model, [item["image"]], cfg, "cpu", spec.num_indices, scales=scales)[0]
+        labelled = torch.from_numpy(item["label"]).bool()[:, None, None]
+        gated = probs[: spec.num_classes].masked_fill(~labelled, -1).argmax(0).numpy()
         glass = ~tissue_mask(item["image"], CAMS.white, CAMS.saturation)
         assert glass[:12, :12].all()
         assert np.array_equal(mask, np.where(glass, spec.background_index, gated))
         assert set(np.unique(mask[~glass])) <= set(np.flatnonzero(item["label"]))
     done = json.loads((tmp_path / "o" / "relabel.json").read_text())
-    assert done["segmenter"] == str(seg) and done["margin"] is None
+    assert done["segmenter"] == str(seg) and done["margin"] is None and done["scales"] == scales
 
 
 def test_scales_give_the_gated_argmax_of_the_multi_scale_probabilities(world, tmp_path):

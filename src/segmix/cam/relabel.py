@@ -50,10 +50,11 @@ class RelabelConfig(BaseModel):
         description="best probability leading the second label's by less than this -> 255 (ignored; null: off)",
     )
     scales: list[Annotated[float, Field(ge=0.25, le=4)]] = Field(
-        [1.0],
+        [0.5, 0.75, 1.0, 1.25, 1.5],
         min_length=1,
         description="the tiles resized by each factor for the segmenter, its probabilities averaged "
-        "(multi-scale test-time augmentation of the round's maps; [1.0]: the tiles as they are)",
+        "(multi-scale test-time augmentation of the round's maps; [1.0]: the tiles as they are); measured "
+        "against [1.0]: glas-dev final model +1.9 on 3 of 3 seeds, synthetic +1.6 / +2.0, at 5x the round's inference",
     )
 
 

@@ -82,7 +82,11 @@ def relabel(
     scales: Annotated[
         Optional[list[float]],
         typer.Option(
-            "--scale", min=0.25, max=4, help="Resize factor of the tiles, repeatable: probabilities averaged over them."
+            "--scale",
+            min=0.25,
+            max=4,
+            help="Resize factor of the tiles, repeatable: probabilities averaged over them "
+            "[default: relabel.scales in segmix config show].",
         ),
     ] = None,
     config: ConfigFile = None,
