@@ -1,10 +1,15 @@
-"""Training-step time of the demo's two models on the CPU: fp32 vs bf16 vs ``auto``, 1 vs 2 threads.
+"""Training-step and inference time of the demo's two models on the CPU: fp32 vs bf16 vs ``auto``,
+1 vs 2 threads.
 
-    python benchmarks/cpu_speed.py [--steps 6] [--isa native,avx2]
+    python benchmarks/cpu_speed.py [--steps 6] [--isa native,avx2] [--models stage1,stage2,cams,relabel]
 
 Stage 1 is ``configs/demo.yaml``'s classifier (EfficientNet-Lite0, output stride 16, 112 px,
 batch 32: forward, BCE on the image logits, backward, AdamW step); stage 2 its segmenter
-(DeepLabV3+ / tu-efficientnet_lite0, 112 px, batch 16, cross-entropy). Every setting runs alone
+(DeepLabV3+ / tu-efficientnet_lite0, 112 px, batch 16, cross-entropy). Inference: ``cams`` is
+the classifier's CAMs of 32 tiles at the pseudo masks' default scales with the flip
+(:func:`segmix.cam.class_activation_maps`), ``relabel`` the segmenter's probabilities of 32
+tiles at the relabel round's default scales with the flip (:func:`segmix.models.segment_probs`);
+a step is one such batch. Every setting runs alone
 in its own process, one after another (never two at once), with the median of ``--steps``
 steps after two warm-up steps. ``--isa avx2`` runs the same processes with ATen and oneDNN
 capped at AVX2 (``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``): an emulation of a
@@ -22,7 +27,8 @@ import sys
 import time
 
 ISA_CAPS = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
-MODELS = {"stage1": 32, "stage2": 16}  # model -> batch size of the demo
+MODELS = {"stage1": 32, "stage2": 16, "cams": 32, "relabel": 32}  # model -> batch size of the demo
+INFERENCE = ("cams", "relabel")
 
 
 def cpu_name() -> str:
@@ -58,6 +64,8 @@ def build(model: str):
     batch, size = MODELS[model], 112
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, size, size), generator=g, dtype=torch.uint8)
+    if model in INFERENCE:
+        return inference(model, images)
     if model == "stage1":
         net = CamClassifier("efficientnet_lite0", 4, output_stride=16)
         x, y = net.normalize(images), torch.randint(0, 2, (batch, 4), generator=g).float()
@@ -75,6 +83,26 @@ def build(model: str):
     return net.to(memory_format=torch.channels_last), loss
 
 
+def inference(model: str, images):
+    """The demo's model in eval mode and one batch's inference (no loss: ``run_one`` skips the step)."""
+
+    from segmix.cam import CamConfig, class_activation_maps
+    from segmix.cam.relabel import RelabelConfig
+    from segmix.config import Stage2Config
+    from segmix.models import CamClassifier, create_segmenter, segment_probs
+
+    if model == "cams":
+        net = CamClassifier("efficientnet_lite0", 4, output_stride=16).eval()
+        x, cams = net.normalize(images), CamConfig()
+        return net, lambda: class_activation_maps(net, x, cams.scales, cams.flip)
+    net = create_segmenter("auto", "tu-efficientnet_lite0", 5).eval()
+    cfg = Stage2Config(train={"image_size": images.shape[-1]})
+    tiles = list(images.permute(0, 2, 3, 1).numpy())
+    scales = RelabelConfig().scales
+    # precision=None: segment_probs would apply the config's own; the caller's autocast decides here
+    return net, lambda: segment_probs(net, tiles, cfg.model_copy(update={"precision": "32"}), "cpu", 5, None, scales)
+
+
 def run_one(model: str, precision: str, threads: int, steps: int) -> dict:
     import torch
 
@@ -83,6 +111,8 @@ def run_one(model: str, precision: str, threads: int, steps: int) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net, loss_fn = build(model)
+    if model in INFERENCE:
+        return time_inference(net, loss_fn, precision, steps)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     times = []
     for i in range(steps + 2):
@@ -93,6 +123,22 @@ def run_one(model: str, precision: str, threads: int, steps: int) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         if i >= 2:  # the first steps pay for oneDNN's kernel choice
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    return {"seconds": times[len(times) // 2], "resolved": resolve_precision(precision, "cpu")}
+
+
+def time_inference(net, infer, precision: str, steps: int) -> dict:
+    import torch
+
+    from segmix.config.precision import autocast, resolve_precision
+
+    times = []
+    for i in range(steps + 2):
+        t0 = time.perf_counter()
+        with torch.no_grad(), autocast(precision, "cpu"):
+            infer()
+        if i >= 2:
             times.append(time.perf_counter() - t0)
     times.sort()
     return {"seconds": times[len(times) // 2], "resolved": resolve_precision(precision, "cpu")}
@@ -116,6 +162,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--isa", default="native", help="comma list of native, avx2")
     p.add_argument("--threads", default="1,2", help="comma list of thread counts")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma list of {', '.join(MODELS)}")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)
     p.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
@@ -128,7 +175,7 @@ def main() -> None:
     for isa in args.isa.split(","):
         caps = spawn(isa)
         print(f"isa {isa}: {json.dumps(caps)}")
-        for model in MODELS:
+        for model in args.models.split(","):
             for n in threads:
                 for precision in ("32-true", "bf16-mixed", "auto"):
                     r = spawn(isa, "--model", model, "--precision", precision, "--threads", str(n), "--steps",

@@ -40,10 +40,11 @@ def test_set_with_a_yaml_integer_is_coerced_and_a_bad_value_names_the_flag():
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
-def test_auto_on_a_cpu_is_bf16_only_where_it_is_native(monkeypatch, native, expected):
+def test_auto_on_a_cpu_infers_in_bf16_only_where_it_is_native_and_trains_in_fp32(monkeypatch, native, expected):
     monkeypatch.setattr(precision_mod, "native_bf16_cpu", lambda: native)
     assert resolve_precision("auto", "cpu") == expected
-    assert resolve_precision("bf16", "cpu") == "bf16-mixed"  # asked for by name: kept
+    assert resolve_precision("auto", "cpu", training=True) == "32-true"
+    assert resolve_precision("bf16", "cpu", training=True) == "bf16-mixed"  # asked for by name: kept
     assert resolve_precision(32, "cpu") == "32-true"
 
 
@@ -51,6 +52,7 @@ def test_auto_on_a_cpu_is_bf16_only_where_it_is_native(monkeypatch, native, expe
 def test_auto_on_a_gpu_is_bf16_or_fp16_amp(monkeypatch, bf16, expected):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     assert resolve_precision("auto", "cuda") == expected
+    assert resolve_precision("auto", "cuda", training=True) == expected
 
 
 def test_native_bf16_needs_the_hardware_and_avx512_kernels(monkeypatch):

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from segmix.cli import app
 from segmix.data.synth import SynthConfig, generate
 from segmix.eval.evaluate import evaluate
-from segmix.models import load_segmenter, segment, segment_probs, sliding_window_probs, window_grid
+from segmix.models import load_segmenter, segment, segment_probs, window_grid
+from segmix.models.tta import windowed_maps
 from segmix.train import Stage2Config, train_segmenter
 from segmix.train.augment import dihedral_pair
 
@@ -51,7 +52,9 @@ def test_trains_on_masks_keeps_best_and_evaluates(seg_run, tmp_path):
 
     from segmix.config.precision import resolve_precision
 
-    assert yaml.safe_load((run / "config.yaml").read_text())["_meta"]["precision"] == resolve_precision("auto", "cpu")
+    assert yaml.safe_load((run / "config.yaml").read_text())["_meta"]["precision"] == resolve_precision(
+        "auto", "cpu", training=True
+    )
 
 
 @pytest.mark.slow
@@ -87,7 +90,7 @@ def test_sliding_window_covers_and_averages():
         def forward(self, x):
             return torch.cat([x[:, :1] * 0, x[:, :1] * 0 + 1], dim=1)
 
-    probs = sliding_window_probs(Position(), torch.rand(3, 37, 23), 2, window=16, stride=5)
+    probs = windowed_maps(Position(), torch.rand(1, 3, 37, 23), window=16, stride=5)[0]
     assert probs.shape == (2, 37, 23)
     torch.testing.assert_close(probs.sum(0), torch.ones(37, 23))
     expected = torch.tensor([1.0, np.e]).div(1 + np.e)
@@ -106,7 +109,7 @@ def test_multi_scale_probabilities_average_rescaled_passes_at_the_image_size():
     one = segment_probs(Brightness(), [image], cfg, "cpu", 2)[0]
     assert torch.equal(segment_probs(Brightness(), [image], cfg, "cpu", 2, scales=(1.0, 1.0))[0], one)
     multi = segment_probs(Brightness(), [image], cfg, "cpu", 2, scales=(0.5, 1.0, 2.0))[0]
-    assert multi.shape == (2, 64, 64)  # resized back: 0.5 goes through a padded window, 2.0 through four
+    assert multi.shape == (2, 64, 64)  # the image fits a window: each scale whole, resized back
     torch.testing.assert_close(multi.sum(0), torch.ones(64, 64))
     torch.testing.assert_close(multi[:, :, :28], one[:, :, :28])  # flat regions: every scale agrees
     torch.testing.assert_close(multi[:, :, 36:], one[:, :, 36:])

@@ -1,4 +1,5 @@
-"""Class activation maps from a stage-1 classifier, with multi-scale and flip averaging."""
+"""Class activation maps from a stage-1 classifier, averaged over scales and the flip
+(:mod:`segmix.models.tta`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from segmix.models.tta import averaged_maps
 
 
 @torch.no_grad()
@@ -25,19 +28,9 @@ def class_activation_maps(
         flip: also average over the horizontal flip.
 
     Returns:
-        float32 (B, K, H, W) in [0, 1]: ReLU of the CAM, averaged, then divided by each
-        (image, class) maximum.
+        float32 (B, K, H, W) in [0, 1]: ReLU of the CAM resized to the images' size, averaged,
+        then divided by each (image, class) maximum.
     """
-    h, w = images.shape[-2:]
-    total = None
-    for s in scales:
-        x = images if s == 1.0 else F.interpolate(images, scale_factor=s, mode="bilinear", align_corners=False)
-        for flipped in (False, True) if flip else (False,):
-            xi = x.flip(-1) if flipped else x
-            cam = model.cams(xi.contiguous(memory_format=torch.channels_last)).float()
-            if flipped:
-                cam = cam.flip(-1)
-            cam = F.interpolate(F.relu(cam), size=(h, w), mode="bilinear", align_corners=False)
-            total = cam if total is None else total + cam
+    total = averaged_maps(model.cams, images, scales, flip, activation=F.relu)
     peak = total.flatten(2).amax(dim=2)[:, :, None, None]
     return total / peak.clamp(min=1e-6)

@@ -1,15 +1,17 @@
 """One precision rule for training and inference: what ``precision`` accepts, what ``auto``
 resolves to on a device, and the autocast context that applies it.
 
-``auto`` is bf16 autocast where the hardware computes bf16 natively (CUDA GPUs that support it;
-CPUs with AVX512-BF16 or AMX whose ATen kernels run at AVX-512 level), fp16 AMP on older GPUs,
-and fp32 everywhere else: on an AVX2-only CPU PyTorch emulates bf16, and a training step of the
-demo's models ran 6-11x slower than in fp32 (``benchmarks/cpu_speed.py``; README, Precision and threads).
+``auto`` is bf16 autocast on CUDA GPUs that support it and fp16 AMP on older GPUs. On a CPU it is
+bf16 for inference where the hardware computes bf16 natively (AVX512-BF16 or AMX, with ATen's
+kernels at AVX-512 level) and fp32 everywhere else, training included: on 2 cores of a Xeon with
+AMX, bf16 made the demo's forward passes 20-37 % faster but its training steps 5-13 % slower
+(on an AMD EPYC with AVX512-BF16, stage 1's 7 % slower, stage 2's 12 % faster), and on an
+AVX2-only CPU PyTorch emulates bf16, 6-12x slower than fp32 (``benchmarks/cpu_speed.py``).
 
 >>> precision_name(32), precision_name("bf16"), precision_name("16-mixed")
 ('32-true', 'bf16-mixed', '16-mixed')
->>> resolve_precision("32", "cpu")
-'32-true'
+>>> resolve_precision("32", "cpu"), resolve_precision("auto", "cpu", training=True)
+('32-true', '32-true')
 >>> import torch
 >>> with autocast("32-true", "cpu"):
 ...     torch.ones(2, 2) @ torch.ones(2, 2)
@@ -60,19 +62,21 @@ def native_bf16_cpu() -> bool:
     return hardware and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
-def resolve_precision(precision: str | int, device_type: str) -> str:
-    """``precision`` with ``auto`` resolved for a device type (``"cpu"``, ``"cuda"``): bf16
-    where the device computes it natively, fp16 AMP on a GPU without bf16, else fp32."""
+def resolve_precision(precision: str | int, device_type: str, training: bool = False) -> str:
+    """``precision`` with ``auto`` resolved for a device type (``"cpu"``, ``"cuda"``): on a GPU
+    bf16 where it has it, else fp16 AMP; on a CPU bf16 for inference where it computes bf16
+    natively, else (and for ``training``) fp32."""
     name = precision_name(precision)
     if name != AUTO:
         return name
     if device_type == "cuda":
         return BF16 if torch.cuda.is_bf16_supported() else FP16
-    return BF16 if device_type == "cpu" and native_bf16_cpu() else FP32
+    return BF16 if device_type == "cpu" and not training and native_bf16_cpu() else FP32
 
 
 def autocast(precision: str | int, device_type: str) -> contextlib.AbstractContextManager:
-    """The autocast context of ``precision`` on ``device_type`` (``auto`` resolved); none for fp32."""
+    """The autocast context of ``precision`` for inference on ``device_type`` (``auto`` resolved);
+    none for fp32."""
     name = resolve_precision(precision, device_type)
     if name == FP32:
         return contextlib.nullcontext()

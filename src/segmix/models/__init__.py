@@ -19,19 +19,15 @@ from segmix.models.io import (
     save_payload,
     save_segmenter,
 )
-from segmix.models.segmenter import (
-    create_segmenter,
-    predict_probs,
-    segmenter_input,
-    sliding_window_probs,
-    window_grid,
-)
+from segmix.models.segmenter import create_segmenter, predict_probs, segmenter_input
+from segmix.models.tta import averaged_maps, window_grid
 from segmix.models.weights import load_backbone_weights
 
 __all__ = [
     "CLASSIFIER_FILE",
     "CamClassifier",
     "SEGMENTER_FILE",
+    "averaged_maps",
     "create_segmenter",
     "encoder_from_classifier",
     "load_backbone_weights",
@@ -46,6 +42,5 @@ __all__ = [
     "segment",
     "segment_probs",
     "segmenter_input",
-    "sliding_window_probs",
     "window_grid",
 ]

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from segmix.config import Stage2Config
-from segmix.config.precision import autocast
-from segmix.models.segmenter import predict_probs, segmenter_input, sliding_window_probs
+from segmix.errors import ModelFileError
+from segmix.models.segmenter import input_multiple, segmenter_input
+from segmix.models.tta import averaged_maps
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -52,57 +52,51 @@ def segment_probs(
 ) -> list[torch.Tensor]:
     """Softmax probabilities float32 (C, H, W) on ``device`` for uint8 (H, W, 3) images of any size.
 
-    Window-sized images go through in one batch; others by sliding window (window =
-    ``cfg.train.image_size``, stride ``cfg.inference.window_stride`` of it, overlapping softmax
-    averaged), at ``precision`` (default: the model's own ``cfg.precision``; ``auto`` resolved
-    for the device by :mod:`segmix.config.precision`). With ``scales`` other than ``(1.0,)``
-    each image is also resized by each factor (bilinear) and the probabilities, resized back,
-    are averaged: multi-scale test-time augmentation.
+    Images of one size that fit a window (``cfg.train.image_size``) go through together; larger
+    ones one at a time. ``scales`` other than ``(1.0,)`` resize the images by each factor and
+    average the probabilities resized back (multi-scale test-time augmentation), as
+    ``cfg.inference.flip`` does with the flip; at each scale an image larger than the window goes
+    by sliding window (stride ``cfg.inference.window_stride`` of it, overlapping softmax
+    averaged), a smaller one whole, padded to the network's multiple
+    (:func:`segmix.models.tta.averaged_maps`); at ``precision`` (default: the model's own
+    ``cfg.precision``; ``auto`` resolved for inference on the device by
+    :mod:`segmix.config.precision`).
+
+    Raises:
+        ModelFileError: the model gives another number of classes than ``num_classes``.
     """
-    if tuple(scales) == (1.0,):
-        return _probs_at_own_scale(model, images, cfg, device, num_classes, precision)
-    total: list[torch.Tensor] | None = None
-    for factor in scales:
-        probs = _probs_at_own_scale(model, [_resized(im, factor) for im in images], cfg, device, num_classes, precision)
-        probs = [_to_size(p, im.shape[:2]) for p, im in zip(probs, images)]
-        total = probs if total is None else [t + p for t, p in zip(total, probs)]
-    return [t / len(scales) for t in total]
-
-
-def _resized(image: np.ndarray, factor: float) -> np.ndarray:
-    """uint8 (H, W, 3) resized by ``factor`` (bilinear, rounded back to uint8)."""
-    if factor == 1.0:
-        return image
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    x = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
-    return x.round().clamp(0, 255).byte()[0].permute(1, 2, 0).numpy()
-
-
-def _to_size(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(probs.shape[-2:]) == tuple(size):
-        return probs
-    return F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]
-
-
-def _probs_at_own_scale(
-    model: nn.Module, images: list[np.ndarray], cfg: Stage2Config, device, num_classes: int, precision: str | None
-) -> list[torch.Tensor]:
-    """:func:`segment_probs` at the images' own size."""
-    s = cfg.train.image_size
-    flip = cfg.inference.flip
+    window = cfg.train.image_size
+    stride = max(1, int(window * cfg.inference.window_stride))
+    multiple = input_multiple(model)
     out: list[torch.Tensor | None] = [None] * len(images)
-    tiles = [i for i, im in enumerate(images) if im.shape[:2] == (s, s)]
-    with autocast(precision or cfg.precision, torch.device(device).type):
-        if tiles:
-            batch = torch.stack([torch.from_numpy(np.asarray(images[i])).to(device).permute(2, 0, 1) for i in tiles])
-            for i, p in zip(tiles, predict_probs(model, segmenter_input(batch), flip)):
-                out[i] = p
-        for i, im in enumerate(images):
-            if out[i] is None:
-                x = segmenter_input(torch.from_numpy(np.asarray(im)).to(device).permute(2, 0, 1))
-                stride = max(1, int(s * cfg.inference.window_stride))
-                out[i] = sliding_window_probs(model, x, num_classes, s, stride, flip=flip)
+    for group in _same_size_groups(images, window):
+        batch = torch.from_numpy(np.stack([np.asarray(images[i]) for i in group])).to(device).permute(0, 3, 1, 2)
+        probs = averaged_maps(
+            model,
+            segmenter_input(batch),
+            scales,
+            cfg.inference.flip,
+            window=window,
+            stride=stride,
+            multiple=multiple,
+            precision=precision or cfg.precision,
+        )
+        if probs.shape[1] != num_classes:
+            raise ModelFileError(f"the segmenter gives {probs.shape[1]} classes, {num_classes} expected")
+        for i, p in zip(group, probs):
+            out[i] = p
     return out
+
+
+def _same_size_groups(images: list[np.ndarray], window: int) -> list[list[int]]:
+    """Indices of ``images`` grouped by size, in order; an image larger than a window alone (its
+    windows fill the forward passes, and one image's maps bound the memory)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, im in enumerate(images):
+        size = im.shape[:2]
+        key = size if max(size) <= window else (i,)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
 
 
 def segment(

@@ -1,13 +1,11 @@
-"""Stage-2 segmentation networks (segmentation_models_pytorch) and sliding-window inference."""
+"""Stage-2 segmentation networks (segmentation_models_pytorch): creation, input, what sizes they take."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
@@ -15,6 +13,7 @@ from segmix.config.foundation import FOUNDATION_MODELS
 from segmix.config.names import is_token_backbone, segmenter_arch
 from segmix.errors import ConfigError
 from segmix.models.foundation import load_foundation_weights, timm_name
+from segmix.models.tta import flip_averaged, softmax
 from segmix.models.weights import hub_weights, load_backbone_weights
 
 
@@ -74,60 +73,18 @@ def segmenter_input(images: Tensor) -> Tensor:
     return (x - mean) / std
 
 
-def _starts(length: int, window: int, stride: int) -> list[int]:
-    if length <= window:
-        return [0]
-    starts = list(range(0, length - window, stride))
-    return starts + [length - window]
-
-
-def window_grid(height: int, width: int, window: int, stride: int) -> Iterator[tuple[int, int]]:
-    """Top-left corners of windows covering an (height, width) image, the last flush with the edge."""
-    for y in _starts(height, window, stride):
-        for x in _starts(width, window, stride):
-            yield y, x
-
-
-@torch.no_grad()
-def sliding_window_probs(
-    model: nn.Module,
-    image: Tensor,
-    num_classes: int,
-    window: int,
-    stride: int,
-    batch_size: int = 16,
-    flip: bool = False,
-) -> Tensor:
-    """Softmax probabilities of one normalised image (3, H, W), averaged over overlapping windows.
-
-    Images smaller than a window are padded (reflect) and cropped back.
-
-    Returns:
-        float32 (C, H, W).
-    """
-    _, h, w = image.shape
-    ph, pw = max(0, window - h), max(0, window - w)
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        image = F.pad(image[None], (0, pw, 0, ph), mode=mode)[0]
-    hh, ww = image.shape[-2:]
-    probs = torch.zeros(num_classes, hh, ww, device=image.device)
-    count = torch.zeros(1, hh, ww, device=image.device)
-    corners = list(window_grid(hh, ww, window, stride))
-    for i in range(0, len(corners), batch_size):
-        chunk = corners[i : i + batch_size]
-        batch = torch.stack([image[:, y : y + window, x : x + window] for y, x in chunk])
-        out = predict_probs(model, batch, flip)
-        for (y, x), p in zip(chunk, out):
-            probs[:, y : y + window, x : x + window] += p
-            count[:, y : y + window, x : x + window] += 1
-    return (probs / count)[:, :h, :w]
+def input_multiple(model: nn.Module) -> int:
+    """What a segmenter's input sides must be a multiple of: its encoder's output stride (smp
+    refuses other sizes), twice a ViT's patch for DPT (:func:`check_window`); 1 for other modules."""
+    encoder = getattr(model, "encoder", None)
+    stride = int(getattr(encoder, "output_stride", 1)) if encoder is not None else 1
+    embed = getattr(getattr(encoder, "model", None), "patch_embed", None)
+    if embed is not None and isinstance(model, smp.DPT):
+        return 2 * embed.patch_size[0]
+    return stride
 
 
 def predict_probs(model: nn.Module, batch: Tensor, flip: bool = False) -> Tensor:
-    """Softmax (B, C, H, W) of a normalised batch, optionally averaged with its flip."""
-    x = batch.contiguous(memory_format=torch.channels_last)
-    p = model(x).float().softmax(dim=1)
-    if flip:
-        p = (p + model(x.flip(-1)).float().softmax(dim=1).flip(-1)) / 2
-    return p
+    """Softmax float32 (B, C, H, W) of a normalised batch, optionally averaged with its flip
+    (:func:`segmix.models.tta.flip_averaged`)."""
+    return flip_averaged(model, batch, flip, softmax)

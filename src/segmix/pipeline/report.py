@@ -64,7 +64,7 @@ def write_report(ctx) -> Path:
         "uncoloured parts are the tile's own). Patches keep their position, so tissue stays where it was while its "
         "neighbours change.",
     )
-    parts += _run_table(metrics.get("seconds", {}))
+    parts += _run_table(metrics)
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>segmix report</title>"
         f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
@@ -133,10 +133,25 @@ def _figure(title: str, picture: str | None, caption: str, legend: str | None = 
     return [f"<h2>{title}</h2>", *extra, f"<figure><img src='{picture}'><figcaption>{caption}</figcaption></figure>"]
 
 
-def _run_table(seconds: dict) -> list[str]:
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1f}</td></tr>" for k, v in seconds.items())
+def _run_table(metrics: dict) -> list[str]:
+    """Each stage's seconds and its share of the total, a relabel round's maps and training under
+    it (the report's own time is not known yet)."""
+    seconds = metrics.get("seconds", {})
+    total = sum(seconds.values())
+
+    def row(name: str, value: float, tag: str = "td") -> str:
+        share = 100 * value / total if total else 0
+        return f"<tr><{tag}>{html.escape(name)}</{tag}><{tag}>{value:.1f}</{tag}><{tag}>{share:.0f}%</{tag}></tr>"
+
+    rows = []
+    for stage, value in seconds.items():
+        rows.append(row(stage, value))
+        for r, part in metrics.get(stage, {}).items() if stage == "relabel" else ():
+            rows += [row(f"· {r}: {k}", v) for k, v in part.get("seconds", {}).items()]
+    rows.append(row("total", total, "th"))
     return [
         "<h2>Run</h2>",
-        f"<table><thead><tr><th>stage</th><th>seconds</th></tr></thead><tbody>{rows}</tbody></table>",
+        "<table><thead><tr><th>stage</th><th>seconds</th><th>share</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>",
         "<p class='sub'>Config: <code>config.yaml</code>; machine-readable numbers: <code>metrics.json</code>.</p>",
     ]

@@ -159,8 +159,9 @@ def run_relabel(ctx: Context) -> dict:
 
     rounds, model, metrics = ctx.cfg.relabel.rounds, ctx.dir("stage2") / SEGMENTER_FILE, {}
     for r in range(1, rounds + 1):
-        folder = ctx.dir("relabel") / f"round{r}"
+        folder, seconds = ctx.dir("relabel") / f"round{r}", {}
         if not (folder / SEGMENTER_FILE).is_file():  # a resumed run keeps what a round finished
+            t0 = time.perf_counter()
             if not (folder / RELABEL_DONE).is_file():
                 console.print(f"round {r}: relabelling the training tiles with {model.parent.name}'s segmenter")
                 relabel_masks(
@@ -172,10 +173,13 @@ def run_relabel(ctx: Context) -> dict:
                     ctx.spec,
                     scales=ctx.cfg.relabel.scales,
                 )
+            t1 = time.perf_counter()
             _train_stage2(ctx, folder / "masks", folder)
+            seconds = {"maps": round(t1 - t0, 2), "stage2": round(time.perf_counter() - t1, 2)}
         model = folder / SEGMENTER_FILE
         masks = read_json(folder / "scores.json")
         metrics[f"round{r}"] = {"masks": masks or {}, "stage2": read_json(folder / "best.json") or {}}
+        metrics[f"round{r}"].update({"seconds": seconds} if seconds else {})
     if rounds:
         _link_or_copy(model, ctx.dir("relabel") / SEGMENTER_FILE)
     return {"relabel": metrics} if metrics else {}

@@ -34,7 +34,7 @@ def run_placement(opts: RunOptions) -> tuple[str, int]:
     and the DataLoader workers, with torch's threads set to fit the cores
     (:mod:`segmix.config.threads`); both logged once."""
     kind = device_type(opts)
-    precision = resolve_precision(opts.precision, kind)
+    precision = resolve_precision(opts.precision, kind, training=True)
     log.info("precision: %s (%s on %s)", precision, opts.precision, kind)
     return precision, fit_threads(opts.num_workers, opts.threads, gpu=kind == "cuda")
 

@@ -171,7 +171,7 @@ class Stage2Module(L.LightningModule):
     def validation_step(self, batch: list[dict], batch_idx: int) -> None:
         images = [it["image"] for it in batch]
         for pred, item in zip(
-            segment(self.model, images, self.cfg, self.device, self.num_out, self.trainer.precision), batch
+            segment(self.model, images, self.cfg, self.device, self.num_out, self.cfg.precision), batch
         ):
             self._cm.update(pred, item["mask"])
 
