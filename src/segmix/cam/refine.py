@@ -31,11 +31,6 @@ def _shifted(x: Tensor, dilations: Sequence[int]) -> Iterator[Tensor]:
             yield padded[:, :, pad + dy * d : pad + dy * d + h, pad + dx * d : pad + dx * d + w]
 
 
-def _neighbours(x: Tensor, dilations: Sequence[int]) -> Tensor:
-    """(B, C, H, W) -> (B, C, N, H, W): the 8 neighbours at each dilation, edges replicated."""
-    return torch.stack(list(_shifted(x, dilations)), dim=2)
-
-
 def pixel_affinity(
     images: Tensor, dilations: Sequence[int] = DILATIONS, colour_scale: float = 0.3, position_share: float = 0.01
 ) -> Tensor:
@@ -52,13 +47,17 @@ def pixel_affinity(
         float (B, N, H, W), N = 8 * len(dilations).
     """
     images = images.float()
-    near = _neighbours(images, dilations)  # (B, 3, N, H, W)
-    spread = near.std(dim=2, keepdim=True)
-    colour = -((near - images[:, :, None]).abs() / (colour_scale * spread + 1e-6)).pow(2).mean(dim=1)
+    n = 8 * len(dilations)
+    # One neighbour at a time (no (B, 3, N, H, W) stack): the spread in two passes, then the
+    # colour term of each neighbour.
+    mean = sum(_shifted(images, dilations)) / n
+    var = sum((near - mean).square() for near in _shifted(images, dilations)) / (n - 1)
+    inv = 1 / (colour_scale * var.sqrt() + 1e-6)
+    colour = torch.stack([((near - images) * inv).square().mean(dim=1) for near in _shifted(images, dilations)], 1)
     dist = torch.tensor([d * (dy * dy + dx * dx) ** 0.5 for d in dilations for dy, dx in _OFFSETS])
     dist = dist.to(images.device)
     position = -(dist / dist.std()).pow(2)
-    weights = colour.softmax(dim=1) + position_share * position.softmax(dim=0)[None, :, None, None]
+    weights = (-colour).softmax(dim=1) + position_share * position.softmax(dim=0)[None, :, None, None]
     return weights / (1 + position_share)
 
 
