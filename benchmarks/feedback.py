@@ -1,8 +1,8 @@
 """Feedback curricula on the default and the hard synthetic benchmark: variants x seeds, mean ± std.
 
-Every variant runs the whole pipeline of ``configs/demo.yaml`` (default benchmark) or
-``configs/demo-hard.yaml`` (hard) with one change, on data synthesised with ``--data-seed`` (pick
-one not used while developing; the configs' own seed 0 was), for each training seed: stage 1,
+Every variant runs the whole pipeline of ``configs/cpu.yaml`` (the CPU recipe) with one change,
+on data synthesised with ``--data-seed`` (pick one not used while developing; the configs' own
+seed 0 was), for each training seed: stage 1,
 pseudo masks (scored against ``train_gt``), stage 2 and evaluation on the test split. The
 variants differ only in the curriculum or in one part of SegMix, so a row against ``segmix``
 isolates that part:
@@ -28,8 +28,8 @@ isolates that part:
 - ``refine``, ``no-refine``, ``mosaic``, ``self-train``, ``no-relabel``: the pseudo-mask and
   stage-2 parts of issue 22 (see ``benchmarks/real.py``; the refinement and one relabel round are
   on by default since); they start from the ``segmix`` run's finished stages of the same seed;
-  ``stage1-8``: stage 1 for 8 epochs instead of the demo's 16; ``stage1-8-no-relabel``: that and
-  no relabel round, the demo before both (from ``stage1-8``'s finished stages).
+  ``stage1-8``: stage 1 for 8 epochs instead of the recipe's 16; ``stage1-8-no-relabel``: that and
+  no relabel round, the recipe (then the demo) before both (from ``stage1-8``'s finished stages).
 
 Jobs run ``--jobs`` at a time, each in its own process (set ``--jobs 1`` on a small CPU
 machine). ``--stage2`` picks the variants that also train stage 2 (``all`` or a list); the rest
@@ -56,8 +56,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-BENCHMARKS = {"default": "demo.yaml", "hard": "demo-hard.yaml"}
-LEVELS = 6  # the demo ladder: patch 56 / 16 / 14 px, each at swap ratio 0.25 and 0.5
+BENCHMARKS = {"default": "cpu.yaml", "hard": "cpu.yaml"}  # one recipe; the synthesised data is the preset
+LEVELS = 6  # the recipe's ladder: patch 56 / 16 / 14 px, each at swap ratio 0.25 and 0.5
 SHUFFLE_FIXED = "stage1.mixing.method=shuffle-fixed"
 VARIANTS = {
     "none": ["stage1.mixing.method=none"],
@@ -92,7 +92,7 @@ VARIANTS = {
     "relabel-1": ["relabel.scales=[1.0]"],  # the round's maps at one scale (the default before)
     "none-1": ["stage1.mixing.method=none", "relabel.scales=[1.0]"],  # plain CAM, one scale
     "stage1-8": ["stage1.train.epochs=8"],
-    "stage1-8-no-relabel": ["stage1.train.epochs=8", "relabel.rounds=0"],  # the demo before both
+    "stage1-8-no-relabel": ["stage1.train.epochs=8", "relabel.rounds=0"],  # the recipe before both
 }
 FIXED = [f"fixed-{k}" for k in range(LEVELS)]
 GOAL_OVER_NONE = {"default": 7.0, "hard": 4.0}

@@ -4,7 +4,7 @@ curriculum's levels and the feedback probe's cells per run.
 
 ``DATA_DIR`` is any dataset in segmix's layout with ``train_gt/`` (pixel truth of the training
 tiles, to score the pseudo masks), e.g. glas-dev (``../shared/benchmarks/glas-dev/build.sh``;
-research use only: never commit it or numbers per tile). Every variant runs ``configs/demo.yaml``
+research use only: never commit it or numbers per tile). Every variant runs ``configs/cpu.yaml`` (the CPU recipe)
 with one change up to the pseudo masks (``--stage2`` also trains and tests stage 2):
 
 - ``none``: no mixing (plain CAM); ``fixed-K``: the shuffle at ladder level K all along;
@@ -34,8 +34,8 @@ with one change up to the pseudo masks (``--stage2`` also trains and tests stage
   ``no-relabel``: no round of stage 2 on stage 2's own label-gated predictions on the training
   tiles (``relabel.rounds=0``; the default is one round); ``relabel-2``: two rounds;
   ``relabel-margin``: one round, pixels whose two labelled probabilities lie within 0.2 left out;
-  ``stage1-8``: stage 1 for 8 epochs instead of the demo's 16 (its cosine schedule shrunk with
-  them); ``stage1-8-no-relabel``: that and no round, the demo before both were measured
+  ``stage1-8``: stage 1 for 8 epochs instead of the recipe's 16 (its cosine schedule shrunk with
+  them); ``stage1-8-no-relabel``: that and no round, the recipe (then the demo) before both were measured
   (``benchmarks/results/stage1_epochs_*``, whose names are those of then: ``segmix`` there is
   this one, ``stage1-16-relabel`` there today's ``segmix``). Variants that change only the pseudo
   masks, stage 2 or the rounds start from the finished stages of the same seed's run that has
@@ -107,7 +107,7 @@ VARIANTS = {
     "relabel-1": ["relabel.scales=[1.0]"],  # the round's maps at one scale (the default before)
     "none-1": ["stage1.mixing.method=none", "relabel.scales=[1.0]"],  # plain CAM, one scale
     "stage1-8": ["stage1.train.epochs=8"],
-    "stage1-8-no-relabel": ["stage1.train.epochs=8", "relabel.rounds=0"],  # the demo before both
+    "stage1-8-no-relabel": ["stage1.train.epochs=8", "relabel.rounds=0"],  # the recipe before both
 }
 CONTROLS = [f"fixed-{k}" for k in range(LEVELS)] + ["random-level"]
 GOAL_OVER_NONE = 5.0
@@ -123,7 +123,7 @@ def job(variant: str, seed: int, data: Path, out: Path, stage2: bool, extra: lis
     sets = [f"seed={seed}", "fully_supervised=false", *extra, *VARIANTS[variant]]
     base, added = upstream(VARIANTS, variant, out, seed)
     reuse_upstream(base, folder, added)
-    done = pipeline_run("demo.yaml", data, folder, sets, stage2, threads=2)
+    done = pipeline_run("cpu.yaml", data, folder, sets, stage2, threads=2)
     if done is None:
         return None
     row = {
@@ -232,7 +232,7 @@ def main() -> None:
     if args.stage2:
         for s in seeds:
             folder = args.out / "fully-supervised" / f"seed{s}"
-            if (ref := supervised_run("demo.yaml", args.data, folder, 2, [f"seed={s}", *args.extra])) is not None:
+            if (ref := supervised_run("cpu.yaml", args.data, folder, 2, [f"seed={s}", *args.extra])) is not None:
                 reference[s] = ref
     if rows:
         with (args.out / "results.csv").open("w", newline="") as fh:

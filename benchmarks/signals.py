@@ -1,6 +1,6 @@
 """Which held-out signal tells the curriculum's levels apart? Candidate signals per epoch vs pseudo-mask mIoU.
 
-For each benchmark (``configs/demo.yaml``, ``configs/demo-hard.yaml``) and variant of
+For each benchmark (``default``, ``hard``, both with ``configs/cpu.yaml``) and variant of
 ``benchmarks/feedback.py`` (stage 1 and pseudo masks only), a callback scores after every epoch,
 on the validation tiles:
 

@@ -492,7 +492,7 @@ def test_help_and_config_show(tmp_path):
     assert r.returncode == 0
     assert "  epochs: 3" in r.stdout and "backbone: efficientnet_lite0" in r.stdout and "# " in r.stdout
     r = segmix("config", "show", "nope", cwd=tmp_path)
-    assert_user_error(r, "nope", "demo, luad-histoseg")
+    assert_user_error(r, "nope", "demo, cpu, luad-histoseg")
     for command in ("run", "predict", "score-masks", "ablate", "train-cls", "config show"):
         r = segmix(*command.split(), "--help", cwd=tmp_path)
         assert r.returncode == 0 and not re.search(r"<list\[|\{\w+\}", r.stdout), r.stdout

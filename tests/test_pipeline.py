@@ -64,10 +64,12 @@ def test_full_run_writes_stable_metrics_and_report(tiny_run):
         assert 0 <= saved[section]["miou"] <= 1
         assert set(saved[section]["per_class"]) == {"TE", "NEC", "LYM", "TAS"}
     assert set(saved["seconds"]) == set(STAGES)
+    assert set(saved["relabel"]["round1"]["seconds"]) == {"maps", "stage2"}
     for stage in STAGES:
         assert json.loads((run / stage / ".done.json").read_text())["hash"]
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64") >= 4 and "Feedback curriculum" in page and "mIoU" in page
+    assert "<th>share</th>" in page and "round1: maps" in page and "<th>total</th>" in page  # the run table
     assert (run / "config.yaml").is_file() and (run / "stage1" / "config.yaml").is_file()
 
 

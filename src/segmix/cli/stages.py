@@ -236,10 +236,10 @@ def score_masks_cmd(
 
 CONFIG_NAMES = (
     "demo",
+    "cpu",
     "luad-histoseg",
     "bcss-wsss",
     "wsss4luad",
-    "demo-hard",
     "uni",
     "uni2-h",
     "virchow2",
