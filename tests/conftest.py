@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,20 @@ import pytest
 from segmix.data.io import write_image, write_mask
 from segmix.data.labels import format_label
 from segmix.data.spec import PRESETS
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist each worker takes its share of the cores, for its own torch and the
+    commands its tests start: two torch threads per core collapse (:mod:`segmix.config.threads`)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        from segmix.config.threads import usable_cores
+
+        share = max(1, usable_cores() // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
 
 
 def make_tree(root: Path, preset: str, n_train: int = 4, n_eval: int = 2, sizes=((16, 16),), seed: int = 0) -> Path:

@@ -11,6 +11,7 @@ import html
 import json
 from pathlib import Path
 
+from segmix.config.names import segmenter_arch
 from segmix.data.io import write_text
 from segmix.pipeline.figures import (
     _pct,
@@ -97,10 +98,11 @@ def _header(ctx, metrics: dict) -> list[str]:
         )
     )
     s1, s2 = cfg.stage1, cfg.stage2
+    arch = segmenter_arch(s2.model.arch, s2.model.encoder)  # "auto" named as it runs
     return [
         f"<h1>segmix report</h1><p class='sub'>dataset <b>{html.escape(spec.name)}</b> · "
         f"mixer <b>{html.escape(s1.mixing.method)}</b> · stage 1 {html.escape(s1.model.backbone)}, "
-        f"stage 2 {html.escape(s2.model.arch)} / {html.escape(s2.model.encoder)} · total {minutes:.1f} min</p>",
+        f"stage 2 {html.escape(arch)} / {html.escape(s2.model.encoder)} · total {minutes:.1f} min</p>",
         f"<div class='note'>{summary} IoU (intersection over union) is the overlap between the predicted and the "
         "true region of a tissue class: 100% is a perfect outline, 50% means the two regions share half of their "
         "combined area.</div>",
