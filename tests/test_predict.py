@@ -278,3 +278,20 @@ def test_models_carry_their_training_resolution(tmp_path):
     assert load_segmenter(tmp_path / "s.pt")[2].mpp == 0.5
     save_classifier(CamClassifier("resnet18", 4), Stage1Config(), spec.classes, tmp_path / "c.pt", mpp=spec.mpp)
     assert load_payload(tmp_path / "c.pt", {"mpp"}, "classifier")["mpp"] == 0.5
+
+
+def test_class_names_that_look_like_formulas_are_written_as_text(tmp_path):
+    from segmix.data.io import read_csv, write_image
+
+    evil = ['=HYPERLINK("http://example.invalid","x")', "NEC", "+LYM", "@TAS"]
+    spec = SPEC.model_copy(update={"classes": evil})
+    img = np.empty((64, 64, 3), np.uint8)
+    img[:, :32], img[:, 32:] = RED, BLUE
+    write_image(tmp_path / "tile.png", img)
+    predict_image(
+        ColourModel(), Stage2Config(train={"image_size": 64}), spec, tmp_path / "tile.png", tmp_path / "o", "cpu"
+    )
+    path = tmp_path / "o" / "tile_areas.csv"
+    cells = [c for row in csv.reader(path.open()) for c in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")], cells  # a spreadsheet runs none of them
+    assert [r["class"] for r in read_csv(path)][:4] == evil  # and segmix reads the names back as given

@@ -308,13 +308,49 @@ def write_text(path: str | Path, text: str) -> None:
     write_atomic(Path(path), lambda fh: fh.write(text.encode()))
 
 
+# A cell a spreadsheet would read as a formula (=, +, -, @, a tab or carriage return first), or one
+# that starts with the quote that marks such cells as text.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def _text_cell(value):
+    """``value`` for a CSV cell: a string a spreadsheet would run as a formula gets a leading ``'``
+    (shown as text); numbers and other strings as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+
 def csv_text(rows: list[dict], fieldnames: list[str] | None = None) -> str:
-    """``rows`` as CSV text with a header (``fieldnames``, default the first row's keys)."""
+    """``rows`` as CSV text with a header (``fieldnames``, default the first row's keys). Strings
+    that a spreadsheet would run as a formula, such as a class named ``=HYPERLINK(...)``, are
+    written as text (a leading ``'``, which :func:`read_csv` takes off again).
+
+    >>> print(csv_text([{"class": "=1+1", "area": -0.5}]), end="")
+    class,area
+    '=1+1,-0.5
+    """
+    names = fieldnames or list(rows[0])
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fieldnames or list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
+    writer = csv.DictWriter(buf, fieldnames=names)
+    writer.writerow({n: _text_cell(n) for n in names})
+    writer.writerows({k: _text_cell(v) for k, v in row.items()} for row in rows)
     return buf.getvalue()
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a CSV file that :func:`csv_text` wrote, each cell as it was given to it.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "t.csv"
+    >>> _ = path.write_text(csv_text([{"=name": "@x", "n": 3}]))
+    >>> read_csv(path)
+    [{'=name': '@x', 'n': '3'}]
+    """
+
+    def plain(cell: str) -> str:
+        return cell[1:] if cell.startswith("'") else cell
+
+    with open(path, newline="") as fh:
+        return [{plain(k): plain(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def read_yaml(text: str):

@@ -18,7 +18,6 @@ level 0 and as read, tissue area in mm^2, and per class mm^2 and % of tissue.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from segmix.config import Stage2Config
 from segmix.config.threads import rank_and_world
-from segmix.data.io import csv_text, write_text
+from segmix.data.io import csv_text, read_csv, write_text
 from segmix.data.spec import DatasetSpec
 from segmix.errors import ConfigError, DatasetError, OutputError, first_line, user_message
 from segmix.infer.inputs import output_paths
@@ -213,7 +212,7 @@ def _row(folder: Path, record: dict) -> dict:
         row.update(status="done", level=summary_data["level"], mpp_level0=summary_data["mpp_level0"] or "")
         row["mpp_read"] = summary_data.get("mpp_read") or ""
         classes = request["classes"]
-        areas = [r for r in csv.DictReader(areas_path.open()) if r["class"] in classes]
+        areas = [r for r in read_csv(areas_path) if r["class"] in classes]
         row["_classes"] = classes
         tissue = [r["area_mm2"] for r in areas]
         row["tissue_mm2"] = round(sum(float(a) for a in tissue), 6) if all(tissue) else ""

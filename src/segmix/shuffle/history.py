@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from segmix.data.io import csv_text, write_text
+from segmix.data.io import csv_text, read_csv, write_text
 
 __all__ = ["HistoryRow", "read_history_csv", "write_history_csv"]
 
@@ -43,17 +42,16 @@ def read_history_csv(path: str | Path) -> list[HistoryRow]:
     def number(text: str, kind=float):
         return None if text == "" else kind(text)
 
-    with open(path, newline="") as fh:
-        return [
-            HistoryRow(
-                int(r["step"]),
-                number(r["signal"]),
-                number(r["error"]),
-                number(r["threshold"]),
-                int(r["level"]),
-                number(r["patch_size"], int),
-                float(r["ratio"]),
-                r["action"],
-            )
-            for r in csv.DictReader(fh)
-        ]
+    return [
+        HistoryRow(
+            int(r["step"]),
+            number(r["signal"]),
+            number(r["error"]),
+            number(r["threshold"]),
+            int(r["level"]),
+            number(r["patch_size"], int),
+            float(r["ratio"]),
+            r["action"],
+        )
+        for r in read_csv(path)
+    ]

@@ -14,7 +14,6 @@ scored against it (``PoolStats.precision``): a pool that admits wrong patches sh
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from segmix.data.io import csv_text, write_text
+from segmix.data.io import csv_text, read_csv, write_text
 from segmix.train.losses import cell_logits, cell_truth
 
 
@@ -54,11 +53,10 @@ def write_pool_csv(rows: list[PoolStats], path: str | Path) -> None:
 
 def read_pool_csv(path: str | Path) -> list[PoolStats]:
     """The rows written by :func:`write_pool_csv`."""
-    with open(path, newline="") as fh:
-        return [
-            PoolStats(**{f.name: (float if f.name == "share" else int)(r[f.name]) for f in fields(PoolStats)})
-            for r in csv.DictReader(fh)
-        ]
+    return [
+        PoolStats(**{f.name: (float if f.name == "share" else int)(r[f.name]) for f in fields(PoolStats)})
+        for r in read_csv(path)
+    ]
 
 
 def select_cells(conf: Tensor, pred: Tensor, multi: Tensor, share: float, confidence: float) -> Tensor:
