@@ -195,3 +195,23 @@ def test_a_truncated_slide_in_a_cohort_prints_our_lines_only(tmp_path):
     said = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
     assert not [ln for ln in said if "tifffile" in ln or ln.lstrip().startswith(("ERROR", "WARNING"))], said
     assert any(ln.startswith(str(tmp_path / "b.tif") + ": ") and "b.tif" in ln for ln in said), said
+
+
+def test_input_names_cannot_lead_outputs_out_of_the_folder_or_onto_the_cohort_table(tmp_path):
+    _model(tmp_path / "m.pt", 0)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("...tif", "cohort.csv.tif"):
+        make_slide(inputs / name, width=256, height=192)
+    write_image(inputs / "cohort.csv.png", np.full((64, 64, 3), 200, np.uint8))
+    out = tmp_path / "box" / "out"
+    out.mkdir(parents=True)
+    outside = {p: h for p, h in digest(tmp_path).items() if not p.startswith("box/out/")}
+    hidden = inputs / "...tif"  # a folder's hidden files are not read: named on its own
+    r = segmix("predict", "--model", tmp_path / "m.pt", inputs, hidden, "--out", out, "--level", "0", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    after = digest(tmp_path)
+    assert {p: h for p, h in after.items() if not p.startswith("box/out/")} == outside  # nothing written outside
+    assert (out / "_..").is_dir() and (out / "_cohort.csv").is_dir() and (out / "_cohort.csv_mask.png").is_file()
+    rows = _cohort(out)
+    assert {rows[s]["status"] for s in ("...tif", "cohort.csv.tif")} == {"done"}

@@ -71,6 +71,7 @@ def predict(
         check_resolution,
         check_slide_options,
         is_slide,
+        output_name,
         output_paths,
         plan_cohort,
         plan_outputs,
@@ -105,7 +106,7 @@ def predict(
     rank, world = rank_and_world()
     request = {"model": model_fingerprint(model)}
     for f in [f for f in files if not is_slide(f)][rank::world]:  # each process its share
-        with sealed(list(output_paths(f, out).values()), f.stem, str(f.resolve()), request):
+        with sealed(list(output_paths(f, out).values()), output_name(f), str(f.resolve()), request):
             predict_image(model, cfg, spec, f, out, device)
         _say(f"{f}: done")
     if slides:

@@ -1,8 +1,8 @@
 """What ``segmix predict`` reads and writes: its inputs (images, slides, slide lists) and the
 names of its outputs, checked before any work.
 
-Outputs are named ``<input stem><suffix>`` in one folder (:data:`IMAGE_OUTPUTS`,
-:data:`SLIDE_OUTPUTS`). :func:`plan_outputs` refuses, before any work, a set of inputs where an
+Outputs are named ``<input's output name><suffix>`` in one folder (:func:`output_name`,
+:data:`IMAGE_OUTPUTS`, :data:`SLIDE_OUTPUTS`). :func:`plan_outputs` refuses, before any work, a set of inputs where an
 output would replace an input file (``--out`` being the input folder) or two inputs would write
 the same output (same name in two folders), or where a file already there is not segmix's output
 for that input (:mod:`segmix.infer.records`): nothing the user has is ever overwritten.
@@ -25,6 +25,23 @@ SLIDE_OUTPUTS = {
     "geojson": ".geojson",
     "summary": "_summary.json",
 }
+
+
+COHORT_TABLE = "cohort.csv"  # the table of every slide predicted into a folder
+# Stems that would name the folder itself or the one above it (a slide's outputs go into
+# ``out/<name>``), or the cohort table and its record.
+_RESERVED_NAMES = {"", ".", "..", COHORT_TABLE}
+
+
+def output_name(path: Path) -> str:
+    """What an input's outputs, its slide folder and its record are named after: its stem, with a
+    leading ``_`` where the stem alone would lead out of the output folder or onto the cohort table.
+
+    >>> output_name(Path("in/tile.png")), output_name(Path("...tif")), output_name(Path("cohort.csv.tif"))
+    ('tile', '_..', '_cohort.csv')
+    """
+    stem = path.stem
+    return f"_{stem}" if stem in _RESERVED_NAMES else stem
 
 
 def is_slide(path: Path) -> bool:
@@ -95,7 +112,7 @@ def output_paths(path: Path, out: Path) -> dict[str, Path]:
         ['classmap', 'overlay', 'areas', 'geojson', 'summary']
     """
     names = SLIDE_OUTPUTS if is_slide(path) else IMAGE_OUTPUTS
-    return {role: out / f"{path.stem}{suffix}" for role, suffix in names.items()}
+    return {role: out / f"{output_name(path)}{suffix}" for role, suffix in names.items()}
 
 
 def plan_outputs(files: list[Path], out: Path) -> None:
@@ -109,7 +126,7 @@ def plan_outputs(files: list[Path], out: Path) -> None:
     inputs = {f.resolve(): f for f in files}
     writer: dict[Path, Path] = {}
     for f in files:
-        for target in output_paths(f, out / f.stem if is_slide(f) else out).values():
+        for target in output_paths(f, out / output_name(f) if is_slide(f) else out).values():
             key = target.resolve()
             if key in inputs:
                 raise OutputError(
@@ -123,4 +140,4 @@ def plan_outputs(files: list[Path], out: Path) -> None:
                 )
             writer[key] = f
         if not is_slide(f):
-            refuse_foreign(list(output_paths(f, out).values()), f.stem, str(f.resolve()))
+            refuse_foreign(list(output_paths(f, out).values()), output_name(f), str(f.resolve()))
