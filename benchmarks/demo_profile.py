@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cpu_speed import ISA_CAPS, cpu_name, spawn  # noqa: E402
+from segmix.pipeline.stages import stage_seconds  # noqa: E402
 
 
 def run(isa: str, config: str | None, out: Path) -> tuple[dict, float]:
@@ -39,17 +40,6 @@ def run(isa: str, config: str | None, out: Path) -> tuple[dict, float]:
     return json.loads((out / "metrics.json").read_text()), wall
 
 
-def rows(metrics: dict) -> dict[str, float]:
-    """Stage -> seconds, with each relabel round's parts after the relabel stage."""
-    out = {}
-    for stage, seconds in metrics.get("seconds", {}).items():
-        out[stage] = seconds
-        if stage == "relabel":
-            for r, part in metrics.get("relabel", {}).items():
-                out.update({f"· {r} {k}": v for k, v in part.get("seconds", {}).items()})
-    return out
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
@@ -61,7 +51,7 @@ def main() -> None:
     for isa in args.isa.split(","):
         print(f"isa {isa}: {json.dumps(spawn(isa))}", flush=True)
         metrics, wall = run(isa, args.config, args.out / isa)
-        results[isa] = (rows(metrics), sum(metrics["seconds"].values()), wall, metrics)
+        results[isa] = (stage_seconds(metrics), sum(metrics["seconds"].values()), wall, metrics)
         print(f"  {isa}: {wall:.0f} s", flush=True)
     isas = list(results)
     print("\n| stage | " + " | ".join(f"{i} s | share" for i in isas) + " |")

@@ -28,7 +28,7 @@ from segmix.config.threads import rank_and_world
 from segmix.data.io import csv_text, read_csv, write_text
 from segmix.data.spec import DatasetSpec
 from segmix.errors import ConfigError, DatasetError, OutputError, first_line, user_message
-from segmix.infer.inputs import COHORT_TABLE, output_name, output_paths
+from segmix.infer.inputs import COHORT_TABLE, output_folder, output_name, output_paths
 from segmix.infer.predict import predict_slide, read_mpp
 from segmix.infer.records import read_record, refuse_foreign, same_request, sealed
 from segmix.infer.slide import open_slide
@@ -76,7 +76,7 @@ def plan_cohort(slides: list[Path], out: Path) -> list[SlideJob]:
     """
     jobs: dict[str, SlideJob] = {}
     for slide in slides:
-        job = SlideJob(slide, out / output_name(slide))
+        job = SlideJob(slide, output_folder(slide, out))
         if job.name in jobs:
             raise OutputError(f"{slide} and {jobs[job.name].slide} would both write {job.folder}; rename one")
         if job.folder.exists() and not job.folder.is_dir():

@@ -115,6 +115,12 @@ def output_paths(path: Path, out: Path) -> dict[str, Path]:
     return {role: out / f"{output_name(path)}{suffix}" for role, suffix in names.items()}
 
 
+def output_folder(path: Path, out: Path) -> Path:
+    """Where the outputs of the input ``path`` go: ``out`` for an image, ``out/<output name>`` for
+    a slide (``segmix predict`` gives each slide its own folder)."""
+    return out / output_name(path) if is_slide(path) else out
+
+
 def plan_outputs(files: list[Path], out: Path) -> None:
     """Refuse inputs whose outputs would replace an input, each other, or an image's outputs a
     file that segmix did not write for that image (:mod:`segmix.infer.records`; a slide's are
@@ -126,7 +132,7 @@ def plan_outputs(files: list[Path], out: Path) -> None:
     inputs = {f.resolve(): f for f in files}
     writer: dict[Path, Path] = {}
     for f in files:
-        for target in output_paths(f, out / output_name(f) if is_slide(f) else out).values():
+        for target in output_paths(f, output_folder(f, out)).values():
             key = target.resolve()
             if key in inputs:
                 raise OutputError(

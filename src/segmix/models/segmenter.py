@@ -77,11 +77,10 @@ def input_multiple(model: nn.Module) -> int:
     """What a segmenter's input sides must be a multiple of: its encoder's output stride (smp
     refuses other sizes), twice a ViT's patch for DPT (:func:`check_window`); 1 for other modules."""
     encoder = getattr(model, "encoder", None)
-    stride = int(getattr(encoder, "output_stride", 1)) if encoder is not None else 1
     embed = getattr(getattr(encoder, "model", None), "patch_embed", None)
     if embed is not None and isinstance(model, smp.DPT):
         return 2 * embed.patch_size[0]
-    return stride
+    return int(getattr(encoder, "output_stride", 1))
 
 
 def predict_probs(model: nn.Module, batch: Tensor, flip: bool = False) -> Tensor:

@@ -21,6 +21,7 @@ from segmix.pipeline.figures import (
     metrics_table,
     mixed_examples,
 )
+from segmix.pipeline.stages import stage_seconds
 from segmix.shuffle import CURRICULA, METHODS
 
 CSS = """
@@ -138,18 +139,13 @@ def _figure(title: str, picture: str | None, caption: str, legend: str | None = 
 def _run_table(metrics: dict) -> list[str]:
     """Each stage's seconds and its share of the total, a relabel round's maps and training under
     it (the report's own time is not known yet)."""
-    seconds = metrics.get("seconds", {})
-    total = sum(seconds.values())
+    total = sum(metrics.get("seconds", {}).values())
 
     def row(name: str, value: float, tag: str = "td") -> str:
         share = 100 * value / total if total else 0
         return f"<tr><{tag}>{html.escape(name)}</{tag}><{tag}>{value:.1f}</{tag}><{tag}>{share:.0f}%</{tag}></tr>"
 
-    rows = []
-    for stage, value in seconds.items():
-        rows.append(row(stage, value))
-        for r, part in metrics.get(stage, {}).items() if stage == "relabel" else ():
-            rows += [row(f"· {r}: {k}", v) for k, v in part.get("seconds", {}).items()]
+    rows = [row(name, value) for name, value in stage_seconds(metrics).items()]
     rows.append(row("total", total, "th"))
     return [
         "<h2>Run</h2>",

@@ -63,6 +63,22 @@ class Context:
         return {**self.metrics, "seconds": self.seconds}
 
 
+def stage_seconds(metrics: dict) -> dict[str, float]:
+    """The seconds of ``metrics.json`` as rows in run order: each stage, and after the relabel stage
+    each round's parts (``· round1: maps``, ``· round1: stage2``), which its own row already counts.
+
+    >>> stage_seconds({"seconds": {"cams": 2.0, "relabel": 5.0},
+    ...                "relabel": {"round1": {"seconds": {"maps": 1.0, "stage2": 4.0}}}})
+    {'cams': 2.0, 'relabel': 5.0, '· round1: maps': 1.0, '· round1: stage2': 4.0}
+    """
+    rows = {}
+    for stage, value in metrics.get("seconds", {}).items():
+        rows[stage] = value
+        for r, part in metrics.get(stage, {}).items() if stage == "relabel" else ():
+            rows.update({f"· {r}: {k}": v for k, v in part.get("seconds", {}).items()})
+    return rows
+
+
 def has_train_truth(data_root: Path, spec: DatasetSpec) -> bool:
     """Whether the dataset has true masks of its train tiles (the synthetic ``train_gt/``)."""
     return bool(spec.splits.train_gt) and (data_root / spec.splits.train_gt).is_dir()
