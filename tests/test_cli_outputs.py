@@ -118,25 +118,28 @@ def test_slide_outputs_never_replace_a_users_files(tmp_path):
     _refused(tmp_path, tmp_path / "s.tif", out, "cohort.csv", "not an output segmix wrote")
 
 
-def test_slide_options_a_slide_cannot_take_are_option_errors_before_any_slide(tmp_path):
+def test_a_slide_that_cannot_take_the_options_is_recorded_and_the_others_are_predicted(tmp_path):
+    """Issue 44: a slide without a resolution, or without the level asked for, fails alone (its
+    reason in cohort.csv, exit 1); options that concern every slide stay errors before any work."""
     _model(tmp_path / "m.pt", 0)
     make_slide(tmp_path / "a.tif", width=256, height=192)
     plain = np.full((192, 256, 3), 200, np.uint8)
     tifffile.imwrite(tmp_path / "nores.tif", plain, photometric="rgb")
     before = digest(tmp_path)
-    model = ["predict", "--model", tmp_path / "m.pt"]
-    r = segmix(*model, tmp_path / "a.tif", "--level", "5", "--out", tmp_path / "o1", cwd=tmp_path)
-    assert_user_error(r, "--level 5", "a.tif", "0..1")
-    r = segmix(*model, tmp_path / "a.tif", tmp_path / "nores.tif", "--out", tmp_path / "o2", cwd=tmp_path)
-    assert_user_error(r, "--mpp", "nores.tif", "--level")
-    r = segmix(*model, tmp_path / "a.tif", "--mpp", "-1", "--out", tmp_path / "o3", cwd=tmp_path)
+    model = ["predict", "--model", tmp_path / "m.pt", tmp_path / "a.tif", tmp_path / "nores.tif"]
+    for folder, options, reason in (("o1", [], "records no microns per pixel"), ("o2", ["--level", "1"], "0..0")):
+        r = segmix(*model, *options, "--out", tmp_path / folder, cwd=tmp_path)
+        assert r.returncode == 1 and "1 of 2 slides could not be predicted" in r.stderr, r.stdout + r.stderr
+        rows = _cohort(tmp_path / folder)
+        assert rows["a.tif"]["status"] == "done" and reason in rows["nores.tif"]["status"], rows
+        assert "Traceback" not in r.stdout + r.stderr
+    r = segmix(*model[:4], "--mpp", "-1", "--out", tmp_path / "o3", cwd=tmp_path)
     assert_user_error(r, "--mpp -1")
-    for folder in ("o1", "o2", "o3"):
-        assert not (tmp_path / folder / "cohort.csv").exists() and not (tmp_path / folder / "a").exists()
-    assert digest(tmp_path) == before
+    assert not (tmp_path / "o3" / "cohort.csv").exists() and not (tmp_path / "o3" / "a").exists()
+    assert digest(tmp_path) | before == digest(tmp_path)  # the inputs as they were
     (tmp_path / "list.txt").write_text("a.tif\nsub\n")
     (tmp_path / "sub").mkdir()
-    r = segmix(*model, tmp_path / "list.txt", "--out", tmp_path / "o4", cwd=tmp_path)
+    r = segmix(*model[:3], tmp_path / "list.txt", "--out", tmp_path / "o4", cwd=tmp_path)
     assert_user_error(r, "list.txt", "line 2", "folder")
     assert not (tmp_path / "o4").exists()
 

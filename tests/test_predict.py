@@ -208,7 +208,7 @@ def test_cohort_sharded_over_two_processes_writes_each_slide_once(tmp_path):
         "0",
     )
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert r.returncode != 0 and "1 of 4 slides could not be read" in r.stderr, r.stderr[-2000:]
+    assert r.returncode != 0 and "1 of 4 slides could not be predicted" in r.stderr, r.stderr[-2000:]
     said = [line for line in r.stderr.splitlines() if line.endswith(": done") or ".tif: " in line]
     for name in ("a", "c", "d"):  # predicted by exactly one process
         assert sum(line.startswith(str(tmp_path / f"{name}.tif") + ": done") for line in said) == 1, said

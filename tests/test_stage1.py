@@ -268,7 +268,7 @@ def test_a_boolean_is_not_a_number_and_a_key_given_twice_is_refused(tmp_path):
     assert load_config(Stage1Config, None, ["augment.dihedral=false"]).augment.dihedral is False  # a real bool
     twice = tmp_path / "twice.yaml"
     twice.write_text("stage1:\n  train: {epochs: 3}\nstage1:\n  train: {lr: 0.01}\n")
-    with pytest.raises(ConfigError, match="twice.yaml: cannot read config \\(key 'stage1' given twice"):
+    with pytest.raises(ConfigError, match="twice.yaml: cannot read config \\(line 3, column 1: key 'stage1' given"):
         load_config(RunConfig, twice)
     (tmp_path / "dataset.yaml").write_text("preset: luad-histoseg\nmpp: 0.5\nmpp: 1.0\n")
     with pytest.raises(DatasetError, match="'mpp' given twice"):

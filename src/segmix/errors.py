@@ -61,10 +61,22 @@ _WORKER = re.compile(r"^Caught (\w+) in DataLoader worker process \d+\.", re.S)
 
 
 def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none): the reason
-    quoted in a one-line user error."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    """The reason quoted in a one-line user error: the first line of an exception's message (its
+    type name when it has none). A pydantic error gives its keys and problems instead of its
+    header ("1 validation error for ..."), and a message whose first line only announces the
+    next (torch's "Error(s) in loading state_dict for Unet:") gives that next line too.
+
+    >>> first_line(ValueError("bad value\\nmore detail"))
+    'bad value'
+    >>> first_line(RuntimeError("Error(s) in loading state_dict for Unet:\\n\\tsize mismatch for w"))
+    'Error(s) in loading state_dict for Unet: size mismatch for w'
+    """
+    if isinstance(err, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in err.errors()[:3])
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
 def _user_error_names() -> set[str]:
@@ -110,10 +122,11 @@ def validation_problems(
 
 def _message(e: dict, model: type[BaseModel]) -> str:
     if e.get("type") == "extra_forbidden":
-        moved = _owner(model, e["loc"][:-1]).__dict__.get("moved_keys", {}) if e["loc"] else {}
-        new = moved.get(str(e["loc"][-1]))
+        owner = _owner(model, e["loc"][:-1]) if e["loc"] else object
+        new = owner.__dict__.get("moved_keys", {}).get(str(e["loc"][-1]))
         if not new:
-            return "unknown key (see `segmix config show` for the known ones)"
+            known = list(getattr(owner, "model_fields", {}))
+            return f"unknown key; known here: {', '.join(known)}" if known else "unknown key (see `segmix config show`)"
         # A leading dot per section up: ".curriculum.fixed.level" moved out of its section.
         up = len(new) - len(new.lstrip("."))
         where = "".join(f"{part}." for part in e["loc"][: max(0, len(e["loc"]) - 1 - up)])

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from segmix.cam.run import CamConfig, CamInputs, gated_masks, remove_partial_writes, write_scored_masks
 from segmix.config.threads import fit_threads, rank_and_world
@@ -56,6 +56,19 @@ class RelabelConfig(BaseModel):
         "(multi-scale test-time augmentation of the round's maps, segmix.models.tta; [1.0]: the tiles as they "
         "are); five scales because they beat [1.0] everywhere measured (glas-dev final model +1.9)",
     )
+
+
+# The CamConfig keys a relabel round reads (which tiles, how many at once, glass, workers); the
+# others (CAM scales, flip, refinement, precision) have no effect on a segmenter's maps.
+RELABEL_CAM_KEYS = ("split", "batch_size", "white", "saturation", "num_workers", "threads")
+RELABEL_KEYS = ("margin", "scales")
+RelabelOptions = create_model(
+    "RelabelOptions",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="What ``segmix relabel`` reads from its config and ``--set``: only keys it uses.",
+    **{key: (CamConfig.model_fields[key].annotation, CamConfig.model_fields[key]) for key in RELABEL_CAM_KEYS},
+    **{key: (RelabelConfig.model_fields[key].annotation, RelabelConfig.model_fields[key]) for key in RELABEL_KEYS},
+)
 
 
 def relabel_masks(

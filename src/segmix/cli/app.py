@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from segmix.data.io import MAX_PIXELS_ENV
+from segmix.data.io import MAX_PIXELS_ENV, max_image_pixels
 from segmix.errors import ConfigError, user_message
 
 app = typer.Typer(
@@ -247,6 +247,11 @@ def _main(
     _global["verbose"] = verbose  # each command's _guarded sets the verbosity from it
     if max_pixels is not None:
         os.environ[MAX_PIXELS_ENV] = str(max_pixels)  # read by the image reader, in workers too
+    try:  # the limit from the environment, checked before any work
+        max_image_pixels()
+    except ConfigError as err:
+        _say(str(err), "bold red", "error: ")
+        raise typer.Exit(2) from None
 
 
 def _configured(model, config: Optional[Path], overrides: list[str]):

@@ -62,14 +62,15 @@ def predict(
     One of --checkpoint or --run names the model. Images: <input name>_mask.png, _overlay.png,
     _areas.csv in --out; inputs whose outputs would replace an input file or each other (two
     inputs of the same name) are refused before any work. Slides: one folder per slide in --out
-    (_classmap.png, _overlay.png, _areas.csv, .geojson, _summary.json) and --out/cohort.csv; a
-    re-run skips finished slides; an unreadable slide is recorded and the others go on (exit 1
-    at the end). Under torchrun each process predicts every world-th slide.
+    (_classmap.png, _overlay.png, _areas.csv, .geojson, _summary.json) and --out/cohort.csv. A
+    re-run skips what is done (same input file, model, options and precision, outputs intact). A
+    slide that cannot be predicted (unreadable, no such level, no resolution recorded) is recorded
+    in cohort.csv and the others go on (exit 1 at the end). Under torchrun each process predicts every world-th slide.
     """
+    from segmix.config.precision import resolve_precision
     from segmix.config.threads import fit_threads, rank_and_world
     from segmix.infer import (
         check_resolution,
-        check_slide_options,
         is_slide,
         output_name,
         output_paths,
@@ -78,8 +79,7 @@ def predict(
         predict_image,
         prediction_inputs,
     )
-    from segmix.infer.predict import read_mpp
-    from segmix.infer.records import sealed
+    from segmix.infer.records import input_identity, same_request, sealed
     from segmix.models import load_segmenter, pick_device
     from segmix.models.inference import model_fingerprint
 
@@ -94,19 +94,23 @@ def predict(
     slides = [f for f in files if is_slide(f)]
     plan_outputs(files, out)
     plan_cohort(slides, out)
+    model, cfg, spec = load_segmenter(checkpoint)  # refused before the output folder is made
     prepare_output_dir(out)
-    model, cfg, spec = load_segmenter(checkpoint)
     cfg = cfg.model_copy(update={"precision": precision or cfg.precision})
-    if slides:  # option errors, not one per slide, and before any work
+    if slides:  # option errors that concern every slide, before any work (a slide's own: in its row)
         check_resolution(spec, mpp, level)
-        check_slide_options(slides, level, read_mpp(spec, level, mpp))
     device = pick_device()
     fit_threads(0, None, gpu=device.type == "cuda")
     model = model.to(device)
     rank, world = rank_and_world()
-    request = {"model": model_fingerprint(model)}
+    request = {"model": model_fingerprint(model), "precision": resolve_precision(cfg.precision, device.type)}
     for f in [f for f in files if not is_slide(f)][rank::world]:  # each process its share
-        with sealed(list(output_paths(f, out).values()), output_name(f), str(f.resolve()), request):
+        paths, name, source = output_paths(f, out), output_name(f), str(f.resolve())
+        ask = {**request, "input": input_identity(f)}
+        if same_request(out, name, source, ask, paths["areas"]):  # written last
+            _say(f"{f}: skipped (done before)")
+            continue
+        with sealed(list(paths.values()), name, source, ask):
             predict_image(model, cfg, spec, f, out, device)
         _say(f"{f}: done")
     if slides:
@@ -117,7 +121,7 @@ def predict(
 
 def _predict_slides(model, cfg, spec, slides: list[Path], out: Path, slide_args: dict, rank: int, world: int) -> None:
     """The slides as a cohort, with progress over this process's slides and the current slide's
-    tiles; the first process reports the slides that could not be read (exit 1)."""
+    tiles; the first process reports the slides that could not be predicted (exit 1)."""
     import csv
 
     from segmix.infer import predict_cohort
@@ -146,5 +150,5 @@ def _predict_slides(model, cfg, spec, slides: list[Path], out: Path, slide_args:
     _say(f"cohort table: {table}")
     failed = [row for row in csv.DictReader(table.open()) if row["status"].startswith("failed")]
     if failed:
-        _say(f"{len(failed)} of {len(slides)} slides could not be read (see {table.name})", "bold red", "error: ")
+        _say(f"{len(failed)} of {len(slides)} slides could not be predicted (see {table.name})", "bold red", "error: ")
         raise typer.Exit(1)

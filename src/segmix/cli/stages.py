@@ -94,24 +94,28 @@ def relabel(
     preset: Preset = None,
 ) -> None:
     """Pseudo masks for the next round of stage 2: the segmenter's predictions on the training
-    tiles, gated by their image labels; scored when truth exists (split, glass and workers: keys
-    of segmix config show cams)."""
-    from segmix.cam.relabel import relabel_masks
+    tiles, gated by their image labels; scored when truth exists (keys: split, batch_size, white,
+    saturation, num_workers, threads, margin, scales; --margin and --scale override the last two)."""
+    from segmix.cam import CamConfig
+    from segmix.cam.relabel import RELABEL_CAM_KEYS, RelabelOptions, relabel_masks
 
     def write(cfg, spec, on_batch):
-        return relabel_masks(segmenter, data, out, margin, cfg, spec, on_batch=on_batch, scales=scales)
+        cams = CamConfig(**cfg.model_dump(include=set(RELABEL_CAM_KEYS)))
+        chosen = margin if margin is not None else cfg.margin
+        return relabel_masks(segmenter, data, out, chosen, cams, spec, on_batch=on_batch, scales=scales or cfg.scales)
 
-    _write_masks(data, out, config, overrides, preset, "relabelled masks", "margin", write)
+    _write_masks(data, out, config, overrides, preset, "relabelled masks", "margin", write, RelabelOptions)
 
 
-def _write_masks(data, out, config, overrides, preset, what: str, rule: str, write) -> None:
-    """What ``cams`` and ``relabel`` share: the CamConfig, the output folder, a progress bar over
-    the split and the scores; ``write(cfg, spec, on_batch)`` writes the masks, returns the scores."""
+def _write_masks(data, out, config, overrides, preset, what: str, rule: str, write, options=None) -> None:
+    """What ``cams`` and ``relabel`` share: the config (``options``, default CamConfig), the
+    output folder, a progress bar over the split and the scores; ``write(cfg, spec, on_batch)``
+    writes the masks, returns the scores."""
     from segmix.cam import CamConfig
     from segmix.data.dataset import TileDataset
     from segmix.data.spec import resolve_spec
 
-    cfg = _configured(CamConfig, config, overrides)
+    cfg = _configured(options or CamConfig, config, overrides)
     spec = resolve_spec(data, preset)
     total = len(TileDataset(data, cfg.split, spec, with_masks=False))
     prepare_output_dir(out)

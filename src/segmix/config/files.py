@@ -11,7 +11,8 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from segmix.data.io import read_yaml
+from segmix.config.threads import usable_cores
+from segmix.data.io import read_yaml, yaml_problem
 from segmix.errors import ConfigError, first_line, validation_problems
 
 M = TypeVar("M", bound=BaseModel)
@@ -27,6 +28,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         key, value = item.split("=", 1)
         node = out
         parts = key.strip().split(".")
+        if not all(part.strip() for part in parts):
+            raise ConfigError(f"--set {item}: no key {'before =' if not key.strip() else 'part between dots'}")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
@@ -34,7 +37,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         try:
             node[parts[-1]] = yaml.safe_load(value)
         except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item}: the value is not valid YAML ({first_line(err)})") from err
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({yaml_problem(err)})") from err
     return out
 
 
@@ -56,9 +59,30 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: list[
     overrides = list(overrides or [])
     raw = apply_overrides(raw, overrides)
     try:
-        return model.model_validate(raw)
+        cfg = model.model_validate(raw)
     except ValidationError as err:
         raise ConfigError("; ".join(validation_problems(err, model, _blame(overrides, where)))) from err
+    check_threads(cfg, _blame(overrides, where))
+    return cfg
+
+
+def check_threads(cfg: BaseModel, source=lambda key: "config", prefix: str = "") -> None:
+    """Refuse a ``threads`` key (in any section) above the cores this process may use: more
+    torch threads than cores only wait for each other (:mod:`segmix.config.threads`).
+
+    Checked where a config is read for a run, not in the schema: a model file trained on a
+    bigger machine still loads.
+
+    Raises:
+        ConfigError: naming where the value came from, the key and the cores.
+    """
+    cores = usable_cores()
+    for name in type(cfg).model_fields:
+        value, key = getattr(cfg, name), f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            check_threads(value, source, f"{key}.")
+        elif name == "threads" and isinstance(value, int) and value > cores:
+            raise ConfigError(f"{source(key)}: {key}: {value} threads, but this process may use {cores} cores")
 
 
 def _blame(overrides: list[str], where: str):
@@ -78,6 +102,8 @@ def _blame(overrides: list[str], where: str):
 def _reason(err: Exception) -> str:
     if isinstance(err, UnicodeDecodeError):
         return "not a text file"
+    if isinstance(err, yaml.YAMLError):
+        return yaml_problem(err)
     return getattr(err, "strerror", None) or first_line(err)
 
 

@@ -50,10 +50,17 @@ class RunOptions(Section):
 PLACEMENT_KEYS = frozenset({"num_workers", "threads", "devices", "num_nodes", "strategy", "accelerator"})
 
 
+# The largest square tile a stage trains on, and a model package may declare: a size beyond it
+# (a hand-edited file) would make every tile a huge tensor before anything else could fail.
+MAX_IMAGE_SIZE = 4096
+
+
 class TrainSection(Section):
     """Optimisation: both stages resize tiles to ``image_size`` and train with AdamW + cosine."""
 
-    image_size: int = Field(112, ge=16, description="training tiles (and stage-2 masks) are resized to this square")
+    image_size: int = Field(
+        112, ge=16, le=MAX_IMAGE_SIZE, description="training tiles (and stage-2 masks) are resized to this square"
+    )
     batch_size: int = Field(32, ge=1)
     epochs: int = Field(10, ge=1)
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate (cosine decay over the epochs)")

@@ -14,6 +14,7 @@ RGB colour mask                               mapped through the palette; unknow
 float (32-bit) image                          scaled to 8 bits ([0, 1] or [0, 255] kept), warned
 more pixels than the limit (header only)      :class:`DatasetError` with the limit; raise it with
                                               ``segmix --max-pixels N`` / ``SEGMIX_MAX_PIXELS``
+slide over 2^36 px or 2^24 tiles (header)     :class:`DatasetError` before any pixel is read
 broken symbolic link, link loop, unreadable   :class:`DatasetError` naming the file
 ============================================  =============================================
 
@@ -36,7 +37,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from segmix.errors import DatasetError, OutputError, first_line
+from segmix.errors import ConfigError, DatasetError, OutputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,41 @@ def max_image_pixels() -> int:
 
     Read from the environment at each call so DataLoader workers see what the parent set.
     """
-    value = os.environ.get(MAX_PIXELS_ENV, "")
-    try:
-        return int(value) if value else DEFAULT_MAX_PIXELS
-    except ValueError:
-        raise OutputError(f"{MAX_PIXELS_ENV}={value!r}: not a whole number of pixels") from None
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{MAX_PIXELS_ENV}={value!r}: not a positive whole number of pixels")
+    return int(value)
+
+
+# The largest slide (level-0 width x height) and the most tiles a slide's level may declare:
+# beyond them a header is refused before any pixel is read (a made-up size would have the
+# tissue thumbnail read for ever). 2^36 px: 262,144 px square, over any scanner's slide at 0.25
+# um/px; 2^24 tiles: a 65,536 px square level in 16-px tiles. A pixel limit above 2^36
+# (SEGMIX_MAX_PIXELS) raises the slide limit with it.
+MAX_SLIDE_PIXELS = 1 << 36
+MAX_SLIDE_TILES = 1 << 24
+
+
+def check_slide_size(path: Path, width: int, height: int, tiles: int | None = None) -> None:
+    """Refuse a slide whose header declares more pixels or tiles than segmix reads.
+
+    >>> check_slide_size(Path("s.tif"), 100_000, 80_000, tiles=122_500)
+    >>> check_slide_size(Path("s.tif"), 10**6, 10**6)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    segmix.errors.DatasetError: s.tif: slide of 1000000x1000000 = 1,000,000,000,000 pixels is over the limit ...
+    """
+    limit = max(MAX_SLIDE_PIXELS, max_image_pixels())
+    if width * height > limit:
+        raise DatasetError(
+            path,
+            f"slide of {width}x{height} = {width * height:,} pixels is over the limit of {limit:,} "
+            f"(raise it with {MAX_PIXELS_ENV})",
+        )
+    if tiles is not None and tiles > MAX_SLIDE_TILES:
+        raise DatasetError(path, f"slide level declares {tiles:,} tiles, more than segmix reads ({MAX_SLIDE_TILES:,})")
 
 
 def _open(path: Path, decode: bool = True) -> Image.Image:
@@ -377,3 +408,19 @@ def read_yaml(text: str):
             return super().construct_mapping(node, deep)
 
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
+
+
+def yaml_problem(err: Exception) -> str:
+    """One line for a YAML error: where (line, column) and what, without PyYAML's quoted excerpt.
+
+    >>> import yaml
+    >>> try:
+    ...     read_yaml("a: !!python/name:os.system x")
+    ... except yaml.YAMLError as err:
+    ...     print(yaml_problem(err))
+    line 1, column 4: could not determine a constructor for the tag 'tag:yaml.org,2002:python/name:os.system'
+    """
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or first_line(err)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())

@@ -23,8 +23,11 @@ from segmix.errors import DatasetError
 log = logging.getLogger(__name__)
 STAIN_METHODS = ("macenko", "reinhard")
 # What each method keeps after fitting: the reference's stain matrix and concentration maxima
-# (Macenko), the reference's LAB channel means and standard deviations (Reinhard).
-_FITTED = {"macenko": ("HERef", "maxCRef"), "reinhard": ("target_means", "target_stds")}
+# (Macenko), the reference's LAB channel means and standard deviations (Reinhard); their shapes.
+_FITTED = {
+    "macenko": {"HERef": (3, 2), "maxCRef": (2,)},
+    "reinhard": {"target_means": (3,), "target_stds": (3,)},
+}
 
 
 def _torchstain(method: str):
@@ -78,8 +81,8 @@ class StainNormalizer:
         if self.method not in STAIN_METHODS:
             raise ValueError(f"unknown stain normalisation {self.method!r}; known: {', '.join(STAIN_METHODS)}")
         impl = _torchstain(self.method)
-        for name, value in self.fitted.items():
-            setattr(impl, name, np.asarray(value, dtype=np.float64))
+        for name, value in _checked_statistics(self.method, self.fitted).items():
+            setattr(impl, name, value)
         object.__setattr__(self, "_impl", impl)
 
     @classmethod
@@ -128,7 +131,38 @@ class StainNormalizer:
 
     @classmethod
     def from_dict(cls, data: dict | None) -> StainNormalizer | None:
-        return None if not data else cls(data["method"], data["fitted"])
+        """The normaliser of :meth:`to_dict`'s data (None: none).
+
+        Raises:
+            ValueError: not a normaliser's data: the method or its statistics missing, unknown,
+                of another shape or not finite (a model file edited by hand).
+        """
+        if not data:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("fitted"), dict):
+            raise ValueError("stain: needs a method and its fitted statistics")
+        return cls(data.get("method"), data["fitted"])
+
+
+def _checked_statistics(method: str, fitted: dict) -> dict[str, np.ndarray]:
+    """``fitted`` as float64 arrays, each of its method's shape and finite.
+
+    Raises:
+        ValueError: naming the statistic that is missing, extra, of another shape or not finite.
+    """
+    shapes = _FITTED[method]
+    if set(fitted) != set(shapes):
+        raise ValueError(f"stain: {method} needs the statistics {', '.join(shapes)}, got {', '.join(fitted) or 'none'}")
+    arrays = {}
+    for name, shape in shapes.items():
+        try:
+            value = np.asarray(fitted[name], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"stain: {name} is not numbers") from None
+        if value.shape != shape or not np.isfinite(value).all():
+            raise ValueError(f"stain: {name} must be finite numbers of shape {shape}, got shape {value.shape}")
+        arrays[name] = value
+    return arrays
 
 
 def fit_stain_normalizer(method: str, reference: str | None, tiles, count: int = 32) -> StainNormalizer | None:

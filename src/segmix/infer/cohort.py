@@ -2,14 +2,15 @@
 
 ``segmix predict`` sends slides here. Each slide is written to ``OUT/<slide stem>/`` (the
 outputs of :func:`~segmix.infer.predict.predict_slide`) with a record of the request
-(:mod:`segmix.infer.records`: model fingerprint, level, microns per pixel, overlap). A slide is
-done when its ``_summary.json``, written last, answers the same request: a re-run after a kill
-predicts only the slides not finished, and a re-run with another model, level or resolution
-predicts them again. A slide that cannot be read is recorded (``OUT/<slide stem>/failed.json``)
-and the others go on; it is tried again on the next run. Options that cannot apply to a slide
-(a level it lacks, a resolution it does not record) are refused before any work. Under torchrun /
-SLURM each process takes every world-th slide, so each slide is written once; the first process
-writes ``OUT/cohort.csv`` when all are finished.
+(:mod:`segmix.infer.records`: the slide file's size and time, model fingerprint, precision,
+level, microns per pixel, overlap). A slide is done when its outputs, ``_summary.json`` last,
+are on disk as written for the same request: a re-run after a kill predicts only the slides not
+finished, and a re-run with another model, precision, level or resolution, a slide file
+replaced, or an output deleted, predicts them again. A slide that cannot be predicted (it cannot
+be read, lacks the level asked for, records no resolution to read it at) is recorded
+(``OUT/<slide stem>/failed.json``, its reason in ``cohort.csv``) and the others go on; it is tried
+again on the next run. Under torchrun / SLURM each process takes every world-th slide, so each
+slide is written once; the first process writes ``OUT/cohort.csv`` when all are finished.
 
 ``cohort.csv`` has one row per slide ever predicted into ``OUT`` (this run's and earlier runs'):
 status (``done`` or the reason it failed), the model's fingerprint, level, microns per pixel at
@@ -23,15 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from segmix.config import Stage2Config
+from segmix.config.precision import resolve_precision
 from segmix.config.threads import rank_and_world
 from segmix.data.io import csv_text, read_csv, write_text
 from segmix.data.spec import DatasetSpec
-from segmix.errors import ConfigError, DatasetError, OutputError, first_line, user_message
+from segmix.errors import OutputError, first_line, user_message
 from segmix.infer.inputs import COHORT_TABLE, output_folder, output_name, output_paths
 from segmix.infer.predict import predict_slide, read_mpp
-from segmix.infer.records import read_record, refuse_foreign, same_request, sealed
-from segmix.infer.slide import open_slide
+from segmix.infer.records import input_identity, read_record, refuse_foreign, same_request, sealed
 from segmix.models.inference import model_fingerprint
 
 FAILED = "failed.json"
@@ -61,6 +64,11 @@ class SlideJob:
         """Every file the job may write: the slide's outputs and its failure record."""
         return [*output_paths(self.slide, self.folder).values(), self.folder / FAILED]
 
+    def request(self, cohort_request: dict) -> dict:
+        """The cohort's request for this slide file (its size and time: a slide replaced by
+        another of the same name is not the one predicted)."""
+        return {**cohort_request, "input": input_identity(self.slide)} if self.slide.is_file() else cohort_request
+
     def done(self, request: dict) -> bool:
         """Whether the outputs on disk answer ``request`` (see the module doc)."""
         return same_request(self.folder, self.name, self.source, request, self.summary)
@@ -89,39 +97,21 @@ def plan_cohort(slides: list[Path], out: Path) -> list[SlideJob]:
     return list(jobs.values())
 
 
-def slide_request(model, spec: DatasetSpec, level: int | None = None, mpp: float | None = None, **slide_args) -> dict:
-    """What makes a slide's outputs: the model's weights and classes, the level or the microns per
-    pixel read at, the tiles' overlap and the class map's size."""
+def slide_request(
+    model, spec: DatasetSpec, level: int | None = None, mpp: float | None = None, precision: str = "auto", **slide_args
+) -> dict:
+    """What makes a slide's outputs: the model's weights and classes, the precision it computes
+    at, the level or the microns per pixel read at, the tiles' overlap and the class map's size."""
+    device = torch.device(slide_args.get("device", "cpu"))
     return {
         "model": model_fingerprint(model),
+        "precision": resolve_precision(precision, device.type),
         "level": level,
         "mpp": read_mpp(spec, level, mpp),
         "overlap": slide_args.get("overlap", 0.25),
         "map_size": slide_args.get("map_size", 2048),
         "classes": list(spec.classes),
     }
-
-
-def check_slide_options(slides: list[Path], level: int | None, mpp: float | None) -> None:
-    """Refuse, before any work, a ``level`` a slide lacks or a resolution to read at on a slide
-    that records none; slides that cannot be opened are left to fail on their own.
-
-    Raises:
-        ConfigError: naming the option and the slide.
-    """
-    for slide in slides:
-        try:
-            reader = open_slide(slide)
-        except DatasetError:
-            continue
-        try:
-            levels = len(reader.level_dimensions)
-            if level is not None and not 0 <= level < levels:
-                raise ConfigError(f"--level {level}: {slide} has levels 0..{levels - 1}")
-            if level is None and mpp is not None and reader.mpp is None:
-                raise ConfigError(f"--mpp: {slide} records no microns per pixel; pass --level instead")
-        finally:
-            reader.close()
 
 
 def predict_cohort(
@@ -147,11 +137,11 @@ def predict_cohort(
     """
     out = Path(out)
     jobs = plan_cohort(slides, out)
-    request = slide_request(model, spec, **slide_args)
-    check_slide_options(slides, request["level"], request["mpp"])
+    request = slide_request(model, spec, precision=cfg.precision, **slide_args)
     rank, world = rank_and_world()
     for job in jobs[rank::world]:
-        status = "skipped" if job.done(request) else _predict_one(model, cfg, spec, job, request, slide_args)
+        ask = job.request(request)
+        status = "skipped" if job.done(ask) else _predict_one(model, cfg, spec, job, ask, slide_args)
         if on_slide:
             on_slide(job, status)
     if world > 1:
@@ -171,7 +161,7 @@ def _predict_one(model, cfg: Stage2Config, spec: DatasetSpec, job: SlideJob, req
         job.summary.unlink(missing_ok=True)  # a kill before the new summary leaves the slide not done
         try:
             predict_slide(model, cfg, spec, job.slide, job.folder, **slide_args)
-        except Exception as err:  # an unreadable slide (any reader's error): recorded, the cohort goes on
+        except Exception as err:  # an unreadable slide, a level or resolution it lacks: recorded, the cohort goes on
             reason = user_message(err) or f"{type(err).__name__}: {first_line(err)}"
             write_text(job.folder / FAILED, json.dumps({"slide": str(job.slide), "reason": reason}))
             return reason

@@ -2,10 +2,11 @@
 names of its outputs, checked before any work.
 
 Outputs are named ``<input's output name><suffix>`` in one folder (:func:`output_name`,
-:data:`IMAGE_OUTPUTS`, :data:`SLIDE_OUTPUTS`). :func:`plan_outputs` refuses, before any work, a set of inputs where an
-output would replace an input file (``--out`` being the input folder) or two inputs would write
-the same output (same name in two folders), or where a file already there is not segmix's output
-for that input (:mod:`segmix.infer.records`): nothing the user has is ever overwritten.
+:data:`IMAGE_OUTPUTS`, :data:`SLIDE_OUTPUTS`). :func:`plan_outputs` refuses, before any work, a
+set of inputs where a name would be too long for the file system, an output would replace an
+input file (``--out`` being the input folder) or two inputs would write the same output (same
+name in two folders), or where a file already there is not segmix's output for that input
+(:mod:`segmix.infer.records`): nothing the user has is ever overwritten.
 """
 
 from __future__ import annotations
@@ -99,6 +100,24 @@ def prediction_inputs(inputs: list[Path]) -> list[Path]:
     return list(files.values())
 
 
+# Most file systems allow 255 bytes per name; the longest a prediction writes is its record's,
+# ``.segmix-<name>.json`` (13 more bytes than the name, as ``<name>_classmap.png``).
+MAX_NAME_BYTES = 255 - len(".segmix-.json")
+
+
+def _check_name_length(path: Path) -> None:
+    """Refuse an input whose output names would be too long for the file system.
+
+    Raises:
+        OutputError: naming the input and the bytes.
+    """
+    size = len(output_name(path).encode("utf-8", "surrogateescape"))
+    if size > MAX_NAME_BYTES:
+        raise OutputError(
+            f"{path}: its name is {size} bytes, too long for its outputs' names (at most {MAX_NAME_BYTES}); rename it"
+        )
+
+
 def output_paths(path: Path, out: Path) -> dict[str, Path]:
     """The files :func:`~segmix.infer.predict.predict_image` / ``predict_slide`` write into ``out``
     for the input ``path``, by role (:data:`IMAGE_OUTPUTS`, :data:`SLIDE_OUTPUTS`; ``segmix
@@ -132,6 +151,7 @@ def plan_outputs(files: list[Path], out: Path) -> None:
     inputs = {f.resolve(): f for f in files}
     writer: dict[Path, Path] = {}
     for f in files:
+        _check_name_length(f)
         for target in output_paths(f, output_folder(f, out)).values():
             key = target.resolve()
             if key in inputs:

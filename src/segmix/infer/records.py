@@ -1,9 +1,11 @@
 """Which output files segmix wrote, and for what request: an output replaces only its own kind.
 
 The outputs of one input in a folder have a record beside them, ``.segmix-<name>.json``: the
-input, the request that made them (model fingerprint, level, microns per pixel, ...) and the
-sha256 of each output. A file already there may be replaced only when the record lists it for
-the same input and its bytes are still those segmix wrote; any other file is the user's, and
+input, the request that made them (the input file's identity, model fingerprint, precision,
+level, microns per pixel, ...) and the sha256 of each output. Outputs are done when the record
+answers the same request and every output it lists is on disk as written (:func:`same_request`).
+A file already there may be replaced only when the record lists it for the same input and its
+bytes are still those segmix wrote; any other file is the user's, and
 :func:`foreign_outputs` names it so the caller refuses before any work. The record is written
 before the outputs (sha256 ``pending``) and completed after them (:func:`sealed`), so a run
 killed in between still owns what it wrote.
@@ -92,13 +94,22 @@ def sealed(targets: list[Path], name: str, source: str, request: dict):
         write_text(record_path(folder, name), json.dumps({**base, "outputs": done}, indent=1))
 
 
+def input_identity(path: Path) -> dict:
+    """What tells a file from another of the same name: its size and modification time (a slide
+    replaced by another, or rewritten, is predicted again)."""
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def same_request(folder: Path, name: str, source: str, request: dict, done: Path) -> bool:
-    """Whether ``done`` (the file written last) holds segmix's finished answer to ``request``."""
+    """Whether the outputs on disk are segmix's finished answer to ``request``: the record's
+    request is the same, ``done`` (the file written last) is among its outputs, and every
+    output it lists is there with the bytes segmix wrote."""
     record = read_record(folder, name)
-    return (
-        record is not None
-        and record.get("request") == json.loads(json.dumps(request))
-        and done.is_file()
-        and record["outputs"].get(done.name) not in (None, PENDING)
-        and owned(done, record, source)
+    if record is None or record.get("request") != json.loads(json.dumps(request)):
+        return False
+    outputs = record["outputs"]
+    return done.name in outputs and all(
+        Path(out).name == out and sha != PENDING and owned(folder / out, record, source)  # names only: no other folder
+        for out, sha in outputs.items()
     )

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from segmix.data.io import sample_range, to_rgb8
+from segmix.data.io import check_slide_size, sample_range, to_rgb8
 from segmix.errors import ConfigError, DatasetError
 
 
@@ -68,6 +68,8 @@ class TiffReader:
         series = self._tif.series[0]
         self._axes = series.levels[0].axes
         self._levels = []
+        for lvl in series.levels:  # the header's sizes, before any pixel (or chunk index) is read
+            _check_declared(path, lvl)
         for i, lvl in enumerate(series.levels):
             samples = lvl.shape[lvl.axes.index("S")] if "S" in lvl.axes else 1
             if lvl.axes not in self.AXES or samples not in (1, 2, 3, 4) or lvl.axes != self._axes:
@@ -116,6 +118,18 @@ class TiffReader:
         self._tif.close()
 
 
+def _check_declared(path: Path, level) -> None:
+    """Refuse a TIFF level whose header declares more pixels or tiles than segmix reads."""
+    axes, shape = level.axes, level.shape
+    if "X" not in axes or "Y" not in axes:
+        return  # not an image: refused with its axes by the caller
+    width, height = int(shape[axes.index("X")]), int(shape[axes.index("Y")])
+    page = level.keyframe
+    tile_w, tile_h = int(getattr(page, "tilewidth", 0) or 0), int(getattr(page, "tilelength", 0) or 0)
+    tiles = math.ceil(width / tile_w) * math.ceil(height / tile_h) if tile_w and tile_h else None
+    check_slide_size(path, width, height, tiles)
+
+
 def _tiff_mpp(page) -> float | None:
     tags = page.tags
     if "XResolution" not in tags or "ResolutionUnit" not in tags:
@@ -153,7 +167,9 @@ def open_slide(path: str | Path) -> SlideReader:
     for accepts, reader in READERS:
         if accepts(path):
             try:
-                return reader(path)
+                opened = reader(path)
+                check_slide_size(path, *opened.level_dimensions[0])
+                return opened
             except DatasetError:
                 raise
             except Exception as err:

@@ -88,11 +88,29 @@ def load_classifier(path: str | Path) -> tuple[CamClassifier, Stage1Config, list
         cfg = Stage1Config.model_validate(upgrade_flat_config(payload["config"], Stage1Config))
         m = cfg.model
         model = CamClassifier(m.backbone, len(payload["classes"]), False, None, m.output_stride, m.pool)
-        model.load_state_dict(payload["state_dict"])
+        _load_weights(model, payload["state_dict"], path, "classes")
         model.stain = StainNormalizer.from_dict(payload.get("stain"))
+    except ModelFileError:
+        raise
     except (ValueError, RuntimeError, TypeError, KeyError) as err:  # invalid config, weights of another model
         raise ModelFileError(f"{path}: the classifier cannot be rebuilt ({first_line(err)})") from err
     return model.eval(), cfg, list(payload["classes"])
+
+
+def _load_weights(model: nn.Module, state: dict, path: str | Path, outputs: str) -> None:
+    """``model.load_state_dict(state)``, first naming both counts when the output layer's (the
+    last tensor's) differ: a model file whose class list was edited.
+
+    Raises:
+        ModelFileError: the counts differ.
+        RuntimeError: other tensors missing or of another shape (torch's message).
+    """
+    head = next(reversed(model.state_dict().items()), None)
+    if head is not None and isinstance(state.get(head[0]), torch.Tensor) and state[head[0]].ndim >= 1:
+        trained, stated = state[head[0]].shape[0], head[1].shape[0]
+        if trained != stated:
+            raise ModelFileError(f"{path}: the weights predict {trained} {outputs}, the config names {stated}")
+    model.load_state_dict(state)
 
 
 def encoder_from_classifier(segmenter: nn.Module, encoder: str, classifier: str | Path) -> int:
@@ -140,8 +158,10 @@ def load_segmenter(path: str | Path) -> tuple[nn.Module, Stage2Config, DatasetSp
         cfg = Stage2Config.model_validate(upgrade_flat_config(payload["config"], Stage2Config))
         spec = DatasetSpec.model_validate(payload["spec"])
         model = create_segmenter(cfg.model.arch, cfg.model.encoder, spec.num_indices)
-        model.load_state_dict(payload["state_dict"])
+        _load_weights(model, payload["state_dict"], path, "mask indices (classes and background)")
         model.stain = StainNormalizer.from_dict(payload.get("stain"))
+    except ModelFileError:
+        raise
     except (ValueError, RuntimeError, TypeError, KeyError) as err:  # invalid config, weights of another model
         raise ModelFileError(f"{path}: the segmenter cannot be rebuilt ({first_line(err)})") from err
     return model.eval(), cfg, spec

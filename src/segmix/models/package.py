@@ -23,20 +23,56 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from segmix.config import Stage1Config, Stage2Config
 from segmix.config.names import segmenter_arch
+from segmix.config.stages import MAX_IMAGE_SIZE, upgrade_flat_config
 from segmix.data.io import write_atomic, write_text
-from segmix.errors import ModelFileError
+from segmix.data.spec import DatasetSpec
+from segmix.data.stain import StainNormalizer
+from segmix.errors import ModelFileError, first_line
 from segmix.models.weights import load_trusted_tensors
 
 FORMAT, FORMAT_VERSION = "segmix-model", 1
 WEIGHTS_FILE, CONFIG_FILE, CARD_FILE = "model.safetensors", "config.json", "README.md"
 KINDS = ("segmenter", "classifier")
+STAGE_CONFIGS = {"segmenter": Stage2Config, "classifier": Stage1Config}
+Byte = Annotated[int, Field(ge=0, le=255)]
+Colour = tuple[Byte, Byte, Byte]
+
+
+class PackageDocument(BaseModel):
+    """``config.json``: every key with its type and bounds, checked whole before any tensor is read.
+
+    ``classes``, ``palette`` and ``mpp`` are what the package says (a colleague may rename the
+    classes or correct the resolution there: the dataset description follows them); the other
+    descriptive keys (``architecture``, ``encoder``, ``mask_indices``, ``input_size``,
+    ``normalization``) follow from ``config`` and ``spec`` and must agree with them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["segmix-model"]
+    format_version: int = Field(ge=1)
+    segmix: str
+    kind: Literal["segmenter", "classifier"]
+    architecture: str
+    encoder: str | None
+    classes: list[str] = Field(min_length=1, max_length=254)
+    palette: list[Colour] | None
+    mask_indices: list[str] | None
+    input_size: int = Field(ge=16, le=MAX_IMAGE_SIZE)
+    normalization: dict
+    stain: dict | None
+    mpp: float | None = Field(gt=0)
+    config: dict
+    spec: dict | None
+
+
 # The keys config.json holds; another key means a format this segmix does not know.
-CONFIG_KEYS = frozenset(
-    {"format", "format_version", "segmix", "kind", "architecture", "encoder", "classes", "palette"}
-    | {"mask_indices", "input_size", "normalization", "stain", "mpp", "config", "spec"}
-)
+CONFIG_KEYS = frozenset(PackageDocument.model_fields)
 
 
 def is_package(path: str | Path) -> bool:
@@ -93,19 +129,80 @@ def write_package(payload: dict, kind: str, folder: str | Path) -> None:
 
 def read_package(folder: str | Path, kind: str) -> dict:
     """The payload of the package in ``folder`` (``state_dict``, ``config``, ``spec`` or
-    ``classes``, ``stain``, ``mpp``); the weights are read by safetensors, never unpickled.
+    ``classes``, ``stain``, ``mpp``); the weights are read by safetensors, never unpickled, after
+    the whole ``config.json`` is validated (:class:`PackageDocument`, the stage config, the
+    dataset description, the stain normaliser).
 
     Raises:
-        ModelFileError: not a package of ``kind``, unknown keys, or written by a newer segmix.
+        ModelFileError: not a package of ``kind``, written by a newer segmix, or a key of
+            ``config.json`` unknown, of the wrong type, out of bounds or contradicting another,
+            named with the package.
     """
     folder = Path(folder)
     doc = _read_config(folder)
     if doc.get("format") != FORMAT or doc.get("kind") != kind:
         raise ModelFileError(f"{folder}: not a segmix {kind} package (config.json says {doc.get('kind')!r})")
     _check_version(folder, doc)
-    state = load_trusted_tensors(folder / WEIGHTS_FILE, f"segmix {kind} weights")
-    payload = {"state_dict": state, "config": doc["config"], "stain": doc.get("stain"), "mpp": doc.get("mpp")}
-    return {**payload, "spec": doc["spec"]} if kind == "segmenter" else {**payload, "classes": doc["classes"]}
+    payload = checked_payload(folder / CONFIG_FILE, doc, kind)
+    payload["state_dict"] = load_trusted_tensors(folder / WEIGHTS_FILE, f"segmix {kind} weights")
+    return payload
+
+
+def checked_payload(path: Path, doc: dict, kind: str) -> dict:
+    """The payload (without weights) that ``doc``, a package's ``config.json``, describes.
+
+    Raises:
+        ModelFileError: ``path: key: problem`` for the first keys that do not validate.
+    """
+    try:
+        checked = PackageDocument.model_validate(doc)
+    except ValidationError as err:
+        raise ModelFileError(f"{path}: {first_line(err)}") from None
+    stage = STAGE_CONFIGS[kind]
+    config = _validated(path, "config", stage, upgrade_flat_config(checked.config, stage)).model_dump(mode="json")
+    payload = {"config": config, "stain": checked.stain, "mpp": checked.mpp}
+    try:
+        StainNormalizer.from_dict(checked.stain)
+    except ValueError as err:
+        raise ModelFileError(f"{path}: {first_line(err)}") from None
+    if kind == "segmenter":
+        payload["spec"] = _spec(path, checked)
+    else:
+        payload["classes"] = checked.classes
+    derived = package_config(payload, kind)
+    # mask_indices name the classes: as exported, or as renamed in ``classes``.
+    exported = derived
+    if kind == "segmenter":
+        exported = package_config({**payload, "spec": {**payload["spec"], "classes": checked.spec["classes"]}}, kind)
+    for key in ("architecture", "encoder", "mask_indices", "input_size", "normalization"):
+        if doc[key] not in (derived[key], exported[key]):
+            raise ModelFileError(
+                f"{path}: {key} {doc[key]!r} contradicts the config ({derived[key]!r}); it follows from config and "
+                "spec: edit those, or export the model again"
+            )
+    return payload
+
+
+def _spec(path: Path, doc: PackageDocument) -> dict:
+    """The dataset description, with the class names, palette and resolution the package states."""
+    if doc.spec is None:
+        raise ModelFileError(f"{path}: spec: a segmenter package needs its dataset description")
+    trained = doc.spec.get("classes")
+    if isinstance(trained, list) and len(doc.classes) != len(trained):
+        raise ModelFileError(
+            f"{path}: classes: {len(doc.classes)} names, spec.classes {len(trained)} "
+            f"({', '.join(map(str, trained))}); classes may be renamed, not added or removed"
+        )
+    stated = {"classes": doc.classes, "mpp": doc.mpp, **({"palette": doc.palette} if doc.palette else {})}
+    return _validated(path, "spec", DatasetSpec, {**doc.spec, **stated}).model_dump(mode="json")
+
+
+def _validated(path: Path, key: str, model: type[BaseModel], value: dict) -> BaseModel:
+    try:
+        return model.model_validate(value)
+    except ValidationError as err:
+        problems = [f"{key}.{'.'.join(map(str, e['loc']))}: {e['msg']}".replace(".: ", ": ") for e in err.errors()]
+        raise ModelFileError(f"{path}: {'; '.join(problems[:3])}") from None
 
 
 def _read_config(folder: Path) -> dict:
@@ -125,7 +222,9 @@ def _read_config(folder: Path) -> dict:
 def _check_version(folder: Path, doc: dict) -> None:
     from segmix import __version__
 
-    if doc.get("format_version", 0) > FORMAT_VERSION or _version(doc.get("segmix", "0")) > _version(__version__):
+    declared = doc.get("format_version", 0)
+    newer_format = isinstance(declared, int) and declared > FORMAT_VERSION  # other types: the schema says
+    if newer_format or _version(doc.get("segmix", "0")) > _version(__version__):
         raise ModelFileError(
             f"{folder}: written by segmix {doc.get('segmix')} (package format {doc.get('format_version')}), "
             f"newer than this segmix {__version__}; upgrade segmix to load it"

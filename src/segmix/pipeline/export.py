@@ -8,7 +8,6 @@ protocol, intended use and limits.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import yaml
@@ -16,7 +15,7 @@ import yaml
 from segmix.data.io import prepare_output_dir, write_text
 from segmix.errors import MissingModelFile, OutputError
 from segmix.models import CLASSIFIER_FILE, SEGMENTER_FILE, load_payload
-from segmix.models.package import CARD_FILE, is_package, package_config, write_package
+from segmix.models.package import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, is_package, package_config, write_package
 from segmix.pipeline.stages import read_json, run_segmenter
 
 
@@ -33,24 +32,31 @@ def run_models(run: Path) -> tuple[Path, Path | None]:
 def export_run(run: str | Path, out: str | Path) -> Path:
     """Write the package of ``run`` into ``out``; returns ``out``.
 
-    ``out`` must be empty, new, or an earlier package (replaced file by file, atomically).
+    ``out`` must be empty, new, or an earlier package (replaced file by file, atomically; files
+    of the user's inside it are kept). Nothing is written through a link inside ``out``.
 
     Raises:
-        OutputError: ``out`` holds other files.
+        OutputError: ``out`` holds other files, or a link or file where ``classifier/`` goes.
         MissingModelFile: the run has no stage-2 model.
     """
     run, out = Path(run), Path(out)
     seg_file, clf_file = run_models(run)
     if out.is_dir() and any(out.iterdir()) and not is_package(out):
         raise OutputError(f"{out}: holds other files; export into a new or empty folder")
+    nested = out / "classifier"
+    if nested.is_symlink() or (nested.exists() and not nested.is_dir()):
+        raise OutputError(f"{nested}: a link or a file where the classifier's package goes; export into a new folder")
     prepare_output_dir(out)
     segmenter = load_payload(seg_file, {"state_dict", "config", "spec"}, "segmenter")
     write_package(segmenter, "segmenter", out)
     if clf_file is not None:
         classifier = load_payload(clf_file, {"state_dict", "config", "classes"}, "classifier")
-        write_package(classifier, "classifier", out / "classifier")
-    elif is_package(out / "classifier"):  # an earlier export's: it is not this run's model
-        shutil.rmtree(out / "classifier")
+        write_package(classifier, "classifier", nested)
+    elif is_package(nested):  # an earlier export's: not this run's model (the user's files there stay)
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            (nested / name).unlink(missing_ok=True)
+        if not any(nested.iterdir()):
+            nested.rmdir()
     metrics = read_json(run / "metrics.json") or {}
     run_cfg = _read_yaml(run / "config.yaml")
     write_text(

@@ -71,7 +71,8 @@ class EpochCheckpoint(L.Callback):
         self.path = Path(path)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)  # optimizer and loop state: our own folder only
+        # With optimizer and loop state: plain data still, read back with weights_only=True.
+        trainer.save_checkpoint(self.path, weights_only=False)
 
 
 class BestCheckpoint(L.Callback):
@@ -171,14 +172,41 @@ def build_trainer(
 def fit_or_resume(trainer: L.Trainer, module: L.LightningModule, train_loader, val_loader, ckpt_dir: Path) -> None:
     """Fit, resuming from ``ckpt_dir/last.ckpt`` when an earlier run left one.
 
-    Our own checkpoints hold optimizer and loop state that ``weights_only=True`` cannot load;
-    they are only ever read from the run's own folder.
+    A run folder is an input like any other: the checkpoint is read with ``weights_only=True``
+    (tensors and plain data: what segmix writes, optimizer and loop state included), and one
+    that is not a Lightning checkpoint of plain data is refused (:func:`check_checkpoint`).
     """
     last = ckpt_dir / "last.ckpt"
     if trainer.is_global_zero:
         for stale in ckpt_dir.glob(".tmp-*"):  # a checkpoint whose writer was killed mid-write
             stale.unlink(missing_ok=True)
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None, weights_only=False)
+    if last.is_file():
+        check_checkpoint(last)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
+
+
+# What every checkpoint segmix writes holds (Lightning's own keys).
+CHECKPOINT_KEYS = frozenset({"epoch", "global_step", "state_dict", "loops", "optimizer_states"})
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a resume checkpoint that segmix did not write: one that would run code when
+    unpickled, or holds no training state.
+
+    Raises:
+        OutputError: naming the file.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # unpickling errors come in several types, their text suggests weights_only=False
+        raise OutputError(
+            f"{path}: refused to resume from it: not a checkpoint of plain data (it would run code when "
+            "unpickled, or is damaged); remove it or train into another --out"
+        ) from None
+    if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= set(ckpt):
+        raise OutputError(
+            f"{path}: refused to resume from it: not a training checkpoint; remove it or use another --out"
+        )
 
 
 def claim_run_folder(out: Path, cfg: BaseModel, model_file: str, **inputs: str | Path) -> None:
