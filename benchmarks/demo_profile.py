@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cpu_speed import ISA_CAPS, cpu_name, spawn  # noqa: E402
-from segmix.pipeline.stages import stage_seconds  # noqa: E402
+from segmix.pipeline.layout import stage_seconds  # noqa: E402
 
 
 def run(isa: str, config: str | None, out: Path) -> tuple[dict, float]:

@@ -124,7 +124,8 @@ def test_stage2_with_a_vit_encoder_picks_dpt_and_trains(tiles, tmp_path):
         num_workers=0,
     )
     path = train_segmenter(cfg, tiles, tiles / "train_gt", tmp_path / "s2", progress=False)
-    model, cfg2, spec = load_segmenter(path)
+    trained = load_segmenter(path)
+    model, cfg2 = trained.network, trained.config
     assert type(model).__name__ == "DPT"
     masks = segment(model, [torch.randint(0, 255, (64, 64, 3), dtype=torch.uint8).numpy()] * 2, cfg2, "cpu", 5)
     assert masks[0].shape == (64, 64)

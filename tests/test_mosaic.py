@@ -108,7 +108,7 @@ def test_stage2_trains_on_mosaics_with_exact_cells_and_an_ema_teacher(tmp_path):
         num_workers=0,
     )
     path = train_segmenter(cfg, root, root / "train_gt", tmp_path / "s2", progress=False)
-    _, saved, _ = load_segmenter(path)
+    saved = load_segmenter(path).config
     assert saved.mixing.method == "shuffle" and saved.mixing.exact_weight == 2.0
     rows = list(csv.DictReader(next((tmp_path / "s2" / "logs").rglob("metrics.csv")).open()))
     relabelled = [float(r["train/relabelled"]) for r in rows if r.get("train/relabelled")]

@@ -14,7 +14,7 @@ from segmix.errors import MissingModelFile, ModelFileError, OutputError
 from segmix.models.package import CONFIG_FILE, read_package, write_package
 from segmix.pipeline import run_pipeline
 from segmix.pipeline.export import export_run
-from segmix.pipeline.stages import run_segmenter
+from segmix.pipeline.layout import run_segmenter
 from tests.test_pipeline import tiny_config
 from tests.test_predict import make_slide
 
@@ -38,7 +38,8 @@ def test_package_round_trip_rebuilds_the_same_model(tmp_path):
     assert doc["mask_indices"] == ["TE", "NEC", "LYM", "TAS", "background"]
     import segmix
 
-    model, cfg, spec = segmix.load_segmenter(tmp_path / "pkg")  # the front door takes a package too
+    trained = segmix.load_segmenter(tmp_path / "pkg")  # the front door takes a package too
+    model, cfg, spec = trained.network, trained.config, trained.spec
     assert spec == SPEC and cfg.train.image_size == 64
     for key, value in model.state_dict().items():
         assert torch.equal(value, payload["state_dict"][key])
@@ -125,3 +126,25 @@ def test_predict_on_a_slide_without_any_resolution_is_one_error_naming_the_optio
     r = subprocess.run([*args, str(tmp_path / "s.tif"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("error:") == 1 and "pass --mpp" in r.stderr, r.stderr
     assert not (tmp_path / "o" / "cohort.csv").exists()  # refused before any slide, not recorded as unreadable
+
+
+def test_three_lines_give_the_class_map_that_segmix_predict_writes(tmp_path):
+    import numpy as np
+
+    import segmix
+    from segmix.data.io import read_image, read_mask, write_image
+
+    write_package(_payload(), "segmenter", tmp_path / "pkg")
+    pixels = np.random.default_rng(0).integers(0, 255, (80, 96, 3), dtype=np.uint8)
+    pixels[:20] = 250  # glass: background by the dataset's rule
+    write_image(tmp_path / "t.png", pixels)
+    model = segmix.load_segmenter(tmp_path / "pkg")
+    tissue = model.predict(tmp_path / "t.png")
+    _predict(["--model", str(tmp_path / "pkg")], [tmp_path / "t.png"], tmp_path / "out")
+    assert np.array_equal(tissue, read_mask(tmp_path / "out" / "t_mask.png", SPEC.num_indices))
+    assert (tissue[:20] == model.background_index).all()
+    probs = model.probs(read_image(tmp_path / "t.png"))
+    assert probs.shape == (SPEC.num_indices, 80, 96) and np.allclose(probs.sum(0), 1, atol=1e-2)
+    tissue_pixels = tissue != model.background_index
+    assert np.array_equal(probs.argmax(0)[tissue_pixels], tissue[tissue_pixels])
+    assert model.classes == SPEC.classes and model.palette == SPEC.palette[: SPEC.num_indices] and model.mpp == 0.5

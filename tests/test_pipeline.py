@@ -207,7 +207,7 @@ def test_segmix_run_starts_stage2_from_its_classifier_and_the_reference_from_wei
     run_pipeline(tiny_config(*sets, "fully_supervised=true"), run, progress=False, until="supervised")
     source = _convolutions(load_classifier(run / "stage1" / "classifier.pt")[0].encoder)
     for stage, starts_there in (("stage2", True), ("supervised", False)):
-        trained = _convolutions(load_segmenter(run / stage / "segmenter.pt")[0].encoder.model)
+        trained = _convolutions(load_segmenter(run / stage / "segmenter.pt").network.encoder.model)
         same = all(torch.allclose(v, source[k], atol=1e-6) for k, v in trained.items())
         assert len(trained) == len(source) and same == starts_there
 

@@ -12,6 +12,7 @@ import torch
 from segmix.data.synth import SynthConfig, dataset_spec
 from segmix.errors import DatasetError
 from segmix.infer import choose_level, open_slide, predict_image, predict_slide
+from segmix.models.trained import Segmenter
 from segmix.train import Stage2Config
 
 SHARED_SLIDE = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs"
@@ -92,9 +93,8 @@ def test_plain_image_prediction_writes_mask_overlay_and_areas(tmp_path):
     img[:, :48] = RED
     img[:, 48:] = BLUE
     write_image(tmp_path / "tile.png", img)
-    predict_image(
-        ColourModel(), Stage2Config(train={"image_size": 64}), SPEC, tmp_path / "tile.png", tmp_path / "o", "cpu"
-    )
+    model = Segmenter(ColourModel(), Stage2Config(train={"image_size": 64}), SPEC)
+    predict_image(model, tmp_path / "tile.png", tmp_path / "o")
     mask = read_mask(tmp_path / "o" / "tile_mask.png", 5)
     assert (mask[:, :40] == 0).all() and (mask[:, 56:] == 2).all()
     rows = {r["class"]: r for r in csv.DictReader((tmp_path / "o" / "tile_areas.csv").open())}
@@ -275,7 +275,7 @@ def test_models_carry_their_training_resolution(tmp_path):
     with pytest.raises(DatasetError, match="mpp"):
         load_spec(tmp_path / "bad.yaml")
     save_segmenter(create_segmenter("auto", "resnet18", 5).state_dict(), Stage2Config(), spec, tmp_path / "s.pt")
-    assert load_segmenter(tmp_path / "s.pt")[2].mpp == 0.5
+    assert load_segmenter(tmp_path / "s.pt").mpp == 0.5
     save_classifier(CamClassifier("resnet18", 4), Stage1Config(), spec.classes, tmp_path / "c.pt", mpp=spec.mpp)
     assert load_payload(tmp_path / "c.pt", {"mpp"}, "classifier")["mpp"] == 0.5
 
@@ -289,7 +289,7 @@ def test_class_names_that_look_like_formulas_are_written_as_text(tmp_path):
     img[:, :32], img[:, 32:] = RED, BLUE
     write_image(tmp_path / "tile.png", img)
     predict_image(
-        ColourModel(), Stage2Config(train={"image_size": 64}), spec, tmp_path / "tile.png", tmp_path / "o", "cpu"
+        Segmenter(ColourModel(), Stage2Config(train={"image_size": 64}), spec), tmp_path / "tile.png", tmp_path / "o"
     )
     path = tmp_path / "o" / "tile_areas.csv"
     cells = [c for row in csv.reader(path.open()) for c in row]

@@ -43,7 +43,8 @@ def test_masks_are_the_label_gated_argmax_with_glass_as_background(world, tmp_pa
     data, spec, seg = world
     scores = relabel_masks(seg, data, tmp_path / "o", cams=CAMS, spec=spec)
     assert scores is None  # no train_gt: nothing to score
-    model, cfg, _ = load_segmenter(seg)
+    trained = load_segmenter(seg)
+    model, cfg = trained.network, trained.config
     tiles = TileDataset(data, "train", spec, with_masks=False)
     scales = RelabelConfig().scales  # the default, from its one source
     assert len(list((tmp_path / "o" / "masks").glob("*.png"))) == len(tiles) == 6
@@ -63,7 +64,8 @@ def test_masks_are_the_label_gated_argmax_with_glass_as_background(world, tmp_pa
 def test_scales_give_the_gated_argmax_of_the_multi_scale_probabilities(world, tmp_path):
     data, spec, seg = world
     relabel_masks(seg, data, tmp_path / "o", cams=CAMS, spec=spec, scales=[0.75, 1.0, 1.5])
-    model, cfg, _ = load_segmenter(seg)
+    trained = load_segmenter(seg)
+    model, cfg = trained.network, trained.config
     changed = 0
     for item in TileDataset(data, "train", spec, with_masks=False):
         mask = read_mask(tmp_path / "o" / "masks" / f"{Path(item['name']).stem}.png", spec.num_indices)
@@ -115,7 +117,7 @@ def test_cli_relabel_writes_masks_and_refuses_a_bad_model_in_one_line(world, tmp
 def test_segmix_run_rounds_train_on_relabelled_masks_and_evaluate_the_last_round(tmp_path):
     from segmix.eval import evaluate
     from segmix.pipeline import run_pipeline
-    from segmix.pipeline.stages import run_segmenter
+    from segmix.pipeline.layout import run_segmenter
     from tests.test_pipeline import tiny_config
 
     run = tmp_path / "r"

@@ -34,8 +34,8 @@ def seg_run(tmp_path_factory):
 def test_trains_on_masks_keeps_best_and_evaluates(seg_run, tmp_path):
     root, run, path = seg_run
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
-    model, cfg, spec = load_segmenter(path)
-    assert spec.classes == ["TE", "NEC", "LYM", "TAS"] and cfg.train.image_size == 64
+    trained = load_segmenter(path)
+    assert trained.classes == ["TE", "NEC", "LYM", "TAS"] and trained.config.train.image_size == 64
     scores = evaluate(path, root, "test", tmp_path / "ev", overlays=2)
     assert 0 <= scores.miou <= 1 and scores.pixels > 0
     saved = json.loads((tmp_path / "ev" / "scores.json").read_text())
@@ -73,7 +73,8 @@ def test_cli_evaluate_and_missing_masks_error(seg_run, tmp_path):
 def test_variable_size_images_go_through_sliding_windows(seg_run):
 
     _, _, path = seg_run
-    model, cfg, spec = load_segmenter(path)
+    trained = load_segmenter(path)
+    model, cfg, spec = trained.network, trained.config, trained.spec
     images = [
         np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in ((64, 64), (100, 70), (40, 90))
     ]

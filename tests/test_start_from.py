@@ -65,7 +65,7 @@ def test_training_starts_from_the_classifier(tmp_path, classifier_file):
             num_workers=0,
         )
         out = train_segmenter(cfg, root, root / "train_gt", tmp_path / start, progress=False, classifier=given)
-        trained = _conv_weights(load_segmenter(out)[0].encoder.model)
+        trained = _conv_weights(load_segmenter(out).network.encoder.model)
         same = all(torch.allclose(v, source[k], atol=1e-6) for k, v in trained.items())
         assert len(trained) == len(source) and same == (start == "classifier")
 

@@ -15,11 +15,15 @@ The front door, imported on first use so that ``import segmix`` stays light:
 True
 >>> levels = segmix.build_levels([56, 28], 0.25, 0.5)
 >>> mixer, curriculum = segmix.create_method("segmix", levels, curriculum={"mastery": 0.8})
->>> model, cfg, spec = segmix.load_segmenter("RUN/stage2/segmenter.pt")   # doctest: +SKIP
+>>> model = segmix.load_segmenter("my-model")    # doctest: +SKIP
+>>> tissue = model.predict("tile.png")           # doctest: +SKIP
 
-``load_segmenter`` / ``load_classifier`` read a model file or a package folder of
-``segmix export``; ``register_mixer`` / ``register_curriculum`` add a mixer or a rule that
-``stage1.mixing.method`` can then name. Everything else is reached through its subpackage.
+``load_segmenter`` reads a package folder of ``segmix export`` or a model file (a run's final
+model: ``RUN/relabel/segmenter.pt``) into a :class:`~segmix.models.trained.Segmenter`:
+``predict(image)`` gives the class map, ``probs(image)`` the probabilities, ``classes`` and
+``palette`` name and colour them. ``load_classifier`` reads stage 1's classifier;
+``register_mixer`` / ``register_curriculum`` add a mixer or a rule that ``stage1.mixing.method``
+can then name. Everything else is reached through its subpackage.
 """
 
 __version__ = "0.1.0"

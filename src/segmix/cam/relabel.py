@@ -98,7 +98,8 @@ def relabel_masks(
     spec = spec or resolve_spec(data_root)
     out = Path(out_dir)
     dev = pick_device(device)
-    model, cfg, trained_on = load_segmenter(segmenter)
+    trained = load_segmenter(segmenter)
+    model, cfg, trained_on = trained.network, trained.config, trained.spec
     if trained_on.classes != spec.classes:
         raise ModelFileError(f"{segmenter}: trained on classes {trained_on.classes}, dataset has {spec.classes}")
     model = model.to(dev)

@@ -32,10 +32,10 @@ class CamConfig(BaseModel):
     """How CAMs become pseudo masks."""
 
     model_config = ConfigDict(extra="forbid")
-    split: str = "train"
-    scales: list[float] = [1.0, 1.5]
-    flip: bool = True
-    batch_size: int = Field(32, ge=1)
+    split: str = Field("train", description="the split whose tiles get pseudo masks (stage 2 trains on them)")
+    scales: list[float] = Field([1.0, 1.5], description="tile resize factors; CAMs averaged over them")
+    flip: bool = Field(True, description="also average the CAMs of the horizontally flipped tiles")
+    batch_size: int = Field(32, ge=1, description="tiles per forward pass")
     labels: str = Field("image", pattern="^(image|predicted)$", description="gate by file-name labels or predictions")
     threshold: float = Field(0.5, gt=0, lt=1, description="for predicted labels")
     white: float = Field(0.80, gt=0, le=1, description="glass: grey above this ...")

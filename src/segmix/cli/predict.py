@@ -82,9 +82,10 @@ def predict(
     from segmix.infer.records import input_identity, same_request, sealed
     from segmix.models import load_segmenter, pick_device
     from segmix.models.inference import model_fingerprint
+    from segmix.models.trained import Segmenter
 
     if checkpoint is None and run_dir is not None:
-        from segmix.pipeline.stages import run_segmenter
+        from segmix.pipeline.layout import run_segmenter
 
         checkpoint = run_segmenter(run_dir)
     if checkpoint is None:
@@ -94,7 +95,8 @@ def predict(
     slides = [f for f in files if is_slide(f)]
     plan_outputs(files, out)
     plan_cohort(slides, out)
-    model, cfg, spec = load_segmenter(checkpoint)  # refused before the output folder is made
+    trained = load_segmenter(checkpoint)  # refused before the output folder is made
+    model, cfg, spec = trained.network, trained.config, trained.spec
     prepare_output_dir(out)
     cfg = cfg.model_copy(update={"precision": precision or cfg.precision})
     if slides:  # option errors that concern every slide, before any work (a slide's own: in its row)
@@ -111,7 +113,7 @@ def predict(
             _say(f"{f}: skipped (done before)")
             continue
         with sealed(list(paths.values()), name, source, ask):
-            predict_image(model, cfg, spec, f, out, device)
+            predict_image(Segmenter(model, cfg, spec, device), f, out)
         _say(f"{f}: done")
     if slides:
         slide_args = dict(level=level, mpp=mpp, overlap=overlap, batch_size=batch_size, device=device)

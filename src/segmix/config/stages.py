@@ -32,9 +32,9 @@ class RunOptions(Section):
         description="auto: bf16 autocast on GPUs and CPUs with native bf16, fp16 AMP on older GPUs, fp32 elsewhere; "
         "or 32, 16, bf16",
     )
-    accelerator: str = "auto"
+    accelerator: str = Field("auto", description="Lightning's accelerator: auto (a GPU when there is one), gpu, cpu")
     devices: int | str = Field("auto", description="GPUs (or CPU processes) per node")
-    num_nodes: int = Field(1, ge=1)
+    num_nodes: int = Field(1, ge=1, description="machines a DDP run spans")
     strategy: str = Field("auto", description='"ddp" for several GPUs / nodes')
 
     moved_keys: ClassVar[dict[str, str]] = {}  # flat keys of the first layout -> their section.key
@@ -61,10 +61,10 @@ class TrainSection(Section):
     image_size: int = Field(
         112, ge=16, le=MAX_IMAGE_SIZE, description="training tiles (and stage-2 masks) are resized to this square"
     )
-    batch_size: int = Field(32, ge=1)
-    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1, description="tiles per step (per process under DDP)")
+    epochs: int = Field(10, ge=1, description="passes over the training tiles; may grow on resume")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate (cosine decay over the epochs)")
-    weight_decay: float = Field(1e-4, ge=0)
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW's decoupled weight decay")
     backbone_lr: float | None = Field(None, gt=0, description="learning rate of the pretrained backbone (null: lr)")
 
 

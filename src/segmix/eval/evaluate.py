@@ -57,7 +57,8 @@ def evaluate(
     ``stride`` and ``flip`` override the model's ``inference`` settings when given, ``precision``
     its ``precision`` (:mod:`segmix.config.precision`).
     """
-    model, cfg, trained_spec = load_segmenter(segmenter)
+    trained = load_segmenter(segmenter)
+    model, cfg, trained_spec = trained.network, trained.config, trained.spec
     spec = resolve_spec(data_root)
     if spec.classes != trained_spec.classes:
         raise ModelFileError(f"{segmenter}: trained on {trained_spec.classes}, dataset has {spec.classes}")

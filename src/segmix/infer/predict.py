@@ -35,18 +35,18 @@ from segmix.errors import ConfigError
 from segmix.infer.exports import area_rows, mask_polygons
 from segmix.infer.inputs import output_paths
 from segmix.infer.slide import choose_level, open_slide, read_window
-from segmix.models import predict_probs, segment, segmenter_input, window_grid
+from segmix.models import predict_probs, segmenter_input, window_grid
 from segmix.models.inference import in_model_stain
+from segmix.models.trained import Segmenter
 
 log = logging.getLogger(__name__)
 
 
-def predict_image(model, cfg: Stage2Config, spec: DatasetSpec, path: Path, out: Path, device) -> dict:
-    """One tile or image file: mask PNG, overlay PNG, per-class area CSV."""
+def predict_image(segmenter: Segmenter, path: Path, out: Path) -> dict:
+    """One tile or image file: mask PNG (:meth:`Segmenter.predict`), overlay PNG, per-class area CSV."""
     image = read_image(path)
-    mask = segment(model, [in_model_stain(model, image)], cfg, device, spec.num_indices)[0]
-    if spec.glass_is_background:
-        mask[~tissue_mask(image)] = spec.background_index
+    mask = segmenter.predict(image)
+    spec = segmenter.spec
     paths = output_paths(path, out)
     write_mask(paths["mask"], mask, spec.palette)
     write_image(paths["overlay"], overlay(image, mask, spec.palette))

@@ -1,9 +1,9 @@
 """Networks and their files: the CAM classifier of stage 1, the segmenter of stage 2, model
 files that rebuild them without training code, and stage-2 inference.
 
->>> from segmix.models import load_segmenter, segment
->>> model, cfg, spec = load_segmenter("run/stage2/segmenter.pt")      # doctest: +SKIP
->>> masks = segment(model, images, cfg, "cpu", spec.num_indices)      # doctest: +SKIP
+>>> from segmix.models import load_segmenter
+>>> model = load_segmenter("RUN/relabel/segmenter.pt")      # doctest: +SKIP
+>>> tissue = model.predict(image)                           # doctest: +SKIP
 """
 
 from segmix.models.classifier import CamClassifier
@@ -20,6 +20,7 @@ from segmix.models.io import (
     save_segmenter,
 )
 from segmix.models.segmenter import create_segmenter, predict_probs, segmenter_input
+from segmix.models.trained import Segmenter
 from segmix.models.tta import averaged_maps, window_grid
 from segmix.models.weights import load_backbone_weights
 
@@ -27,6 +28,7 @@ __all__ = [
     "CLASSIFIER_FILE",
     "CamClassifier",
     "SEGMENTER_FILE",
+    "Segmenter",
     "averaged_maps",
     "create_segmenter",
     "encoder_from_classifier",

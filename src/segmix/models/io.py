@@ -7,9 +7,9 @@ stain normaliser as ``model.stain`` (None when the stage trained without one): a
 tile the model reads. Files written before the
 configs had sections still load (their flat config is read into sections).
 
->>> from segmix.models import load_segmenter, segment
->>> model, cfg, spec = load_segmenter("run/stage2/segmenter.pt")      # doctest: +SKIP
->>> masks = segment(model, images, cfg, "cpu", spec.num_indices)      # doctest: +SKIP
+>>> from segmix.models import load_segmenter
+>>> model = load_segmenter("RUN/relabel/segmenter.pt")      # doctest: +SKIP
+>>> tissue = model.predict(image)                                   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from segmix.errors import ModelFileError, first_line
 from segmix.models.classifier import CamClassifier
 from segmix.models.package import is_package, read_package
 from segmix.models.segmenter import create_segmenter
+from segmix.models.trained import Segmenter
 from segmix.models.weights import load_trusted_tensors
 
 CLASSIFIER_FILE = "classifier.pt"
@@ -150,9 +151,14 @@ def save_segmenter(
     save_payload(payload, path)
 
 
-def load_segmenter(path: str | Path) -> tuple[nn.Module, Stage2Config, DatasetSpec]:
-    """``(model, Stage2Config, DatasetSpec)`` from ``segmenter.pt`` (``weights_only=True``) or a
-    package folder of ``segmix export`` (safetensors + JSON)."""
+def load_segmenter(path: str | Path) -> Segmenter:
+    """The :class:`~segmix.models.trained.Segmenter` (on the CPU; ``.to(device)`` moves it) of
+    ``segmenter.pt`` (``weights_only=True``) or a package folder of ``segmix export``
+    (safetensors + JSON).
+
+    Raises:
+        ModelFileError: missing, unsafe, or not a segmenter that can be rebuilt, naming the file.
+    """
     payload = load_payload(path, {"state_dict", "config", "spec"}, "segmenter")
     try:
         cfg = Stage2Config.model_validate(upgrade_flat_config(payload["config"], Stage2Config))
@@ -164,4 +170,4 @@ def load_segmenter(path: str | Path) -> tuple[nn.Module, Stage2Config, DatasetSp
         raise
     except (ValueError, RuntimeError, TypeError, KeyError) as err:  # invalid config, weights of another model
         raise ModelFileError(f"{path}: the segmenter cannot be rebuilt ({first_line(err)})") from err
-    return model.eval(), cfg, spec
+    return Segmenter(model.eval(), cfg, spec)

@@ -15,9 +15,9 @@ from segmix.eval.evaluate import OVERLAYS
 
 class EvaluateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    split: str = "test"
-    stride: float | None = None
-    flip: bool | None = None
+    split: str = Field("test", description="the split scored (held out from training and model selection)")
+    stride: float | None = Field(None, gt=0, le=1, description="window stride, share of the window; null: the model's")
+    flip: bool | None = Field(None, description="test-time horizontal flip; null: the model's")
     overlays: int = Field(OVERLAYS, ge=0, description="test tiles drawn as overlays")
     precision: PrecisionName | None = Field(
         None, description="auto, 32, 16 or bf16; null: the segmenter's own precision"
@@ -39,12 +39,12 @@ class RunConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    data: str | None = None
-    preset: str | None = None
+    data: str | None = Field(None, description="dataset root; null: synthesise the benchmark of `synth` into the run")
+    preset: str | None = Field(None, description="dataset preset (luad-histoseg, bcss-wsss, wsss4luad); null: detect")
     mpp: float | None = Field(
         None, gt=0, description="microns per pixel of the tiles; overrides dataset.yaml's (stored with the models)"
     )
-    seed: int | None = None
+    seed: int | None = Field(None, description="the seed of both training stages; null: each stage's own")
     synth: SynthConfig = SynthConfig()
     stage1: Stage1Config = Stage1Config()
     cams: CamConfig = CamConfig()

@@ -16,7 +16,7 @@ from segmix.data.io import prepare_output_dir, write_text
 from segmix.errors import MissingModelFile, OutputError
 from segmix.models import CLASSIFIER_FILE, SEGMENTER_FILE, load_payload
 from segmix.models.package import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, is_package, package_config, write_package
-from segmix.pipeline.stages import read_json, run_segmenter
+from segmix.pipeline.layout import read_json, run_segmenter
 
 
 def run_models(run: Path) -> tuple[Path, Path | None]:

@@ -17,7 +17,7 @@ from segmix.data.io import IGNORE_INDEX, read_mask
 from segmix.data.preview import contact_sheet, overlay
 from segmix.models import CLASSIFIER_FILE, load_classifier, load_segmenter, segment
 from segmix.models.inference import in_model_stain
-from segmix.pipeline.stages import run_segmenter
+from segmix.pipeline.layout import run_segmenter
 from segmix.shuffle import NoMix, read_history_csv
 from segmix.train import build_mixer
 from segmix.train.data import TrainTiles
@@ -182,7 +182,8 @@ def gallery(ctx, n: int) -> str | None:
     # prefer tiles with several classes: that is where localisation is hard
     order = sorted(range(len(tiles)), key=lambda i: -int(tiles.samples[i].label.sum()))[:n]
     clf, _, _ = load_classifier(ctx.dir("stage1") / CLASSIFIER_FILE)
-    seg, scfg, _ = load_segmenter(run_segmenter(ctx.run_dir))
+    trained = load_segmenter(run_segmenter(ctx.run_dir))
+    seg, scfg = trained.network, trained.config
     rows = []
     for i in order:
         item = tiles[i]

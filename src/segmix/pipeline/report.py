@@ -21,7 +21,7 @@ from segmix.pipeline.figures import (
     metrics_table,
     mixed_examples,
 )
-from segmix.pipeline.stages import stage_seconds
+from segmix.pipeline.layout import stage_seconds
 from segmix.shuffle import CURRICULA, METHODS
 
 CSS = """

@@ -34,6 +34,7 @@ from segmix.data.spec import DatasetSpec, resolve_spec
 from segmix.errors import ConfigError, OutputError
 from segmix.models import CLASSIFIER_FILE, SEGMENTER_FILE
 from segmix.pipeline.config import RunConfig
+from segmix.pipeline.layout import read_json, run_segmenter
 
 console = Console(stderr=True)
 STAGES = ("data", "stage1", "cams", "stage2", "relabel", "supervised", "evaluate", "report")
@@ -61,22 +62,6 @@ class Context:
     def summary(self) -> dict:
         """What ``metrics.json`` holds: the stages' metrics and their seconds."""
         return {**self.metrics, "seconds": self.seconds}
-
-
-def stage_seconds(metrics: dict) -> dict[str, float]:
-    """The seconds of ``metrics.json`` as rows in run order: each stage, and after the relabel stage
-    each round's parts (``· round1: maps``, ``· round1: stage2``), which its own row already counts.
-
-    >>> stage_seconds({"seconds": {"cams": 2.0, "relabel": 5.0},
-    ...                "relabel": {"round1": {"seconds": {"maps": 1.0, "stage2": 4.0}}}})
-    {'cams': 2.0, 'relabel': 5.0, '· round1: maps': 1.0, '· round1: stage2': 4.0}
-    """
-    rows = {}
-    for stage, value in metrics.get("seconds", {}).items():
-        rows[stage] = value
-        for r, part in metrics.get(stage, {}).items() if stage == "relabel" else ():
-            rows.update({f"· {r}: {k}": v for k, v in part.get("seconds", {}).items()})
-    return rows
 
 
 def has_train_truth(data_root: Path, spec: DatasetSpec) -> bool:
@@ -212,13 +197,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def run_segmenter(run_dir: Path) -> Path:
-    """The final model of the run in ``run_dir``: the last relabel round's when the run has
-    rounds, else stage 2's."""
-    last = Path(run_dir) / "relabel" / SEGMENTER_FILE
-    return last if last.is_file() else Path(run_dir) / "stage2" / SEGMENTER_FILE
-
-
 def run_supervised(ctx: Context) -> dict:
     if ctx.cfg.fully_supervised:
         train_supervised(ctx.cfg, ctx.data_root, ctx.spec, ctx.dir("supervised"), ctx.progress)
@@ -287,14 +265,6 @@ def check_writable(folder: Path) -> None:
     free = shutil.disk_usage(folder).free
     if free < 200 * 2**20:
         raise OutputError(f"{folder}: only {free // 2**20} MiB free on the disk of the run folder (need >= 200 MiB)")
-
-
-def read_json(path: Path) -> dict | None:
-    """The JSON object in ``path``; None when it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _resolve_data(ctx: Context) -> None:
