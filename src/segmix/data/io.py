@@ -14,7 +14,6 @@ RGB colour mask                               mapped through the palette; unknow
 float (32-bit) image                          scaled to 8 bits ([0, 1] or [0, 255] kept), warned
 more pixels than the limit (header only)      :class:`DatasetError` with the limit; raise it with
                                               ``segmix --max-pixels N`` / ``SEGMIX_MAX_PIXELS``
-slide over 2^36 px or 2^24 tiles (header)     :class:`DatasetError` before any pixel is read
 broken symbolic link, link loop, unreadable   :class:`DatasetError` naming the file
 ============================================  =============================================
 
@@ -58,35 +57,6 @@ def max_image_pixels() -> int:
     if not value.isdigit() or int(value) < 1:
         raise ConfigError(f"{MAX_PIXELS_ENV}={value!r}: not a positive whole number of pixels")
     return int(value)
-
-
-# The largest slide (level-0 width x height) and the most tiles a slide's level may declare:
-# beyond them a header is refused before any pixel is read (a made-up size would have the
-# tissue thumbnail read for ever). 2^36 px: 262,144 px square, over any scanner's slide at 0.25
-# um/px; 2^24 tiles: a 65,536 px square level in 16-px tiles. A pixel limit above 2^36
-# (SEGMIX_MAX_PIXELS) raises the slide limit with it.
-MAX_SLIDE_PIXELS = 1 << 36
-MAX_SLIDE_TILES = 1 << 24
-
-
-def check_slide_size(path: Path, width: int, height: int, tiles: int | None = None) -> None:
-    """Refuse a slide whose header declares more pixels or tiles than segmix reads.
-
-    >>> check_slide_size(Path("s.tif"), 100_000, 80_000, tiles=122_500)
-    >>> check_slide_size(Path("s.tif"), 10**6, 10**6)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    segmix.errors.DatasetError: s.tif: slide of 1000000x1000000 = 1,000,000,000,000 pixels is over the limit ...
-    """
-    limit = max(MAX_SLIDE_PIXELS, max_image_pixels())
-    if width * height > limit:
-        raise DatasetError(
-            path,
-            f"slide of {width}x{height} = {width * height:,} pixels is over the limit of {limit:,} "
-            f"(raise it with {MAX_PIXELS_ENV})",
-        )
-    if tiles is not None and tiles > MAX_SLIDE_TILES:
-        raise DatasetError(path, f"slide level declares {tiles:,} tiles, more than segmix reads ({MAX_SLIDE_TILES:,})")
 
 
 def _open(path: Path, decode: bool = True) -> Image.Image:

@@ -3,7 +3,8 @@
 Readers are picked from :data:`READERS`: OpenSlide for the formats it names (Aperio SVS,
 Hamamatsu, MIRAX, Leica, Ventana, ...), tifffile for generic TIFF, tiled or stripped, with
 pyramid levels as SubIFDs or pages. Regions are read lazily (only the tiles they touch are
-decoded), so memory does not grow with slide size.
+decoded), so memory does not grow with slide size. A slide whose header declares more pixels or
+tiles than segmix reads is refused before any pixel is (:func:`check_slide_size`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,36 @@ from typing import Protocol
 
 import numpy as np
 
-from segmix.data.io import check_slide_size, sample_range, to_rgb8
+from segmix.data.io import MAX_PIXELS_ENV, max_image_pixels, sample_range, to_rgb8
 from segmix.errors import ConfigError, DatasetError
+
+# The largest slide (level-0 width x height) and the most tiles a slide's level may declare:
+# beyond them a header is refused before any pixel is read (a made-up size would have the
+# tissue thumbnail read for ever). 2^36 px: 262,144 px square, over any scanner's slide at 0.25
+# um/px; 2^24 tiles: a 65,536 px square level in 16-px tiles. A pixel limit above 2^36
+# (SEGMIX_MAX_PIXELS) raises the slide limit with it.
+MAX_SLIDE_PIXELS = 1 << 36
+MAX_SLIDE_TILES = 1 << 24
+
+
+def check_slide_size(path: Path, width: int, height: int, tiles: int | None = None) -> None:
+    """Refuse a slide whose header declares more pixels or tiles than segmix reads.
+
+    >>> check_slide_size(Path("s.tif"), 100_000, 80_000, tiles=122_500)
+    >>> check_slide_size(Path("s.tif"), 10**6, 10**6)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    segmix.errors.DatasetError: s.tif: slide of 1000000x1000000 = 1,000,000,000,000 pixels is over the limit ...
+    """
+    limit = max(MAX_SLIDE_PIXELS, max_image_pixels())
+    if width * height > limit:
+        raise DatasetError(
+            path,
+            f"slide of {width}x{height} = {width * height:,} pixels is over the limit of {limit:,} "
+            f"(raise it with {MAX_PIXELS_ENV})",
+        )
+    if tiles is not None and tiles > MAX_SLIDE_TILES:
+        raise DatasetError(path, f"slide level declares {tiles:,} tiles, more than segmix reads ({MAX_SLIDE_TILES:,})")
 
 
 class SlideReader(Protocol):
