@@ -25,7 +25,7 @@ isolates that part:
 - ``probe-swapped``: the feedback probe counting only swapped cells whose source lacks a class of
   the mixed image (its count before it read masks and single-label tiles); ``warmup-1``: a first
   epoch without shuffling, feedback from the second (the default before the probe);
-- ``refine``, ``no-refine``, ``mosaic``, ``self-train``, ``no-relabel``: the pseudo-mask and
+- ``refine``, ``no-refine``, ``no-relabel``: the pseudo-mask and
   stage-2 parts of issue 22 (see ``benchmarks/real.py``; the refinement and one relabel round are
   on by default since); they start from the ``segmix`` run's finished stages of the same seed;
   ``stage1-8``: stage 1 for 8 epochs instead of the recipe's 16; ``stage1-8-no-relabel``: that and
@@ -84,10 +84,7 @@ VARIANTS = {
     "warmup-1": ["stage1.curriculum.mastery.warmup=1"],
     "refine": ["cams.refine_steps=10"],
     "no-refine": ["cams.refine_steps=0"],
-    "mosaic": ["stage2.mixing.method=shuffle"],
-    "self-train": ["stage2.self_training.start=2"],
     "no-margin": ["cams.margin=null"],
-    "from-classifier": ["stage2.model.start_from=classifier"],
     "no-relabel": ["relabel.rounds=0"],
     "relabel-1": ["relabel.scales=[1.0]"],  # the round's maps at one scale (the default before)
     "none-1": ["stage1.mixing.method=none", "relabel.scales=[1.0]"],  # plain CAM, one scale

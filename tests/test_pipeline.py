@@ -191,26 +191,3 @@ def test_from_after_until_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="--from cams comes after --until stage1"):
         run_pipeline(tiny_config(), tmp_path / "r", progress=False, start="cams", until="stage1")
     assert not (tmp_path / "r").exists()
-
-
-@pytest.mark.slow
-def test_segmix_run_starts_stage2_from_its_classifier_and_the_reference_from_weights(tiny_run, tmp_path):
-    import shutil
-
-    import torch
-
-    from segmix.models import load_classifier, load_segmenter
-
-    run = tmp_path / "copy"
-    shutil.copytree(tiny_run[0], run)
-    sets = ["stage2.model.encoder=tu-resnet18", "stage2.model.start_from=classifier", "stage2.train.lr=1e-12"]
-    run_pipeline(tiny_config(*sets, "fully_supervised=true"), run, progress=False, until="supervised")
-    source = _convolutions(load_classifier(run / "stage1" / "classifier.pt")[0].encoder)
-    for stage, starts_there in (("stage2", True), ("supervised", False)):
-        trained = _convolutions(load_segmenter(run / stage / "segmenter.pt").network.encoder.model)
-        same = all(torch.allclose(v, source[k], atol=1e-6) for k, v in trained.items())
-        assert len(trained) == len(source) and same == starts_there
-
-
-def _convolutions(module) -> dict:
-    return {k: v for k, v in module.state_dict().items() if k.endswith(("conv1.weight", "conv2.weight"))}

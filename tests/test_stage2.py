@@ -272,3 +272,19 @@ def test_sigkill_during_train_seg_then_rerun_matches_uninterrupted(resume_data, 
     assert r.returncode == 0, r.stderr
     assert _check_best(run) == _check_best(uninterrupted)
     assert _same_weights(_weights(run / "segmenter.pt"), _weights(uninterrupted / "segmenter.pt"))
+
+
+def test_keys_of_removed_experiments_load_from_model_files_and_are_refused_in_configs():
+    from segmix.config import load_config
+    from segmix.config.stages import upgrade_flat_config
+    from segmix.errors import ConfigError
+    from segmix.pipeline import RunConfig
+
+    written = Stage2Config().model_dump(mode="json")  # as a model file of the version before wrote it
+    written |= {"loss": {"pseudo": "ce", "q": 0.7, "dice_weight": 0.0}, "self_training": {"start": None}}
+    written |= {"mixing": {"method": "none", "patch_size": 28}}
+    written["model"]["start_from"] = "weights"
+    assert Stage2Config.model_validate(upgrade_flat_config(written, Stage2Config)) == Stage2Config()
+    for key in ("stage2.mixing.method=shuffle", "stage2.model.start_from=classifier", "stage2.loss.dice_weight=1"):
+        with pytest.raises(ConfigError, match=f"--set {key}: .*removed: an experiment that lost"):
+            load_config(RunConfig, None, [key])

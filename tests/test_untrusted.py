@@ -109,7 +109,7 @@ TAMPERED = {
         "target_means",
     ),
     "a class added": (lambda d: d.update(classes=[*d["classes"], "extra"]), "classes: 5 names, spec.classes 4"),
-    "a class added everywhere": (_one_more_class, "weights predict 5 mask indices (classes and background), config"),
+    "one class more": (_one_more_class, "predict 5 mask indices (classes and background), the config names 6"),
     "mask indices edited": (lambda d: d.update(mask_indices=["x"]), "mask_indices"),
     "truncated": (None, "unreadable package config"),
 }
@@ -142,7 +142,7 @@ def test_tampered_package_configs_are_the_model_file_error_naming_the_key(packag
 
 def test_tampered_packages_on_the_command_line_are_one_line_and_write_nothing(package, tmp_path):
     make_slide(tmp_path / "s.tif", width=256, height=192)
-    for name in ("no spec", "absurd image_size", "a class added everywhere"):
+    for name in ("no spec", "absurd image_size", "one class more"):
         edited = _tampered(package, tmp_path / "edited", name)
         r = segmix("predict", "--model", edited, tmp_path / "s.tif", "--out", tmp_path / "o", cwd=tmp_path)
         assert_user_error(r, str(edited), TAMPERED[name][1])

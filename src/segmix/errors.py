@@ -124,6 +124,8 @@ def _message(e: dict, model: type[BaseModel]) -> str:
     if e.get("type") == "extra_forbidden":
         owner = _owner(model, e["loc"][:-1]) if e["loc"] else object
         new = owner.__dict__.get("moved_keys", {}).get(str(e["loc"][-1]))
+        if e["loc"] and str(e["loc"][-1]) in owner.__dict__.get("removed_keys", ()):
+            return "removed: an experiment that lost where it was measured (CHANGELOG.md, docs/results/)"
         if not new:
             known = list(getattr(owner, "model_fields", {}))
             return f"unknown key; known here: {', '.join(known)}" if known else "unknown key (see `segmix config show`)"

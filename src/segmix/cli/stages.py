@@ -139,25 +139,16 @@ def train_seg(
     config: ConfigFile = None,
     overrides: Overrides = [],
     preset: Preset = None,
-    classifier: Annotated[
-        Path | None,
-        typer.Option(
-            "--classifier",
-            help="Stage 1's classifier.pt whose backbone starts the encoder (with model.start_from: classifier).",
-        ),
-    ] = None,
 ) -> None:
     """Stage 2: train the segmentation network on pseudo masks (or truth: the upper bound)
     (keys: segmix config show stage2)."""
     from segmix.data.spec import resolve_spec
     from segmix.train import Stage2Config, train_segmenter
-    from segmix.train.stage2 import check_start
 
     cfg = _configured(Stage2Config, config, overrides)
-    check_start(cfg, classifier)  # before the output folder is made
     spec = resolve_spec(data, preset)
     prepare_output_dir(out, "run folder")
-    path = train_segmenter(cfg, data, masks, out, spec=spec, classifier=classifier)
+    path = train_segmenter(cfg, data, masks, out, spec=spec)
     _say(f"segmenter (best epoch by val mIoU) written to {path}")
 
 

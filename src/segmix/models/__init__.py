@@ -11,7 +11,6 @@ from segmix.models.inference import pick_device, segment, segment_probs
 from segmix.models.io import (
     CLASSIFIER_FILE,
     SEGMENTER_FILE,
-    encoder_from_classifier,
     load_classifier,
     load_payload,
     load_segmenter,
@@ -31,7 +30,6 @@ __all__ = [
     "Segmenter",
     "averaged_maps",
     "create_segmenter",
-    "encoder_from_classifier",
     "load_backbone_weights",
     "load_classifier",
     "load_payload",

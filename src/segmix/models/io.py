@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from segmix.config import Stage1Config, Stage2Config
-from segmix.config.stage2 import check_classifier_encoder
 from segmix.config.stages import upgrade_flat_config
 from segmix.data.io import write_atomic
 from segmix.data.spec import DatasetSpec
@@ -112,29 +111,6 @@ def _load_weights(model: nn.Module, state: dict, path: str | Path, outputs: str)
         if trained != stated:
             raise ModelFileError(f"{path}: the weights predict {trained} {outputs}, the config names {stated}")
     model.load_state_dict(state)
-
-
-def encoder_from_classifier(segmenter: nn.Module, encoder: str, classifier: str | Path) -> int:
-    """Start a stage-2 segmenter's encoder from the backbone of stage 1's classifier; returns the
-    tensors copied.
-
-    The classifier has learned this tissue from the image labels; a segmenter that starts there
-    rather than from ImageNet fits noisy pseudo masks with features that already tell the classes
-    apart. Stage 2's ``encoder`` must be ``tu-<the classifier's timm backbone>`` (the same network;
-    the classifier's dilation changes no tensor).
-
-    Raises:
-        ConfigError: the encoder is another network.
-        ModelFileError: the file is not a classifier, or its tensors do not fit the encoder.
-    """
-    model, cfg, _ = load_classifier(classifier)
-    check_classifier_encoder(encoder, cfg.model.backbone)
-    source, target = model.encoder.state_dict(), segmenter.encoder.model.state_dict()
-    unfit = [k for k, v in target.items() if k not in source or source[k].shape != v.shape]
-    if unfit:
-        raise ModelFileError(f"{classifier}: {len(unfit)} encoder tensors missing or of another shape, e.g. {unfit[0]}")
-    segmenter.encoder.model.load_state_dict({k: source[k] for k in target})
-    return len(target)
 
 
 def save_segmenter(

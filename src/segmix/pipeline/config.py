@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from segmix.cam.relabel import RelabelConfig
 from segmix.cam.run import CamConfig
 from segmix.config import Stage1Config, Stage2Config
 from segmix.config.precision import PrecisionName
-from segmix.config.stage2 import check_classifier_encoder
 from segmix.data.synth_config import SynthConfig
 from segmix.eval.evaluate import OVERLAYS
 
@@ -53,13 +52,6 @@ class RunConfig(BaseModel):
     fully_supervised: bool = Field(True, description="also train stage 2 on train_gt when the dataset has it")
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
-
-    @model_validator(mode="after")
-    def _stage2_can_start_from_the_classifier(self) -> RunConfig:
-        """Refused before stage 1 trains, not after: the encoder must be the classifier's network."""
-        if self.stage2.model.start_from == "classifier":
-            check_classifier_encoder(self.stage2.model.encoder, self.stage1.model.backbone)
-        return self
 
     def seeded(self) -> RunConfig:
         """The config with the top-level seed pushed into every stage."""

@@ -78,10 +78,7 @@ def train_supervised(
     if not has_train_truth(data_root, spec):
         return None
     gt = data_root / spec.splits.train_gt
-    # The standard supervised model: no stage 1 to start from, whatever the weak one starts from.
-    model = cfg.stage2.model.model_copy(update={"start_from": "weights"})
-    stage2 = cfg.stage2.model_copy(update={"model": model})
-    return train_segmenter(stage2, data_root, gt, out, spec, progress, claim=claim, truth=True)
+    return train_segmenter(cfg.stage2, data_root, gt, out, spec, progress, claim=claim, truth=True)
 
 
 def evaluate_model(cfg: RunConfig, model_file: Path, data_root: Path, out: Path, overlays: int):
@@ -148,8 +145,7 @@ def _train_stage2(ctx: Context, masks: Path, out: Path) -> None:
     from segmix.train import train_segmenter
 
     cfg = ctx.cfg.stage2
-    classifier = ctx.dir("stage1") / CLASSIFIER_FILE if cfg.model.start_from == "classifier" else None
-    train_segmenter(cfg, ctx.data_root, masks, out, ctx.spec, ctx.progress, claim=False, classifier=classifier)
+    train_segmenter(cfg, ctx.data_root, masks, out, ctx.spec, ctx.progress, claim=False)
 
 
 def run_relabel(ctx: Context) -> dict:

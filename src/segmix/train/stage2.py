@@ -1,13 +1,10 @@
 """Stage 2: a segmentation network trained on pseudo masks (or on truth, the upper bound).
 
-Cross-entropy (or, on pseudo masks, generalized cross-entropy: :mod:`segmix.train.pixel_loss`)
-that skips the ignore index (255, uncertain pseudo-mask pixels), optional Dice,
-joint flips of image and mask, stain jitter of the image; optionally SegMix mosaics of each batch
-with the masks moving along (:mod:`segmix.train.mosaic`, ``mixing``) and an EMA teacher that
-relabels confident pixels (:mod:`segmix.train.self_training`, ``self_training``); both off by
-default (measured, README). Validation mIoU against real masks every epoch; the best epoch by
-val mIoU over the whole run (resumes included) is kept beside the last one and exported
-(``best.json`` names it).
+Cross-entropy that skips the ignore index (255, uncertain pseudo-mask pixels), single-label
+tiles' pseudo masks made exact (:func:`exact_single_label`), joint flips of image and mask, stain
+jitter of the image. Validation mIoU against real masks every epoch; the best epoch by val mIoU
+over the whole run (resumes included) is kept beside the last one and exported (``best.json``
+names it).
 """
 
 from __future__ import annotations
@@ -19,8 +16,8 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
-from timm.utils import ModelEmaV3
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -30,22 +27,18 @@ from segmix.data.dataset import TileDataset, collate_list, require_masks
 from segmix.data.io import IGNORE_INDEX, read_mask, write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
 from segmix.data.stain import fit_stain_normalizer
-from segmix.errors import ConfigError, DatasetError
+from segmix.errors import DatasetError
 from segmix.eval.metrics import ConfusionMatrix
 from segmix.models import (
     SEGMENTER_FILE,
     create_segmenter,
-    encoder_from_classifier,
     save_segmenter,
     segment,
     segmenter_input,
 )
 from segmix.models.segmenter import check_window
-from segmix.shuffle.segmix import SegMix
 from segmix.train.augment import dihedral_pair, hed_jitter
-from segmix.train.data import EpochShuffle, SingleLabelShare, decode_undrawn, fit_square
-from segmix.train.mosaic import exact_single_label, mosaic_batch
-from segmix.train.pixel_loss import pixel_loss
+from segmix.train.data import EpochShuffle, decode_undrawn, fit_square
 from segmix.train.runtime import (
     BestCheckpoint,
     EpochCheckpoint,
@@ -57,7 +50,6 @@ from segmix.train.runtime import (
     run_placement,
     step_generator,
 )
-from segmix.train.self_training import teacher_relabel
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +59,7 @@ class MaskFolderTiles(Dataset):
     ``(image uint8 (3, S, S), mask long (S, S), label float (K,))``.
 
     ``exact``: a tile with a single label gets that class on every pixel but background and
-    ignored ones (:func:`segmix.train.mosaic.exact_single_label`), for pseudo masks; truth is
-    read as it is.
+    ignored ones (:func:`exact_single_label`), for pseudo masks; truth is read as it is.
     """
 
     def __init__(self, tiles: TileDataset, mask_dir: str | Path, size: int, exact: bool = False) -> None:
@@ -99,21 +90,36 @@ class MaskFolderTiles(Dataset):
         return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous(), mask, label
 
 
-def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Multi-class soft Dice over classes present in the batch; ignored pixels left out."""
-    import segmentation_models_pytorch as smp
+def exact_single_label(masks: Tensor, labels: Tensor, background_index: int | None) -> Tensor:
+    """Masks whose tiles carry one label: that class on every pixel but background and ignored.
 
-    return smp.losses.DiceLoss("multiclass", ignore_index=ignore_index)(logits, target)
+    Args:
+        masks: long (B, H, W) pseudo masks.
+        labels: float (B, K) multi-hot image labels.
+        background_index: the glass index the pseudo masks wrote (kept), or None.
+
+    Returns:
+        long (B, H, W); tiles with several labels unchanged.
+
+    Examples:
+        >>> import torch
+        >>> masks = torch.tensor([[[0, 1], [255, 2]], [[0, 1], [1, 1]]])
+        >>> exact_single_label(masks, torch.tensor([[0.0, 1.0], [1.0, 1.0]]), background_index=2).tolist()
+        [[[1, 1], [1, 2]], [[0, 1], [1, 1]]]
+    """
+    single = (labels > 0.5).sum(dim=1) == 1
+    keep = masks == background_index if background_index is not None else torch.zeros_like(masks, dtype=torch.bool)
+    exact = labels.argmax(dim=1)[:, None, None].expand_as(masks)
+    return torch.where(single[:, None, None] & ~keep, exact, masks)
 
 
 class Stage2Module(L.LightningModule):
-    def __init__(self, config: dict, spec: dict, truth: bool = False) -> None:
+    def __init__(self, config: dict, spec: dict) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.cfg = Stage2Config.model_validate(config)
         self.spec = DatasetSpec.model_validate(spec)
         self.num_out = self.spec.num_indices
-        self.loss_kind = "ce" if truth else self.cfg.loss.pseudo  # true masks have no wrong pixels to resist
         m = self.cfg.model
         if m.encoder in FOUNDATION_MODELS and not m.weights:
             log.warning(
@@ -122,48 +128,22 @@ class Stage2Module(L.LightningModule):
         self.model = create_segmenter(m.arch, m.encoder, self.num_out, m.encoder_weights, m.weights)
         check_window(self.model, self.cfg.train.image_size)
         self._cm: ConfusionMatrix | None = None
-        mix, st = self.cfg.mixing, self.cfg.self_training
-        self.mixer = SegMix(mix.patch_size, mix.ratio, mix.probability) if mix.method == "shuffle" else None
-        # A submodule: its weights are in every checkpoint, so a resumed run has the same teacher.
-        self.teacher = ModelEmaV3(self.model, decay=st.decay).requires_grad_(False) if st.start is not None else None
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        images, masks, labels = batch
+        images, masks, _ = batch
         g = step_generator(self.cfg.seed, self.global_step, self.global_rank)
         x = images.float() / 255
-        weights = None
-        if self.mixer is not None or self.cfg.mixing.exact_weight != 1:
-            mixer = self.mixer or SegMix(1, ratio=0.0, p=0.0)
-            x, masks, weights, labels = mosaic_batch(mixer, x, masks, labels, self.cfg.mixing.exact_weight, g)
         if self.cfg.augment.dihedral:
-            x, masks, weights = dihedral_pair(x, masks, g, weights)
+            x, masks, _ = dihedral_pair(x, masks, g)
         x = hed_jitter(x, self.cfg.augment.hed_jitter, g)
         inputs = segmenter_input(x).contiguous(memory_format=torch.channels_last)
-        masks = self._relabelled(inputs, masks, labels)
         logits = self.model(inputs).float()
-        pixel = pixel_loss(logits, masks, self.loss_kind, self.cfg.loss.q)
-        weights = (masks != IGNORE_INDEX).float() if weights is None else weights
+        pixel = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX, reduction="none")
+        weights = (masks != IGNORE_INDEX).float()
         loss = (pixel * weights).sum() / weights.sum().clamp(min=1e-6)
-        if self.cfg.loss.dice_weight > 0:
-            loss = loss + self.cfg.loss.dice_weight * dice_loss(logits, masks)
         check_finite(loss, self.global_step)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
-
-    def _relabelled(self, inputs: Tensor, masks: Tensor, labels: Tensor) -> Tensor:
-        """``masks`` with the EMA teacher's confident pixels, from ``self_training.start`` on."""
-        st = self.cfg.self_training
-        if self.teacher is None or self.current_epoch < st.start:
-            return masks
-        self.teacher.eval()  # Lightning puts every submodule in train mode each epoch; the teacher predicts
-        with torch.no_grad():
-            masks, changed = teacher_relabel(self.teacher.module(inputs), masks, labels, st.confidence)
-        self.log("train/relabelled", changed.float().mean(), on_step=False, on_epoch=True, batch_size=len(masks))
-        return masks
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.teacher is not None:
-            self.teacher.update(self.model, step=self.global_step)
 
     def on_validation_epoch_start(self) -> None:
         self._cm = ConfusionMatrix(self.num_out, self.spec.index_names, self.spec.exclude_index)
@@ -195,16 +175,13 @@ def train_segmenter(
     extra_callbacks: list | None = None,
     claim: bool = True,
     truth: bool = False,
-    classifier: str | Path | None = None,
 ) -> Path:
     """Train (or resume) stage 2 on the masks in ``mask_dir``; returns ``segmenter.pt`` (best epoch).
 
     ``mask_dir`` holds ``<train image stem>.png`` masks: pseudo masks from ``segmix cams``, or
     the dataset's ``train_gt`` for the fully supervised upper bound (``truth``: read as they are,
-    single-label tiles not made exact). ``classifier``: stage 1's ``classifier.pt``, whose
-    backbone starts the encoder when ``cfg.model.start_from`` is ``classifier``.
+    single-label tiles not made exact).
     """
-    check_start(cfg, classifier)
     out = Path(out_dir)
     if claim:  # as in train_classifier: segmix run decides resumption by its own hashes
         claim_run_folder(out, cfg, SEGMENTER_FILE, dataset=data_root, masks=mask_dir)
@@ -219,9 +196,6 @@ def train_segmenter(
     precision, workers = run_placement(cfg)
     loader_args = {"num_workers": workers, "persistent_workers": workers > 0}
     sampler, drop_last = EpochShuffle(len(train_set), cfg.seed), len(train_set) >= 2 * batch
-    if cfg.mixing.single_share > 0:
-        labels = np.stack([s.label for s in train_tiles.samples])
-        sampler, drop_last = SingleLabelShare(labels, batch, cfg.mixing.single_share, cfg.seed), True
     decode_undrawn(train_set, sampler, len(sampler) // batch * batch if drop_last else len(sampler))
     train_loader = DataLoader(train_set, batch_size=batch, sampler=sampler, drop_last=drop_last, **loader_args)
     val_loader = None
@@ -229,9 +203,7 @@ def train_segmenter(
         val_tiles = TileDataset(data_root, "val", spec, stain=stain)
         require_masks(val_tiles, "stage 2 scores every epoch on them to keep the best one")
         val_loader = DataLoader(val_tiles, batch_size=batch, collate_fn=collate_list, **loader_args)
-    module = Stage2Module(cfg.model_dump(mode="json"), spec.model_dump(mode="json"), truth)
-    if classifier is not None:  # a resume then loads its checkpoint's weights over these
-        encoder_from_classifier(module.model, cfg.model.encoder, classifier)
+    module = Stage2Module(cfg.model_dump(mode="json"), spec.model_dump(mode="json"))
     ckpt_dir = out / "checkpoints"
     # In this order: the best epoch's weights are written after the last.ckpt that names them.
     callbacks = [EpochCheckpoint(ckpt_dir / "last.ckpt")]
@@ -253,15 +225,3 @@ def train_segmenter(
             write_text(out / "best.json", json.dumps({"epoch": best.epoch, "val_miou": best.score}))
         save_segmenter(state, cfg, spec, target, stain)
     return target
-
-
-def check_start(cfg: Stage2Config, classifier: str | Path | None) -> None:
-    """A classifier is given exactly when the encoder is to start from one."""
-    wanted = cfg.model.start_from == "classifier"
-    if wanted and classifier is None:
-        raise ConfigError(
-            "stage2.model.start_from classifier needs stage 1's classifier.pt (segmix run passes it; "
-            "train-seg: --classifier)"
-        )
-    if not wanted and classifier is not None:
-        raise ConfigError("a classifier to start from was given, but stage2.model.start_from is weights")
