@@ -18,7 +18,7 @@ from segmix.data.preview import contact_sheet, overlay
 from segmix.models import CLASSIFIER_FILE, load_classifier, load_segmenter, segment
 from segmix.models.inference import in_model_stain
 from segmix.pipeline.layout import run_segmenter
-from segmix.shuffle import NoMix, read_history_csv
+from segmix.shuffle import HistoryRow, NoMix, read_history_csv
 from segmix.train import build_mixer
 from segmix.train.data import TrainTiles
 from segmix.train.pool import read_pool_csv
@@ -100,10 +100,36 @@ def iou_bars(metrics: dict, classes: list[str], palette) -> str:
     return _b64_fig(fig)
 
 
+# How each decision is drawn on the signal: marker, colour, size.
+DECISIONS = {
+    "advance": ("^", "#2a8a3a", 11),
+    "back": ("v", "#c0392b", 11),
+    "hold": ("o", "#888888", 6),
+    "warmup": ("o", "#cccccc", 6),
+}
+
+
+def compared_line(row: HistoryRow) -> float | None:
+    """The level the rule compared the step's signal with, in the signal's units: the row's
+    threshold, which the rules keep in error units (the signal itself, or 1 - the signal); None
+    where the rule had nothing to compare with (warm-up, a first reading).
+
+    >>> compared_line(HistoryRow(3, 0.8, 0.2, 0.1, 0, 56, 0.25, "hold"))  # mastery: 1 - (1 - 0.9)
+    0.9
+    >>> compared_line(HistoryRow(3, 1.3, 1.3, 1.1, 0, 56, 0.25, "hold"))  # a loss: the threshold
+    1.1
+    """
+    if row.threshold is None or row.error is None or row.signal is None:
+        return None
+    score_rule = abs(row.error - (1.0 - row.signal)) < 1e-9 and abs(row.error - row.signal) > 1e-9
+    return round(1.0 - row.threshold if score_rule else row.threshold, 9)
+
+
 def curriculum_plot(stage1: Path, mastery: float | None = None) -> str | None:
-    """The curriculum's signal with its decisions (and the ``mastery`` line of the mastery rule),
-    the shuffle setting, and (with a patch pool) the pool's size and precision, per epoch, from
-    ``curriculum.csv`` / ``pool.csv`` in ``stage1``."""
+    """Why the curriculum held or moved, per epoch: the signal (± one standard error where the
+    probe gives it), the line the rule compared it with (dashed; ``mastery`` where the rows
+    record none), each decision, the shuffle setting, and (with a patch pool) the pool's size
+    and precision; from ``curriculum.csv`` / ``probe.csv`` / ``pool.csv`` in ``stage1``."""
     if not (stage1 / "curriculum.csv").is_file():
         return None
     import matplotlib
@@ -117,15 +143,20 @@ def curriculum_plot(stage1: Path, mastery: float | None = None) -> str | None:
     pool = read_pool_csv(stage1 / "pool.csv") if (stage1 / "pool.csv").is_file() else []
     steps = [r.step + 1 for r in rows]
     fig, axes = plt.subplots(4 if pool else 3, 1, figsize=(7, 6.5 if pool else 5), sharex=True)
-    axes[0].plot(steps, [r.signal for r in rows], "o-", color="#4b2a5a")
+    axes[0].plot(steps, [r.signal for r in rows], "-", color="#4b2a5a", lw=1)
     _probe_counts(axes[0], stage1 / "probe.csv")
-    if mastery is not None:
-        axes[0].axhline(mastery, ls="--", color="#999999", lw=1)
+    lines = [compared_line(r) for r in rows]
+    if any(v is not None for v in lines):
+        axes[0].plot(steps, [float("nan") if v is None else v for v in lines], "--", color="#999999", lw=1.2)
+    elif mastery is not None:
+        axes[0].axhline(mastery, ls="--", color="#999999", lw=1.2)
     axes[0].set_ylabel("signal")
-    for s, r in zip(steps, rows):
-        marker = {"advance": ("^", "#2a8a3a"), "back": ("v", "#c0392b")}.get(r.action)
-        if marker:
-            axes[0].plot(s, r.signal, marker[0], color=marker[1], markersize=11)
+    for action, (marker, colour, size) in DECISIONS.items():
+        shown = [(s, r.signal) for s, r in zip(steps, rows) if r.action == action and r.signal is not None]
+        if shown:
+            axes[0].plot(*zip(*shown), marker, color=colour, markersize=size, ls="none", label=action)
+    axes[0].plot([], [], "--", color="#999999", label="line compared with")
+    axes[0].legend(fontsize=7, ncol=5, loc="lower right")
     axes[1].step(steps, [r.patch_size for r in rows], where="post", color="#8a5a9e")
     axes[1].set_ylabel("patch px")
     axes[2].step(steps, [r.ratio for r in rows], where="post", color="#8a5a9e")

@@ -54,10 +54,11 @@ def write_report(ctx) -> Path:
         curriculum_plot(ctx.dir("stage1"), _mastery_line(ctx.cfg.stage1)),
         "The feedback signal after each epoch (segmix: the share of the probe's known cells, held-out cells in "
         "shuffled images, whose label-gated CAM picks their class, ± one standard error, with the number of cells "
-        "it counted; dashed: the mastery line; segmix-gain: the label-gated CAMs' mIoU against the "
-        "val masks) and the shuffle setting the curriculum chose for the "
-        "next one: ▲ harder (finer patches / more swaps), ▼ easier. With a patch pool: the cells its confident CAMs "
-        "admitted after each epoch, and their precision against the true masks where the dataset has them.",
+        "it counted; segmix-gain: the label-gated CAMs' mIoU against the val masks), the line the rule "
+        "compared it with (dashed), its decision (▲ harder: finer patches / more swaps, ▼ easier, ● hold, "
+        "○ warm-up) and the shuffle setting the curriculum chose for the next epoch. With a patch pool: the "
+        "cells its confident CAMs admitted after each epoch, and their precision against the true masks where the "
+        "dataset has them.",
     )
     parts += _figure(
         "What the classifier sees during training",
