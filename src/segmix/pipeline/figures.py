@@ -156,7 +156,7 @@ def curriculum_plot(stage1: Path, mastery: float | None = None) -> str | None:
         if shown:
             axes[0].plot(*zip(*shown), marker, color=colour, markersize=size, ls="none", label=action)
     axes[0].plot([], [], "--", color="#999999", label="line compared with")
-    axes[0].legend(fontsize=7, ncol=5, loc="lower right")
+    axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the panel: no point hidden
     axes[1].step(steps, [r.patch_size for r in rows], where="post", color="#8a5a9e")
     axes[1].set_ylabel("patch px")
     axes[2].step(steps, [r.ratio for r in rows], where="post", color="#8a5a9e")
