@@ -11,7 +11,7 @@ isolates that part:
   rises linearly; ``segmix-loss``: the earlier feedback (relative rule on the mixed-batch loss);
 - ``segmix``: the default (mastery rule on the held-out cell accuracy, a class-balanced share of
   single-label tiles per batch); ``-single``: without that share; ``old-default``:
-  ``segmix-loss`` without it (main before this benchmark); ``+pool``: with the patch pool;
+  ``segmix-loss`` without it (main before this benchmark); the patch pool, measured here, is removed;
   ``+plateau``: the mastery rule also advancing after an epoch without improvement; ``os8``:
   output stride 8 (finer CAMs; its cost is in ``seconds``); ``uncertain``: pseudo-mask pixels
   whose CAM is below 0.3 left out of stage 2;
@@ -76,7 +76,6 @@ VARIANTS = {
     + [f"stage1.mixing.replay={(LEVELS - 1) / LEVELS}"],
     "-single": ["stage1.mixing.single_share=0"],
     "old-default": ["stage1.mixing.method=segmix-loss", "stage1.mixing.single_share=0"],
-    "+pool": ["stage1.patch_pool.share=0.5"],
     "+plateau": ["stage1.curriculum.mastery.patience=1"],
     "os8": ["stage1.model.output_stride=8"],
     "uncertain": ["cams.uncertain=0.3"],
@@ -190,16 +189,11 @@ def pipeline_run(config: str, data: Path, folder: Path, sets: list[str], stage2:
 
 
 def trace(stage1: Path) -> dict:
-    """The levels the curriculum used (one digit per epoch) and the last pool's size / precision."""
-    out = {"levels": "", "pool_admitted": None, "pool_precision": None}
+    """The levels the curriculum used (one digit per epoch, ``w``: warm-up)."""
+    out = {"levels": ""}
     if (stage1 / "curriculum.csv").is_file():
         rows = list(csv.DictReader((stage1 / "curriculum.csv").open()))
         out["levels"] = "".join("w" if r["action"] == "warmup" else r["level"] for r in rows)
-    if (stage1 / "pool.csv").is_file():
-        rows = list(csv.DictReader((stage1 / "pool.csv").open()))
-        if rows:
-            out["pool_admitted"] = int(rows[-1]["admitted"])
-            out["pool_precision"] = float(rows[-1]["precision"]) if rows[-1]["precision"] else None
     return out
 
 
@@ -259,25 +253,21 @@ def table(bench: str, rows: list[dict], reference: float | None) -> list[str]:
     lines = [
         f"### {bench} benchmark",
         "",
-        "| variant | seeds | pseudo-mask mIoU (train) % | final mIoU (test) % | levels per epoch (seed 0) |"
-        " pool: last admitted / precision % | s per run |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | seeds | pseudo-mask mIoU (train) % | final mIoU (test) % | levels per epoch (seed 0) | s / run |",
+        "|---|---|---|---|---|---|",
     ]
     for name in VARIANTS:
         sel = [r for r in rows if r["variant"] == name]
         if not sel:
             continue
         first = min(sel, key=lambda r: r["seed"])
-        prec = [r["pool_precision"] for r in sel if r.get("pool_precision") is not None]
-        adm = [r["pool_admitted"] for r in sel if r.get("pool_admitted") is not None]
-        pool = f"{statistics.mean(adm):.0f} / {statistics.mean(prec) * 100:.1f}" if prec else "–"
         lines.append(
             f"| {name} | {len(sel)} | {mean_std([r['pseudo_miou'] for r in sel])} | "
             f"{mean_std([r['test_miou'] for r in sel if r['test_miou'] is not None])} | {first['levels'] or '–'} | "
-            f"{pool} | {statistics.mean(r['seconds'] for r in sel):.0f} |"
+            f"{statistics.mean(r['seconds'] for r in sel):.0f} |"
         )
     if reference is not None:
-        lines.append(f"| fully supervised (reference) | 1 | – | {reference * 100:.2f} | – | – | – |")
+        lines.append(f"| fully supervised (reference) | 1 | – | {reference * 100:.2f} | – | – |")
     return lines + [""] + goals(bench, rows, reference) + [""]
 
 
@@ -382,8 +372,6 @@ def collect(files: list[Path]) -> None:
         for r in csv.DictReader(f.open()):
             row = {**r, "seed": int(r["seed"]), "pseudo_miou": number(r.get("pseudo_miou"))}
             row |= {"test_miou": number(r.get("test_miou")), "seconds": number(r.get("seconds"))}
-            row |= {"pool_admitted": number(r.get("pool_admitted"), int)}
-            row |= {"pool_precision": number(r.get("pool_precision"))}
             merged[(r["benchmark"], r["variant"], row["seed"])] = row
     rows = list(merged.values())
     for b in BENCHMARKS:

@@ -1,5 +1,5 @@
 """SegMix's feedback: the mastery rule, the held-out cell accuracy, the gain rule on the val
-split's mIoU, the patch pool and the class-balanced single-label share of each batch."""
+split's mIoU and the class-balanced single-label share of each batch."""
 
 from __future__ import annotations
 
@@ -18,11 +18,9 @@ from segmix.train.losses import (
     cell_hits,
     cell_truth,
     gated_confusion,
-    patch_cam_loss,
     probe_hits,
     probe_truth,
 )
-from segmix.train.pool import PatchPool, read_pool_csv, select_cells
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 LEVELS = build_levels([32, 16, 8], 0.25, 0.5, 1)
@@ -159,63 +157,11 @@ def test_cell_hits_counts_informative_swapped_cells_and_their_gated_argmax():
     assert cell_hits(_maps_for(cells, 4), source, 4, same, (4, 8)).tolist() == [0.0, 0.0]  # nothing to tell apart
 
 
-def test_patch_cam_loss_learns_pooled_cells_of_multi_label_tiles():
-    labels = torch.tensor([[1.0, 1, 0], [1.0, 1, 0]])  # multi-label: nothing positive is known
-    source = torch.tensor([[[0, 1]], [[1, 0]]])
-    wrong = torch.zeros(2, 3, 1, 2)
-    wrong[:, 1] = 6.0  # every cell says class 1
-    maps = _maps_for(wrong, 4)
-    base = patch_cam_loss(maps, source, 4, labels, (4, 8))
-    pooled = torch.tensor([[[0, -1]], [[-1, -1]]])  # image 0's left cell is known to be class 0
-    with_pool = patch_cam_loss(maps, source, 4, labels, (4, 8), pooled)
-    assert with_pool > base  # the pooled cell's class-1 logit is now a known error
-    right = wrong.clone()
-    right[0, :, 0, 0] = torch.tensor([6.0, -6.0, -6.0])
-    assert patch_cam_loss(_maps_for(right, 4), source, 4, labels, (4, 8), pooled) < with_pool
-
-
-def test_select_cells_admits_confident_cells_per_class_quota_only_from_multi_label_tiles():
-    conf = torch.tensor([[[0.99, 0.95], [0.91, 0.60]], [[0.97, 0.93], [0.92, 0.99]]])
-    pred = torch.tensor([[[0, 0], [0, 0]], [[1, 1], [1, 1]]])
-    multi = torch.tensor([True, True])
-    chosen = select_cells(conf, pred, multi, share=0.5, confidence=0.9)
-    # class 0: 4 cells, quota 2 -> the two most confident (0.99, 0.95); class 1: 0.99, 0.97
-    assert chosen.tolist() == [[[0, 0], [-1, -1]], [[1, -1], [-1, 1]]]
-    assert (select_cells(conf, pred, torch.tensor([False, True]), 1.0, 0.9)[0] == -1).all()
-    low = select_cells(conf, pred, multi, share=1.0, confidence=0.96)
-    assert (low >= 0).sum() == 3  # 0.99, 0.97, 0.99: the confidence floor binds before the quota
-
-
 def test_cell_truth_is_the_majority_tissue_class_and_minus_one_on_glass():
     masks = torch.full((1, 4, 8), 4, dtype=torch.uint8)  # class 4 = glass (num_classes 4)
     masks[0, :, :3] = 2
     masks[0, 0, 3] = 1
     assert cell_truth(masks, 4, 4).tolist() == [[[2, -1]]]
-
-
-def test_pool_update_scores_precision_against_truth_and_looks_up_by_patch_size():
-    images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
-    labels = torch.tensor([[1.0, 1, 0], [1.0, 1, 0], [1.0, 0, 0], [0, 1.0, 1]])
-    masks = torch.zeros(4, 8, 8, dtype=torch.uint8)
-    masks[:, :, 4:] = 1  # left cells are class 0, right cells class 1
-
-    def forward(x):  # says class 0 on the left half, class 1 on the right, for every tile...
-        out = torch.zeros(len(x), 3, 8, 8)
-        out[:, 0, :, :4] = 8.0
-        out[:, 1, :, 4:] = 8.0
-        out[0, 0] = 8.0  # ...except tile 0, which sees class 0 everywhere (its right cells are wrong)
-        out[0, 1] = 0.0
-        return out
-
-    loader = [(images, labels, torch.arange(4), masks)]
-    pool = PatchPool(4, confidence=0.9)
-    multi_cells, confident, admitted, scored, correct = pool.update(forward, loader, 8, 4, share=1.0)
-    assert multi_cells == 3 * 4  # tiles 0, 1, 3 have two labels; 2x2 cells each
-    assert admitted == confident and scored == admitted
-    assert correct == admitted - 2  # tile 0's two right cells were admitted as class 0
-    assert pool.lookup(torch.tensor([2]), 4).eq(-1).all()  # single-label tiles are never pooled
-    assert pool.lookup(torch.tensor([1]), 4).tolist() == [[[0, 1], [0, 1]]]
-    assert pool.lookup(torch.tensor([1]), 2) is None  # built at another patch size
 
 
 def test_single_label_share_fills_each_batch_class_balanced_and_repeats_per_epoch():
@@ -238,7 +184,7 @@ def test_single_label_share_fills_each_batch_class_balanced_and_repeats_per_epoc
 
 
 @pytest.mark.slow
-def test_stage1_writes_the_pool_trace_and_resumes_its_state(tmp_path):
+def test_stage1_resumes_its_curriculum_trace(tmp_path):
     from segmix.data.synth import SynthConfig, generate
     from segmix.train import Stage1Config, train_classifier
 
@@ -251,23 +197,17 @@ def test_stage1_writes_the_pool_trace_and_resumes_its_state(tmp_path):
         "num_workers=0",
         "ladder.patch_min=16",
         "curriculum.mastery.warmup=0",
-        "curriculum.mastery.mastery=0.01",  # every epoch masters its level: the pool's share grows
-        "patch_pool.share=1.0",
-        "patch_pool.confidence=0.5",
+        "curriculum.mastery.mastery=0.01",  # every epoch masters its level
         "mixing.single_share=0.25",
     ]
     run = tmp_path / "run"
     train_classifier(load_config(Stage1Config, None, base + ["train.epochs=1"]), data, run, progress=False)
     train_classifier(load_config(Stage1Config, None, base + ["train.epochs=2"]), data, run, progress=False)
-    rows = read_pool_csv(run / "pool.csv")
-    assert [r.epoch for r in rows] == [0, 1]  # the first epoch's row came back from the checkpoint
-    assert rows[1].share > rows[0].share > 0 and rows[1].admitted > 0
-    assert 0 < rows[1].scored <= rows[1].admitted and 0 <= rows[1].correct <= rows[1].scored  # against train_gt
     trace = list(csv.DictReader((run / "curriculum.csv").open()))
-    assert [r["action"] for r in trace] == ["advance", "advance"]
+    assert [r["action"] for r in trace] == ["advance", "advance"]  # the first epoch's row came back from the checkpoint
     assert all(0.0 <= float(r["signal"]) <= 1.0 for r in trace)  # the cell accuracy
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["pool"]["patch_size"] == rows[1].patch_size and ckpt["pool"]["cells"].shape[0] == 24
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["curriculum"]["level"] == int(trace[-1]["level"])
 
 
 def test_stage1_logs_val_miou_and_segmix_gain_steps_on_it(tmp_path):
@@ -289,26 +229,20 @@ def test_stage1_logs_val_miou_and_segmix_gain_steps_on_it(tmp_path):
     assert [r["action"] for r in trace][0] == "warmup"
 
 
-def test_report_plots_the_signal_and_the_pool(tmp_path):
+def test_report_plots_the_signal_its_line_and_the_decisions(tmp_path):
     import base64
 
-    from segmix.pipeline.figures import curriculum_plot
-    from segmix.shuffle import write_history_csv
-    from segmix.train.pool import PoolStats, write_pool_csv
+    from segmix.pipeline.figures import compared_line, curriculum_plot
+    from segmix.shuffle import read_history_csv, write_history_csv
 
     cur = MasteryCurriculum(SegMix(), LEVELS, warmup=1)
     for s in (0.7, 0.95, 0.6):
         cur.step(s)
     write_history_csv(cur.history, tmp_path / "curriculum.csv")
-    without_pool = curriculum_plot(tmp_path, mastery=0.9)
-    write_pool_csv(
-        [PoolStats(0, 32, 0.0, 0, 0, 0, 0, 0), PoolStats(1, 16, 0.25, 40, 20, 10, 8, 6)], tmp_path / "pool.csv"
-    )
-    with_pool = curriculum_plot(tmp_path, mastery=0.9)
-    assert read_pool_csv(tmp_path / "pool.csv")[1].precision == 0.75
-    for picture in (without_pool, with_pool):
-        assert base64.b64decode(picture.split(",")[-1])[:4] == b"\x89PNG"
-    assert len(with_pool) > len(without_pool)  # the pool's panel is drawn
+    picture = curriculum_plot(tmp_path, mastery=0.9)
+    assert base64.b64decode(picture.split(",")[-1])[:4] == b"\x89PNG"
+    lines = [compared_line(r) for r in read_history_csv(tmp_path / "curriculum.csv")]
+    assert lines[0] is None and lines[1:] == [pytest.approx(cur.mastery)] * 2  # warm-up: nothing compared
     assert curriculum_plot(tmp_path / "missing") is None
 
 
@@ -323,7 +257,7 @@ def test_probe_truth_from_masks_with_purity_and_from_single_labels_without_masks
     truth = probe_truth(masks, labels, 4)
     assert truth[0].tolist() == [[0, -1], [0, -1]]
     assert (truth[1] == -1).all() and (truth[2] == 1).all()  # tile 2: single-label, its class everywhere
-    assert cell_truth(masks, 4, 2)[0].tolist() == [[0, 1], [0, 1]]  # the pool's: majority, no purity
+    assert cell_truth(masks, 4, 2)[0].tolist() == [[0, 1], [0, 1]]  # majority, no purity
 
 
 def test_probe_hits_counts_own_and_swapped_cells_of_known_class_in_mixed_images_of_two_classes():

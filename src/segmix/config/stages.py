@@ -2,7 +2,7 @@
 
 A stage config (:class:`segmix.config.stage1.Stage1Config`, :class:`segmix.config.stage2.Stage2Config`)
 is made of sections: ``model``, ``train``, ``augment``, ``stain``, ``loss`` (both), ``mixing``,
-``ladder``, ``curriculum``, ``patch_pool`` (stage 1), ``mixing``, ``inference`` (stage 2). How a stage
+``ladder``, ``curriculum`` (stage 1), ``inference`` (stage 2). How a stage
 runs (seed, devices, precision) stays at the top level (:class:`RunOptions`), the same keys in both
 stages. Keys of earlier layouts are refused with their new place (``--set epochs=5``: "moved to
 train.epochs", see :func:`segmix.config.load_config`); values are checked against each other at

@@ -21,7 +21,6 @@ from segmix.pipeline.layout import run_segmenter
 from segmix.shuffle import HistoryRow, NoMix, read_history_csv
 from segmix.train import build_mixer
 from segmix.train.data import TrainTiles
-from segmix.train.pool import read_pool_csv
 
 
 def _b64_png(image: np.ndarray) -> str:
@@ -128,8 +127,8 @@ def compared_line(row: HistoryRow) -> float | None:
 def curriculum_plot(stage1: Path, mastery: float | None = None) -> str | None:
     """Why the curriculum held or moved, per epoch: the signal (± one standard error where the
     probe gives it), the line the rule compared it with (dashed; ``mastery`` where the rows
-    record none), each decision, the shuffle setting, and (with a patch pool) the pool's size
-    and precision; from ``curriculum.csv`` / ``probe.csv`` / ``pool.csv`` in ``stage1``."""
+    record none), each decision and the shuffle setting; from ``curriculum.csv`` / ``probe.csv``
+    in ``stage1``."""
     if not (stage1 / "curriculum.csv").is_file():
         return None
     import matplotlib
@@ -140,9 +139,8 @@ def curriculum_plot(stage1: Path, mastery: float | None = None) -> str | None:
     rows = read_history_csv(stage1 / "curriculum.csv")
     if not rows:
         return None
-    pool = read_pool_csv(stage1 / "pool.csv") if (stage1 / "pool.csv").is_file() else []
     steps = [r.step + 1 for r in rows]
-    fig, axes = plt.subplots(4 if pool else 3, 1, figsize=(7, 6.5 if pool else 5), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(7, 5), sharex=True)
     axes[0].plot(steps, [r.signal for r in rows], "-", color="#4b2a5a", lw=1)
     _probe_counts(axes[0], stage1 / "probe.csv")
     lines = [compared_line(r) for r in rows]
@@ -161,8 +159,6 @@ def curriculum_plot(stage1: Path, mastery: float | None = None) -> str | None:
     axes[1].set_ylabel("patch px")
     axes[2].step(steps, [r.ratio for r in rows], where="post", color="#8a5a9e")
     axes[2].set_ylabel("swap ratio")
-    if pool:
-        _pool_panel(axes[3], pool)
     axes[-1].set_xlabel("epoch (setting used after it)")
     for a in axes:
         a.grid(alpha=0.3)
@@ -182,19 +178,6 @@ def _probe_counts(ax, path: Path) -> None:
     counts = [int(float(r["count"])) for r in probe]
     span = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
     ax.set_title(f"probe: {span} known cells per reading (bars: ± one standard error)", fontsize=9)
-
-
-def _pool_panel(ax, pool: list) -> None:
-    """Pool size (cells admitted, bars) and, where truth exists, its precision (line, right axis)."""
-    epochs = [r.epoch + 1 for r in pool]
-    ax.bar(epochs, [r.admitted for r in pool], color="#c9b3d6", width=0.6)
-    ax.set_ylabel("pool cells")
-    scored = [(e, r.precision) for e, r in zip(epochs, pool) if r.precision is not None]
-    if scored:
-        twin = ax.twinx()
-        twin.plot(*zip(*scored), "s-", color="#2a8a3a")
-        twin.set_ylim(0, 1.05)
-        twin.set_ylabel("precision", color="#2a8a3a")
 
 
 def cam_picture(image: np.ndarray, cam: np.ndarray, label: np.ndarray, palette) -> np.ndarray:

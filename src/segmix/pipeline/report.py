@@ -56,9 +56,7 @@ def write_report(ctx) -> Path:
         "shuffled images, whose label-gated CAM picks their class, ± one standard error, with the number of cells "
         "it counted; segmix-gain: the label-gated CAMs' mIoU against the val masks), the line the rule "
         "compared it with (dashed), its decision (▲ harder: finer patches / more swaps, ▼ easier, ● hold, "
-        "○ warm-up) and the shuffle setting the curriculum chose for the next epoch. With a patch pool: the "
-        "cells its confident CAMs admitted after each epoch, and their precision against the true masks where the "
-        "dataset has them.",
+        "○ warm-up) and the shuffle setting the curriculum chose for the next epoch.",
     )
     parts += _figure(
         "What the classifier sees during training",

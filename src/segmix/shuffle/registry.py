@@ -64,7 +64,7 @@ class NoKnobs(Section):
 @dataclass(frozen=True)
 class MixerEntry:
     """A registered mixer: ``factory(probability, level, **knobs)`` builds it; ``grid``: it cuts
-    a patch grid with known sources (per-patch CAM loss, patch pool, single-label share, probe)."""
+    a patch grid with known sources (per-patch CAM loss, single-label share, probe)."""
 
     name: str
     factory: Callable[..., Any]

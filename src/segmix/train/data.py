@@ -54,7 +54,7 @@ class TrainTiles(Dataset):
 class MaskedTiles(TrainTiles):
     """Tiles ``indices`` (default: all) with their pixel truth: ``(image uint8 (3, S, S), label
     float (K,), index, mask uint8 (S, S))``; the mask is all ``IGNORE_INDEX`` where the tile has
-    none. For passes that score CAMs against truth: the validation split, the patch pool's.
+    none. For passes that score CAMs against truth: the validation split.
 
     ``crop_large``: an image with a mask and both sides at least twice ``S`` (WSSS4LUAD's
     full-size validation images) is cut into ``S``-pixel windows at its own resolution, each

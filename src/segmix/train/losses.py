@@ -3,8 +3,7 @@
 
 What a shuffled batch knows about each grid cell: a cell from image j carries none of the
 classes absent from j's label (certain negatives), and, when j has a single label, exactly that
-class (a certain positive). The patch pool (:mod:`segmix.train.pool`) adds cells whose class the
-classifier itself is confident of.
+class (a certain positive).
 """
 
 from __future__ import annotations
@@ -34,13 +33,11 @@ def patch_cam_loss(
     patch_size: int,
     labels: Tensor,
     size: tuple[int, int],
-    cell_class: Tensor | None = None,
 ) -> Tensor:
     """BCE of each grid cell's pooled class map against what is known of that cell.
 
     Certain negatives and single-label positives are known (module docstring); a class of a
-    multi-label source is unknown and left out, unless ``cell_class`` names the cell's class, in
-    which case every class of that cell is known (that one positive, the others negative).
+    multi-label source is unknown and left out.
 
     Args:
         maps: float (B, K, h, w) per-location class logits.
@@ -48,8 +45,6 @@ def patch_cam_loss(
         patch_size: grid patch edge in image pixels.
         labels: (B, K) multi-hot labels of the *unmixed* images.
         size: (H, W) of the images.
-        cell_class: optional long (B, gh, gw), the class of the patch now at each cell (the patch
-            pool's entry of its source tile), -1 where unknown.
 
     Returns:
         scalar loss (0 when nothing is known).
@@ -58,13 +53,7 @@ def patch_cam_loss(
     hard = (labels > 0.5).float()
     target = hard[source].permute(0, 3, 1, 2)  # (B, K, gh, gw)
     single = (hard.sum(dim=1) == 1)[source][:, None]  # (B, 1, gh, gw)
-    known = (target == 0) | single
-    if cell_class is not None:
-        pooled = cell_class >= 0
-        onehot = F.one_hot(cell_class.clamp(min=0), target.shape[1]).permute(0, 3, 1, 2).float()
-        target = torch.where(pooled[:, None], onehot, target)
-        known = known | pooled[:, None]
-    known = known.float()
+    known = ((target == 0) | single).float()
     bce = F.binary_cross_entropy_with_logits(cells, target, reduction="none")
     return (bce * known).sum() / known.sum().clamp(min=1.0)
 

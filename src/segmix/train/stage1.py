@@ -5,15 +5,14 @@ loggers. What is ours: the mixer applied to each batch on the device, the per-pa
 the localisation scores on the held-out set (``val_cell_accuracy``, the feedback probe on a
 fixed shuffle of it, with its cell count and standard error; ``val_miou`` of its label-gated
 CAMs against its masks), and the
-curriculum stepped at each epoch end by :class:`CurriculumCallback` with the feedback signal,
-followed by the patch pool's rebuild; both states are saved in every checkpoint.
+curriculum stepped at each epoch end by :class:`CurriculumCallback` with the feedback signal;
+its state is saved in every checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -35,8 +34,8 @@ from segmix.shuffle import (
     Mixer,
     create_mixer,
 )
-from segmix.train.augment import dihedral, dihedral_pair, hed_jitter
-from segmix.train.callbacks import CurriculumCallback, PoolCallback, pool_loader
+from segmix.train.augment import dihedral, hed_jitter
+from segmix.train.callbacks import CurriculumCallback
 from segmix.train.data import (
     EpochShuffle,
     MaskedTiles,
@@ -47,7 +46,6 @@ from segmix.train.data import (
 )
 from segmix.train.losses import gated_confusion, patch_cam_loss
 from segmix.train.method import build_mixer, feedback_signal_name, method_of
-from segmix.train.pool import PatchPool, PoolStats
 from segmix.train.probe import probe_batch, probe_score, report_probe
 from segmix.train.runtime import (
     EpochCheckpoint,
@@ -64,12 +62,9 @@ log = logging.getLogger(__name__)
 
 
 class Stage1Module(L.LightningModule):
-    """The CAM classifier, its mixer and curriculum, the patch pool, and the losses.
+    """The CAM classifier, its mixer and curriculum, and the losses."""
 
-    ``n_tiles``: training tiles, the size of the patch pool (0: no pool).
-    """
-
-    def __init__(self, config: dict, class_names: list[str], n_tiles: int = 0) -> None:
+    def __init__(self, config: dict, class_names: list[str]) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.cfg = Stage1Config.model_validate(config)
@@ -79,9 +74,6 @@ class Stage1Module(L.LightningModule):
         self.model = CamClassifier(m.backbone, k, m.pretrained, m.weights, m.output_stride, m.pool)
         self.model.freeze(m.trainable_blocks)
         self.mixer, self.curriculum = build_mixer(self.cfg)
-        pooled = method_of(self.cfg).grid and self.cfg.patch_pool.share > 0
-        self.pool = PatchPool(n_tiles, self.cfg.patch_pool.confidence) if pooled else None
-        self.pool_history: list[PoolStats] = []
         self._cells = torch.zeros(2)
         self.probe_history: list[dict] = []  # per epoch: the probe's accuracy, cell count, standard error
         self._confusion = torch.zeros(k, k)
@@ -98,14 +90,9 @@ class Stage1Module(L.LightningModule):
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
 
-    def _pool_cells(self, index: Tensor) -> Tensor | None:
-        """The patch pool's classes of the batch's tiles (B, gh, gw) at the mixer's patch size
-        (a pool exists only beside the SegMix mixer)."""
-        return None if self.pool is None else self.pool.lookup(index, self.mixer.patch_size)
-
     def _batch_mixer(self, g: torch.Generator) -> Mixer:
         """The mixer of this batch: the curriculum's, or with ``mixing.replay`` one at an easier
-        level (replayed batches go without the patch pool, built at the current patch size)."""
+        level."""
         replay = self.cfg.mixing.replay
         if self.curriculum is None or replay == 0:
             return self.mixer
@@ -116,16 +103,11 @@ class Stage1Module(L.LightningModule):
         return create_mixer(name, self.cfg.mixing.probability, level, **self.cfg.mixing.knobs(name))
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        images, labels, index = batch
+        images, labels, _ = batch
         g = step_generator(self.cfg.seed, self.global_step, self.global_rank)
         x = images.float() / 255
         mixer = self._batch_mixer(g)
-        pooled = self._pool_cells(index) if mixer is self.mixer else None
-        if self.cfg.augment.dihedral and pooled is not None:
-            # The pool's grid turns with its tiles (ladder patch sizes divide the tile); the
-            # same random draws as without it.
-            x, pooled, _ = dihedral_pair(x, pooled, g)
-        elif self.cfg.augment.dihedral:
+        if self.cfg.augment.dihedral:
             x = dihedral(x, g)
         x = hed_jitter(x, self.cfg.augment.hed_jitter, g)
         x, targets, info = mixer(x, labels, g)
@@ -134,12 +116,7 @@ class Stage1Module(L.LightningModule):
         loss = loss_img
         weight = self.cfg.loss.patch_cam_weight
         if weight > 0 and info.source is not None:
-            cell_class = None
-            if pooled is not None:
-                rows = torch.arange(info.source.shape[1], device=x.device).view(1, -1, 1)
-                cols = torch.arange(info.source.shape[2], device=x.device).view(1, 1, -1)
-                cell_class = pooled[info.source, rows, cols]  # in-place shuffle: a patch keeps its cell
-            loss_cell = patch_cam_loss(maps.float(), info.source, info.patch_size, labels, x.shape[-2:], cell_class)
+            loss_cell = patch_cam_loss(maps.float(), info.source, info.patch_size, labels, x.shape[-2:])
             loss = loss + weight * loss_cell
             self.log("train/cell_loss", loss_cell, on_step=False, on_epoch=True, batch_size=len(x))
         check_finite(loss, self.global_step)
@@ -222,26 +199,15 @@ class Stage1Module(L.LightningModule):
             return adamw_cosine(self.model.parameters(), train)
         return adamw_cosine(self.model.param_groups(train.lr, train.backbone_lr), train)
 
-    def pool_share(self) -> float:
-        """The pool's share now: it grows with the curriculum's level, none during warm-up."""
-        if self.curriculum is None or not self.curriculum.history or self.curriculum.history[-1].action == "warmup":
-            return 0.0
-        return self.cfg.patch_pool.share * (self.curriculum.level + 1) / len(self.curriculum.levels)
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.curriculum is not None:
             checkpoint["curriculum"] = self.curriculum.state_dict()
             checkpoint["probe"] = self.probe_history
-        if self.pool is not None:
-            checkpoint["pool"] = {**self.pool.state_dict(), "history": [asdict(r) for r in self.pool_history]}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.curriculum is not None and "curriculum" in checkpoint:
             self.curriculum.load_state_dict(checkpoint["curriculum"])
             self.probe_history = list(checkpoint.get("probe", []))
-        if self.pool is not None and "pool" in checkpoint:
-            self.pool.load_state_dict(checkpoint["pool"])
-            self.pool_history = [PoolStats(**r) for r in checkpoint["pool"]["history"]]
 
 
 def _train_sampler(cfg: Stage1Config, train_set: Dataset, labels: np.ndarray):
@@ -264,7 +230,7 @@ def train_classifier(
     """Train (or resume) stage 1; returns the exported ``classifier.pt``.
 
     Outputs in ``out_dir``: ``config.yaml`` (with versions and seed), ``checkpoints/last.ckpt``
-    (resumed from when present), ``curriculum.csv``, ``pool.csv`` (with a patch pool),
+    (resumed from when present), ``curriculum.csv``,
     ``logs/version_N/metrics.csv`` (one folder
     per attempt), ``tensorboard/``,
     and ``classifier.pt`` (weights + config + class names, loadable with ``weights_only=True``).
@@ -310,12 +276,11 @@ def train_classifier(
     decode_undrawn(train_set, sampler, len(sampler) // batch * batch)
     train_loader = DataLoader(train_set, sampler=sampler, drop_last=True, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
-    module = Stage1Module(cfg.model_dump(mode="json"), spec.classes, n_tiles=len(train_tiles))
+    module = Stage1Module(cfg.model_dump(mode="json"), spec.classes)
     report_probe(cfg, val_loader)  # after the model: a bad weights file is the one line, not this
     checkpoints = out / "checkpoints"
-    callbacks = [  # in this order: the pool is rebuilt at the level the curriculum has just chosen
+    callbacks = [  # in this order: the checkpoint holds the curriculum's decision of the epoch
         CurriculumCallback(out / "curriculum.csv"),
-        PoolCallback(pool_loader(cfg, data_root, spec, stain, indices, workers), out / "pool.csv"),
         EpochCheckpoint(checkpoints / "last.ckpt"),
         *(callbacks or []),
     ]
