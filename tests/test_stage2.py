@@ -285,6 +285,7 @@ def test_keys_of_removed_experiments_load_from_model_files_and_are_refused_in_co
     written |= {"mixing": {"method": "none", "patch_size": 28}}
     written["model"]["start_from"] = "weights"
     assert Stage2Config.model_validate(upgrade_flat_config(written, Stage2Config)) == Stage2Config()
-    for key in ("stage2.mixing.method=shuffle", "stage2.model.start_from=classifier", "stage2.loss.dice_weight=1"):
+    removed = ["stage2.mixing.method=shuffle", "stage2.model.start_from=classifier", "stage2.loss.dice_weight=1"]
+    for key in [*removed, "stage1.patch_pool.share=0.5"]:
         with pytest.raises(ConfigError, match=f"--set {key}: .*removed: an experiment that lost"):
             load_config(RunConfig, None, [key])
