@@ -121,7 +121,7 @@ def test_dihedral_pair_moves_masks_with_images():
     x = torch.arange(2 * 16, dtype=torch.float32).view(2, 1, 4, 4).repeat(1, 3, 1, 1)
     y = x[:, 0].long()
     for seed in range(5):
-        xa, ya, _ = dihedral_pair(x, y, torch.Generator().manual_seed(seed))
+        xa, ya = dihedral_pair(x, y, torch.Generator().manual_seed(seed))
         assert torch.equal(xa[:, 0].long(), ya)
 
 

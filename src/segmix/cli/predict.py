@@ -82,7 +82,6 @@ def predict(
     from segmix.infer.records import input_identity, same_request, sealed
     from segmix.models import load_segmenter, pick_device
     from segmix.models.inference import model_fingerprint
-    from segmix.models.trained import Segmenter
 
     if checkpoint is None and run_dir is not None:
         from segmix.pipeline.layout import run_segmenter
@@ -96,14 +95,14 @@ def predict(
     plan_outputs(files, out)
     plan_cohort(slides, out)
     trained = load_segmenter(checkpoint)  # refused before the output folder is made
-    model, cfg, spec = trained.network, trained.config, trained.spec
     prepare_output_dir(out)
-    cfg = cfg.model_copy(update={"precision": precision or cfg.precision})
+    trained.config = trained.config.model_copy(update={"precision": precision or trained.config.precision})
+    model, cfg, spec = trained.network, trained.config, trained.spec
     if slides:  # option errors that concern every slide, before any work (a slide's own: in its row)
         check_resolution(spec, mpp, level)
     device = pick_device()
     fit_threads(0, None, gpu=device.type == "cuda")
-    model = model.to(device)
+    model = trained.to(device).network
     rank, world = rank_and_world()
     request = {"model": model_fingerprint(model), "precision": resolve_precision(cfg.precision, device.type)}
     for f in [f for f in files if not is_slide(f)][rank::world]:  # each process its share
@@ -113,7 +112,7 @@ def predict(
             _say(f"{f}: skipped (done before)")
             continue
         with sealed(list(paths.values()), name, source, ask):
-            predict_image(Segmenter(model, cfg, spec, device), f, out)
+            predict_image(trained, f, out)
         _say(f"{f}: done")
     if slides:
         slide_args = dict(level=level, mpp=mpp, overlap=overlap, batch_size=batch_size, device=device)

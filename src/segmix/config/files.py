@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from segmix.config.threads import usable_cores
 from segmix.data.io import read_yaml, yaml_problem
-from segmix.errors import ConfigError, first_line, validation_problems
+from segmix.errors import ConfigError, validation_problems
 
 M = TypeVar("M", bound=BaseModel)
 __all__ = ["ConfigError", "apply_overrides", "config_hash", "load_config", "save_config", "validation_problems"]
@@ -53,7 +53,7 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: list[
         try:
             raw = read_yaml(Path(path).read_text()) or {}
         except (OSError, ValueError, yaml.YAMLError) as err:  # ValueError: not UTF-8 text
-            raise ConfigError(f"{where}: cannot read config ({_reason(err)})") from err
+            raise ConfigError(f"{where}: cannot read config ({yaml_problem(err)})") from err
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: config must be a mapping of keys to values")
     overrides = list(overrides or [])
@@ -97,14 +97,6 @@ def _blame(overrides: list[str], where: str):
         return where
 
     return source
-
-
-def _reason(err: Exception) -> str:
-    if isinstance(err, UnicodeDecodeError):
-        return "not a text file"
-    if isinstance(err, yaml.YAMLError):
-        return yaml_problem(err)
-    return getattr(err, "strerror", None) or first_line(err)
 
 
 def config_hash(cfg: BaseModel) -> str:

@@ -381,7 +381,7 @@ def read_yaml(text: str):
 
 
 def yaml_problem(err: Exception) -> str:
-    """One line for a YAML error: where (line, column) and what, without PyYAML's quoted excerpt.
+    """Why YAML could not be read, in one line: line, column and problem (no quoted excerpt).
 
     >>> import yaml
     >>> try:
@@ -390,6 +390,10 @@ def yaml_problem(err: Exception) -> str:
     ...     print(yaml_problem(err))
     line 1, column 4: could not determine a constructor for the tag 'tag:yaml.org,2002:python/name:os.system'
     """
+    if isinstance(err, UnicodeDecodeError):
+        return "not a text file"
+    if isinstance(err, OSError):
+        return err.strerror or first_line(err)
     mark = getattr(err, "problem_mark", None)
     problem = getattr(err, "problem", None) or first_line(err)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""

@@ -129,21 +129,13 @@ PRESETS: dict[str, DatasetSpec] = {
 }
 
 
-def _reason(err: Exception) -> str:
-    if isinstance(err, yaml.YAMLError):
-        return yaml_problem(err)
-    if isinstance(err, UnicodeDecodeError):
-        return "not a text file"
-    return getattr(err, "strerror", None) or str(err)
-
-
 def load_spec(path: str | Path) -> DatasetSpec:
     """Read and validate a ``dataset.yaml``; errors name the file and the key."""
     path = Path(path)
     try:
         raw = read_yaml(path.read_text())
     except (OSError, ValueError, yaml.YAMLError) as err:  # ValueError: not UTF-8 text
-        raise DatasetError(path, f"cannot read dataset description ({_reason(err)})") from err
+        raise DatasetError(path, f"cannot read dataset description ({yaml_problem(err)})") from err
     if not isinstance(raw, dict):
         raise DatasetError(path, "dataset description must be a mapping of keys to values")
     preset = raw.pop("preset", None)

@@ -66,6 +66,11 @@ class OpenSlideReader:
         self.path = path
         self._slide = openslide.OpenSlide(str(path))
         self.level_dimensions = list(self._slide.level_dimensions)
+        try:  # the header's size, before any region is read
+            check_slide_size(path, *self.level_dimensions[0])
+        except DatasetError:
+            self._slide.close()
+            raise
         self.level_downsamples = [float(d) for d in self._slide.level_downsamples]
         mpp = self._slide.properties.get("openslide.mpp-x")
         self.mpp = float(mpp) if mpp else None
@@ -90,10 +95,21 @@ class TiffReader:
 
     def __init__(self, path: Path) -> None:
         import tifffile
-        import zarr
 
         self.path = path
         self._tif = tifffile.TiffFile(str(path))
+        try:
+            self._open_levels()
+        except Exception:  # a refused or unreadable file is not left open
+            self._tif.close()
+            raise
+        self._warned = False  # a slide of other samples than 8 bits warns once, when first read
+
+    def _open_levels(self) -> None:
+        """The levels as zarr arrays, their sizes, the resolution and the sample range."""
+        import zarr
+
+        path = self.path
         series = self._tif.series[0]
         self._axes = series.levels[0].axes
         self._levels = []
@@ -113,7 +129,6 @@ class TiffReader:
         self._range = sample_range(
             self._sample_grid() if series.dtype not in (np.uint8, np.uint16) else np.zeros(0, series.dtype)
         )
-        self._warned = False  # a slide of other samples than 8 bits warns once, when first read
 
     def _sample_grid(self, samples: int = 1 << 20) -> np.ndarray:
         """About ``samples`` pixels of the smallest level, evenly strided: its value range."""
@@ -196,9 +211,7 @@ def open_slide(path: str | Path) -> SlideReader:
     for accepts, reader in READERS:
         if accepts(path):
             try:
-                opened = reader(path)
-                check_slide_size(path, *opened.level_dimensions[0])
-                return opened
+                return reader(path)
             except DatasetError:
                 raise
             except Exception as err:

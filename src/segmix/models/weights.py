@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import pickle
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -61,7 +63,8 @@ def load_trusted_tensors(path: Path, what: str) -> object:
     file from outside is read with.
 
     Every failure (missing, corrupt, would run code when unpickled; unpickling errors come in
-    several types) becomes one :class:`ModelFileError` naming the file.
+    several types) becomes one :class:`ModelFileError` naming the file. A refused global is named
+    in our words: torch's own text advises loading with ``weights_only=False``.
     """
     if not path.is_file():
         raise MissingModelFile(f"{path}: {what} file does not exist")
@@ -72,7 +75,9 @@ def load_trusted_tensors(path: Path, what: str) -> object:
             return load_file(path, device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ModelFileError(f"{path}: refused, not a {what} file or unsafe to load ({first_line(err)})") from err
+        refused = re.search(r"GLOBAL ([\w.]+)", str(err)) if isinstance(err, pickle.UnpicklingError) else None
+        reason = f"loading it would run {refused.group(1)}" if refused else first_line(err)
+        raise ModelFileError(f"{path}: refused, not a {what} file or unsafe to load ({reason})") from err
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -36,16 +36,10 @@ def dihedral(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return _dihedral([x], generator)[0]
 
 
-def dihedral_pair(
-    x: Tensor, masks: Tensor, generator: torch.Generator | None = None, weights: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The same random flips / rotations on images (B, C, H, W), their masks (B, H, W) and, when
-    given, per-pixel weights (B, H, W)."""
-    if weights is None:
-        x, masks = _dihedral([x, masks], generator)
-        return x, masks, None
-    x, masks, weights = _dihedral([x, masks, weights], generator)
-    return x, masks, weights
+def dihedral_pair(x: Tensor, masks: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """The same random flips / rotations on images (B, C, H, W) and their masks (B, H, W)."""
+    x, masks = _dihedral([x, masks], generator)
+    return x, masks
 
 
 def hed_jitter(x: Tensor, sigma: float = 0.05, generator: torch.Generator | None = None) -> Tensor:

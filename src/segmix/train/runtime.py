@@ -18,7 +18,8 @@ from segmix.config.precision import resolve_precision
 from segmix.config.stages import PLACEMENT_KEYS, TrainSection, upgrade_flat_config
 from segmix.config.threads import fit_threads
 from segmix.data.io import write_atomic
-from segmix.errors import OutputError, TrainingDiverged
+from segmix.errors import ModelFileError, OutputError, TrainingDiverged
+from segmix.models.weights import load_trusted_tensors
 from segmix.train.data import seeded_generator, stream_seed
 
 log = logging.getLogger(__name__)
@@ -191,18 +192,15 @@ CHECKPOINT_KEYS = frozenset({"epoch", "global_step", "state_dict", "loops", "opt
 
 def check_checkpoint(path: Path) -> None:
     """Refuse a resume checkpoint that segmix did not write: one that would run code when
-    unpickled, or holds no training state.
+    unpickled (:func:`segmix.models.weights.load_trusted_tensors`), or holds no training state.
 
     Raises:
         OutputError: naming the file.
     """
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # unpickling errors come in several types, their text suggests weights_only=False
-        raise OutputError(
-            f"{path}: refused to resume from it: not a checkpoint of plain data (it would run code when "
-            "unpickled, or is damaged); remove it or train into another --out"
-        ) from None
+        ckpt = load_trusted_tensors(path, "training checkpoint")
+    except ModelFileError as err:
+        raise OutputError(f"{err}; refused to resume from it: remove it or train into another --out") from None
     if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= set(ckpt):
         raise OutputError(
             f"{path}: refused to resume from it: not a training checkpoint; remove it or use another --out"

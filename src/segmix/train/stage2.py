@@ -134,7 +134,7 @@ class Stage2Module(L.LightningModule):
         g = step_generator(self.cfg.seed, self.global_step, self.global_rank)
         x = images.float() / 255
         if self.cfg.augment.dihedral:
-            x, masks, _ = dihedral_pair(x, masks, g)
+            x, masks = dihedral_pair(x, masks, g)
         x = hed_jitter(x, self.cfg.augment.hed_jitter, g)
         inputs = segmenter_input(x).contiguous(memory_format=torch.channels_last)
         logits = self.model(inputs).float()
