@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,22 @@ def make_tree(root: Path, preset: str, n_train: int = 4, n_eval: int = 2, sizes=
             write_image(root / split / d.image_dir / f"e{i}.png", rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
             write_mask(root / split / d.mask_dir / f"e{i}.png", mask, spec.palette)
     return root
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory):
+    """``module_tmp(name)``: a new folder for a test file's shared fixtures, removed when the file's
+    tests are done. pytest keeps ``tmp_path_factory``'s folders until the session ends, and a trained
+    run holds a few hundred MB of checkpoints: kept, they filled CI's disk."""
+    made: list[Path] = []
+
+    def mktemp(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -71,9 +71,9 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, Path]:
+def world(module_tmp) -> dict[str, Path]:
     """A tiny synthetic dataset, a classifier, its pseudo masks and a segmenter, made once."""
-    base = tmp_path_factory.mktemp("cli")
+    base = module_tmp("cli")
     data = base / "data"
     generate(SynthConfig(tile_size=32, n_train=24, n_val=4, n_test=4, seed=0), data, workers=1)
     s1 = Stage1Config(train={"epochs": 1, "image_size": 32, "batch_size": 8}, num_workers=0)

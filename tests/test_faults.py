@@ -27,9 +27,9 @@ def _strip(metrics: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(module_tmp):
     """An uninterrupted run, the yardstick for every resumed one."""
-    run = tmp_path_factory.mktemp("ref")
+    run = module_tmp("ref")
     return _strip(run_pipeline(tiny_config(*KILL), run, progress=False, until="evaluate"))
 
 

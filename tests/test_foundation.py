@@ -75,8 +75,8 @@ def test_frozen_backbone_trains_the_head_and_the_last_blocks_only():
 
 
 @pytest.fixture(scope="module")
-def tiles(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
+def tiles(module_tmp):
+    root = module_tmp("syn")
     generate(SynthConfig(n_train=16, n_val=2, n_test=2, tile_size=64, seed=5), root, workers=1)
     return root
 

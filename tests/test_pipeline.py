@@ -45,8 +45,8 @@ def tiny_config(*extra: str) -> RunConfig:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
+def tiny_run(module_tmp):
+    run = module_tmp("run")
     metrics = run_pipeline(tiny_config(), run, progress=False)
     return run, metrics
 

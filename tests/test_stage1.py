@@ -28,15 +28,15 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
+def tiny_data(module_tmp):
+    root = module_tmp("syn")
     generate(SynthConfig(n_train=24, n_val=4, n_test=2, tile_size=64, seed=3, glass_prob=0.6), root, workers=1)
     return root
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_data, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
+def trained(tiny_data, module_tmp):
+    run = module_tmp("run")
     sets = TINY + ["train.epochs=2", "mixing.method=segmix", "curriculum.mastery.warmup=0"]
     cfg = load_config(Stage1Config, None, sets)
     return run, train_classifier(cfg, tiny_data, run, progress=False)

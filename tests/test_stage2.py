@@ -20,10 +20,10 @@ logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
 
 @pytest.fixture(scope="module")
-def seg_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn2")
+def seg_run(module_tmp):
+    root = module_tmp("syn2")
     generate(SynthConfig(n_train=16, n_val=3, n_test=3, tile_size=64, seed=5), root, workers=1)
-    run = tmp_path_factory.mktemp("seg")
+    run = module_tmp("seg")
     cfg = Stage2Config(
         model={"encoder": "resnet18"}, train={"image_size": 64, "batch_size": 8, "epochs": 2}, num_workers=0
     )
@@ -154,16 +154,16 @@ def _logged_val_miou(run) -> dict[int, float]:
 
 
 @pytest.fixture(scope="module")
-def resume_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn-resume")
+def resume_data(module_tmp):
+    root = module_tmp("syn-resume")
     generate(SynthConfig(n_train=24, n_val=4, n_test=2, tile_size=64, seed=3), root, workers=1)
     return root
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(resume_data, tmp_path_factory):
+def uninterrupted(resume_data, module_tmp):
     """Three epochs in one go: the yardstick of every resumed run."""
-    run = tmp_path_factory.mktemp("seg-ref")
+    run = module_tmp("seg-ref")
     train_segmenter(_resume_cfg(3), resume_data, resume_data / "train_gt", run, progress=False)
     return run
 

@@ -46,8 +46,8 @@ def _outside(root: Path, out: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("untrusted") / "data"
+def data(module_tmp) -> Path:
+    root = module_tmp("untrusted") / "data"
     generate(SynthConfig(tile_size=32, n_train=16, n_val=4, n_test=4, seed=0), root, workers=1)
     return root
 
@@ -126,8 +126,8 @@ def _tampered(pkg: Path, folder: Path, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory) -> Path:
-    return _package(tmp_path_factory.mktemp("package") / "pkg")
+def package(module_tmp) -> Path:
+    return _package(module_tmp("package") / "pkg")
 
 
 @pytest.mark.parametrize("name", list(TAMPERED))
