@@ -110,7 +110,7 @@ def test_exported_package_predicts_byte_equal_to_its_run_after_the_run_is_gone(t
         elif path.is_file() and not path.name.endswith(("_summary.json", "cohort.csv")):  # those hold timings
             assert path.read_bytes() == (tmp_path / "from-pkg" / path.relative_to(tmp_path / "from-run")).read_bytes()
             compared += 1
-    assert compared == 7  # the tile's mask, overlay, areas; the slide's class map, overlay, areas, GeoJSON
+    assert compared == 8  # the tile's mask, overlay, areas; the slide's class maps (TIFF, PNG), overlay, areas, GeoJSON
     summary = json.loads((tmp_path / "from-pkg" / "slide" / "slide_summary.json").read_text())
     assert summary["mpp_model"] == 0.5 and summary["mpp_read"] == pytest.approx(0.5) and summary["level"] == 0
 

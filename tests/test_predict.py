@@ -229,6 +229,9 @@ def test_slide_is_read_at_the_model_resolution_and_areas_do_not_depend_on_the_sc
         res = predict_slide(ColourModel(), cfg, spec, tmp_path / f"{name}.tif", tmp_path / name, map_size=256)
         summary = json.loads((tmp_path / name / f"{name}_summary.json").read_text())
         assert summary["level"] == 0 and summary["mpp_model"] == 0.5 and summary["mpp_read"] == pytest.approx(0.5)
+        with tifffile.TiffFile(tmp_path / name / f"{name}_classmap.tif") as tif:  # the slide as the model saw it
+            num, den = tif.pages[0].tags["XResolution"].value
+            assert tif.pages[0].shape == (384, 512) and num / den == pytest.approx(1e4 / 0.5)
         rows = {
             r["class"]: float(r["area_mm2"]) for r in csv.DictReader((tmp_path / name / f"{name}_areas.csv").open())
         }

@@ -55,6 +55,12 @@ def predict(
         float, typer.Option(min=0.0, max=0.9, help="Slides: share of each tile shared with its neighbours.")
     ] = 0.25,
     batch_size: Annotated[int, typer.Option(min=1, help="Tiles per forward pass.")] = 16,
+    probs: Annotated[
+        bool, typer.Option("--probs", help="Slides: also write per-class probabilities (_probs.tif, uint8, 255 = 1).")
+    ] = False,
+    simplify_um: Annotated[
+        float, typer.Option("--simplify-um", min=0.0, help="Slides: GeoJSON polygons simplified to this many microns.")
+    ] = 1.0,
     precision: Precision = None,
 ) -> None:
     """Segment images (mask, overlay, area CSV) and whole slides (class map, overlay, mm^2, GeoJSON).
@@ -62,7 +68,8 @@ def predict(
     One of --checkpoint or --run names the model. Images: <input name>_mask.png, _overlay.png,
     _areas.csv in --out; inputs whose outputs would replace an input file or each other (two
     inputs of the same name) are refused before any work. Slides: one folder per slide in --out
-    (_classmap.png, _overlay.png, _areas.csv, .geojson, _summary.json) and --out/cohort.csv. A
+    (_classmap.tif at the resolution read, _areas.csv and .geojson from it, _classmap.png and
+    _overlay.png as a quick look, _summary.json; _probs.tif with --probs) and --out/cohort.csv. A
     re-run skips what is done (same input file, model, options and precision, outputs intact). A
     slide that cannot be predicted (unreadable, no such level, no resolution recorded) is recorded
     in cohort.csv and the others go on (exit 1 at the end). Under torchrun each process predicts every world-th slide.
@@ -116,6 +123,7 @@ def predict(
         _say(f"{f}: done")
     if slides:
         slide_args = dict(level=level, mpp=mpp, overlap=overlap, batch_size=batch_size, device=device)
+        slide_args |= dict(probs=probs, simplify_um=simplify_um)
         _predict_slides(model, cfg, spec, slides, out, slide_args, rank, world)
     _say(f"outputs in {out}")
 

@@ -153,6 +153,8 @@ def to_rgb8(
         >>> to_rgb8(np.array([[[0.5, 0.5, 0.5, 0.0]]]), Path("x.tif"), warn=False)[0, 0].tolist()
         [255, 255, 255]
     """
+    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[-1] == 3:
+        return arr  # already what it becomes: no float64 copy (8 bytes a sample) of a slide's region
     lo, hi = value_range or sample_range(arr)
     top, base, how = _scale(arr.dtype, lo, hi)
     if warn and arr.dtype != np.uint8:
@@ -237,7 +239,7 @@ def _umask() -> int:
     return mask
 
 
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp makes its files 0600
+FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp makes its files 0600
 
 
 def write_atomic(path: str | Path, save: Callable[[BinaryIO], object]) -> None:
@@ -252,7 +254,7 @@ def write_atomic(path: str | Path, save: Callable[[BinaryIO], object]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             save(fh)
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

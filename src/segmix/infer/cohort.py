@@ -20,6 +20,7 @@ level 0 and as read, tissue area in mm^2, and per class mm^2 and % of tissue.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,8 @@ def slide_request(
     model, spec: DatasetSpec, level: int | None = None, mpp: float | None = None, precision: str = "auto", **slide_args
 ) -> dict:
     """What makes a slide's outputs: the model's weights and classes, the precision it computes
-    at, the level or the microns per pixel read at, the tiles' overlap and the class map's size."""
+    at, the level or the microns per pixel read at, the tiles' overlap, the quick look's size,
+    whether probabilities are written and the polygons' simplification."""
     device = torch.device(slide_args.get("device", "cpu"))
     return {
         "model": model_fingerprint(model),
@@ -110,6 +112,8 @@ def slide_request(
         "mpp": read_mpp(spec, level, mpp),
         "overlap": slide_args.get("overlap", 0.25),
         "map_size": slide_args.get("map_size", 2048),
+        "probs": slide_args.get("probs", False),
+        "simplify_um": slide_args.get("simplify_um", 1.0),
         "classes": list(spec.classes),
     }
 
@@ -128,7 +132,7 @@ def predict_cohort(
 
     Args:
         slide_args: passed to :func:`predict_slide` (``level``, ``mpp``, ``overlap``,
-            ``batch_size``, ``device``, ``on_tiles``, ``map_size``).
+            ``batch_size``, ``device``, ``on_tiles``, ``map_size``, ``probs``, ``simplify_um``).
         on_slide: called with each job and what happened (``done``, ``skipped``, or the
             failure's reason).
 
@@ -159,6 +163,11 @@ def _predict_one(model, cfg: Stage2Config, spec: DatasetSpec, job: SlideJob, req
     with sealed(job.targets, job.name, job.source, request):
         (job.folder / FAILED).unlink(missing_ok=True)
         job.summary.unlink(missing_ok=True)  # a kill before the new summary leaves the slide not done
+        for target in job.targets:  # an earlier request's outputs that this one may not write (probabilities)
+            target.unlink(missing_ok=True)
+        for stale in job.folder.glob(".tmp-*"):  # outputs a killed run left half-written (mkstemp's names)
+            if re.fullmatch(r"\.tmp-\w{8}\.(tif|png|csv|geojson|json)", stale.name) and stale.is_file():
+                stale.unlink()
         try:
             predict_slide(model, cfg, spec, job.slide, job.folder, **slide_args)
         except Exception as err:  # an unreadable slide, a level or resolution it lacks: recorded, the cohort goes on

@@ -9,7 +9,12 @@ from segmix.data.spec import DatasetSpec
 
 def area_rows(mask: np.ndarray, spec: DatasetSpec, pixel_mm2: float | None) -> list[dict]:
     """Per class: pixels, area in mm^2 (when the pixel size is known) and % of tissue."""
-    counts = np.bincount(mask.ravel(), minlength=256)[: spec.num_indices]
+    return count_rows(np.bincount(mask.ravel(), minlength=256), spec, pixel_mm2)
+
+
+def count_rows(counts: np.ndarray, spec: DatasetSpec, pixel_mm2: float | None) -> list[dict]:
+    """:func:`area_rows` of a map's pixel counts per value (int (>= num_indices,)), counted elsewhere."""
+    counts = counts[: spec.num_indices]
     tissue = counts[: spec.num_classes].sum()
     rows = []
     for i, name in enumerate(spec.index_names):
@@ -24,45 +29,112 @@ def area_rows(mask: np.ndarray, spec: DatasetSpec, pixel_mm2: float | None) -> l
     return rows
 
 
-def mask_polygons(mask: np.ndarray, spec: DatasetSpec, scale: float) -> dict:
-    """GeoJSON FeatureCollection of each tissue class's regions (with holes), coordinates scaled
-    by ``scale`` (map pixel -> level-0 pixel), in QuPath's annotation form."""
-    import cv2
+def mask_polygons(mask: np.ndarray, spec: DatasetSpec, scale: float, tolerance: float = 0.0) -> dict:
+    """GeoJSON FeatureCollection of each tissue class's regions (with holes) of a whole mask
+    (:class:`PolygonTracer` of one band)."""
+    tracer = PolygonTracer(spec, scale, tolerance)
+    tracer.add(mask)
+    return tracer.finish()
 
-    features = []
-    for idx, name in enumerate(spec.classes):
-        binary = (mask == idx).astype(np.uint8)
-        if not binary.any():
-            continue
-        contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-        if hierarchy is None:
-            continue
-        hierarchy = hierarchy[0]
 
-        def ring(c: np.ndarray) -> list[list[float]]:
-            pts = [[round((float(x) + 0.5) * scale, 2), round((float(y) + 0.5) * scale, 2)] for x, y in c[:, 0]]
-            return pts + [pts[0]]
+class PolygonTracer:
+    """GeoJSON polygons of a class map that arrives band by band, never whole in memory.
 
-        polygons = []
-        for i, c in enumerate(contours):
-            if hierarchy[i][3] != -1 or len(c) < 3:
-                continue  # holes are added to their parent below
-            rings = [ring(c)]
-            child = hierarchy[i][2]
-            while child != -1:
-                if len(contours[child]) >= 3:
-                    rings.append(ring(contours[child]))
-                child = hierarchy[child][0]
-            polygons.append(rings)
-        if polygons:
-            features.append(
-                {
-                    "type": "Feature",
-                    "geometry": {"type": "MultiPolygon", "coordinates": polygons},
-                    "properties": {
-                        "objectType": "annotation",
-                        "classification": {"name": name, "color": list(spec.palette[idx])},
-                    },
-                }
-            )
-    return {"type": "FeatureCollection", "features": features}
+    Each band of ``band`` rows is traced on its own (OpenCV contours through pixel centres, holes
+    kept), sharing its last row with the next band so that a region crossing the seam is one
+    polygon once the pieces are united (shapely). Coordinates are scaled by ``scale`` (map pixel
+    -> level-0 pixel) and simplified to ``tolerance`` level-0 pixels: QuPath's annotation form.
+
+    Examples:
+        >>> from segmix.data.spec import PRESETS
+        >>> spec = PRESETS["luad-histoseg"]
+        >>> mask = np.full((30, 20), spec.background_index, np.uint8)
+        >>> mask[5:25, 5:15] = 1
+        >>> tracer = PolygonTracer(spec, scale=2.0, band=8)
+        >>> for y in range(0, 30, 7):
+        ...     tracer.add(mask[y : y + 7])
+        >>> [len(f["geometry"]["coordinates"]) for f in tracer.finish()["features"]]  # one polygon, not four
+        [1]
+    """
+
+    def __init__(self, spec: DatasetSpec, scale: float, tolerance: float = 0.0, band: int = 1024) -> None:
+        self.spec, self.scale, self.tolerance, self.band = spec, scale, tolerance, max(2, band)
+        self._pieces: dict[int, list] = {i: [] for i in range(spec.num_classes)}
+        self._rows: list[np.ndarray] = []
+        self._top = 0  # map row of self._rows' first row
+
+    def add(self, rows: np.ndarray) -> None:
+        """Append ``rows`` (h, width) of class indices below those added before."""
+        self._rows.append(rows)
+        while sum(len(r) for r in self._rows) >= self.band:
+            band = np.concatenate(self._rows)
+            self._trace(band[: self.band])
+            self._rows = [band[self.band - 1 :]]  # the seam row goes in both bands
+            self._top += self.band - 1
+
+    def finish(self) -> dict:
+        """The FeatureCollection of everything added."""
+        import shapely
+
+        if self._rows and sum(len(r) for r in self._rows) > 1:
+            self._trace(np.concatenate(self._rows))
+        self._rows = []
+        features = []
+        for idx, pieces in self._pieces.items():
+            if not pieces:
+                continue
+            merged = shapely.union_all(pieces)
+            merged = shapely.transform(merged, lambda xy: (xy + 0.5) * self.scale)
+            if self.tolerance > 0:
+                merged = shapely.simplify(merged, self.tolerance)
+            polygons = [_rings(p) for p in shapely.get_parts(merged) if p.geom_type == "Polygon" and not p.is_empty]
+            if polygons:
+                features.append(self._feature(idx, polygons))
+        return {"type": "FeatureCollection", "features": features}
+
+    def _trace(self, band: np.ndarray) -> None:
+        import cv2
+        import shapely
+
+        for idx in self._pieces:
+            binary = (band == idx).view(np.uint8)
+            if not binary.any():
+                continue
+            contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+            if hierarchy is None:
+                continue
+            hierarchy = hierarchy[0]
+            offset = np.array([0.0, self._top])
+            polygons = []
+            for i, c in enumerate(contours):
+                if hierarchy[i][3] != -1 or len(c) < 3:
+                    continue  # holes are added to their parent below
+                holes, child = [], hierarchy[i][2]
+                while child != -1:
+                    if len(contours[child]) >= 3:
+                        holes.append(contours[child][:, 0] + offset)
+                    child = hierarchy[child][0]
+                polygons.append(shapely.Polygon(c[:, 0] + offset, holes))
+            # Regions touching at a corner give rings through one point twice: made valid (the
+            # slow part, so only where needed) before the pieces are united.
+            polygons = np.array(polygons, dtype=object)
+            invalid = ~shapely.is_valid(polygons)
+            polygons[invalid] = shapely.make_valid(polygons[invalid])
+            parts = shapely.get_parts(polygons)
+            self._pieces[idx].extend(parts[shapely.get_type_id(parts) == 3])  # 3: Polygon
+
+    def _feature(self, idx: int, polygons: list) -> dict:
+        return {
+            "type": "Feature",
+            "geometry": {"type": "MultiPolygon", "coordinates": polygons},
+            "properties": {
+                "objectType": "annotation",
+                "classification": {"name": self.spec.classes[idx], "color": list(self.spec.palette[idx])},
+            },
+        }
+
+
+def _rings(polygon) -> list[list[list[float]]]:
+    """A shapely polygon's exterior and holes as GeoJSON rings (closed, 2 decimals)."""
+    rings = [polygon.exterior, *polygon.interiors]
+    return [[[round(float(x), 2), round(float(y), 2)] for x, y in ring.coords] for ring in rings]

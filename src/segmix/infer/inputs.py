@@ -20,6 +20,8 @@ from segmix.infer.slide import SLIDE_SUFFIXES
 
 IMAGE_OUTPUTS = {"mask": "_mask.png", "overlay": "_overlay.png", "areas": "_areas.csv"}
 SLIDE_OUTPUTS = {
+    "classmap_tiff": "_classmap.tif",
+    "probs": "_probs.tif",  # with --probs only
     "classmap": "_classmap.png",
     "overlay": "_overlay.png",
     "areas": "_areas.csv",
@@ -128,7 +130,7 @@ def output_paths(path: Path, out: Path) -> dict[str, Path]:
         >>> output_paths(Path("in/tile.png"), Path("out"))["areas"].as_posix()
         'out/tile_areas.csv'
         >>> list(output_paths(Path("s.svs"), Path("out/s")))
-        ['classmap', 'overlay', 'areas', 'geojson', 'summary']
+        ['classmap_tiff', 'probs', 'classmap', 'overlay', 'areas', 'geojson', 'summary']
     """
     names = SLIDE_OUTPUTS if is_slide(path) else IMAGE_OUTPUTS
     return {role: out / f"{output_name(path)}{suffix}" for role, suffix in names.items()}

@@ -2,9 +2,12 @@
 
 Whole slides are predicted tile by tile at a chosen level: tissue is found on a thumbnail so
 glass is skipped, tiles are read ahead in a thread while the model runs, and their softmax is
-accumulated straight into a downsampled map, so memory depends on the map size, not on the
-slide size. Outputs: class-map PNG, overlay on the thumbnail, per-class area (mm^2 and %),
-GeoJSON polygons in level-0 pixel coordinates (importable in QuPath), a JSON summary.
+summed into a class map at the resolution the model reads, streamed to disk band by band
+(:mod:`segmix.infer.slide_maps`), so memory depends on the slide's width, not its size.
+Outputs: the class map as a pyramidal TIFF (OpenSlide, QuPath) and optionally per-class
+probabilities; per-class areas (mm^2 and %) and GeoJSON polygons in level-0 pixel coordinates
+(QuPath), both from the full-resolution map; a quick-look class map and overlay on the
+thumbnail (PNG); a JSON summary.
 
 Inputs and output names: :mod:`segmix.infer.inputs`; areas and GeoJSON: :mod:`segmix.infer.exports`.
 """
@@ -15,14 +18,13 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from segmix.config import Stage2Config
@@ -32,9 +34,10 @@ from segmix.data.preview import overlay
 from segmix.data.spec import DatasetSpec
 from segmix.data.tissue import tissue_mask
 from segmix.errors import ConfigError
-from segmix.infer.exports import area_rows, mask_polygons
+from segmix.infer.exports import area_rows, count_rows
 from segmix.infer.inputs import output_paths
 from segmix.infer.slide import choose_level, open_slide, read_window
+from segmix.infer.slide_maps import FullResolutionMaps, stream_bands
 from segmix.models import predict_probs, segmenter_input, window_grid
 from segmix.models.inference import in_model_stain
 from segmix.models.trained import Segmenter
@@ -61,13 +64,15 @@ class SlideResult:
     level: int
     level_size: tuple[int, int]
     mpp_level0: float | None
-    map_downsample: float  # level-0 pixels per class-map pixel
+    map_downsample: float  # level-0 pixels per pixel of the quick-look class map (PNG)
     tiles_total: int
     tiles_run: int
     seconds: float
     tiles_per_second: float
     mpp_read: float | None = None  # microns per pixel the model saw (after resampling)
     mpp_model: float | None = None  # microns per pixel of the model's training tiles
+    full_map_size: tuple[int, int] = (0, 0)  # (width, height) of the full-resolution class map (TIFF)
+    full_map_downsample: float = 1.0  # level-0 pixels per full-resolution map pixel
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,18 @@ class SlidePlan:
 
     @property
     def map_shape(self) -> tuple[int, int]:
+        """The thumbnail's (height, width): the quick-look class map's."""
         return self.thumb.shape[0], self.thumb.shape[1]
+
+    @property
+    def zoom(self) -> float:
+        """Full-resolution map pixels per level pixel: the model's input over the pixels read."""
+        return self.window / self.read
+
+    @property
+    def full_shape(self) -> tuple[int, int]:
+        """The full-resolution class map's (height, width): the level as the model sees it."""
+        return math.ceil(self.height * self.zoom), math.ceil(self.width * self.zoom)
 
     def map_box(self, x: int, y: int) -> tuple[slice, slice]:
         """The class-map pixels under the window at level pixel (x, y)."""
@@ -115,28 +131,25 @@ def plan_slide(reader, window: int, level: int | None, mpp: float | None, overla
 
 
 @torch.no_grad()
-def slide_probabilities(
+def window_probabilities(
     model,
     reader,
     plan: SlidePlan,
-    num_classes: int,
     flip: bool,
     batch_size: int,
     device: torch.device,
     on_tiles: Callable[[int, int], None] | None = None,
     precision: str = "auto",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax summed into the class map (K, mh, mw) and the windows per map pixel (1, mh, mw),
-    computed at ``precision`` (:mod:`segmix.config.precision`).
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(x, y, softmax (K, window, window)) of each window the plan runs, in map pixels, computed
+    at ``precision`` (:mod:`segmix.config.precision`), row by row.
 
     Tiles are read in a thread one batch ahead while the model runs.
     """
-    mh, mw = plan.map_shape
-    acc, cnt = torch.zeros(num_classes, mh, mw), torch.zeros(1, mh, mw)
     batches = [plan.run[i : i + batch_size] for i in range(0, len(plan.run), batch_size)]
 
     def load(batch: list[tuple[int, int]]) -> np.ndarray:
-        regions = (reader.read_region(plan.level, x, y, plan.read, plan.read) for x, y in batch)
+        regions = _read_windows(reader, plan.level, batch, plan.read)
         return np.stack([in_model_stain(model, _resampled(r, plan.window)) for r in regions])
 
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -148,14 +161,23 @@ def slide_probabilities(
             with autocast(precision, device.type):
                 probs = predict_probs(model, x, flip).float().cpu()
             for (tx, ty), prob in zip(batch, probs):
-                ys, xs = plan.map_box(tx, ty)
-                acc[:, ys, xs] += F.interpolate(prob[None], size=(ys.stop - ys.start, xs.stop - xs.start), mode="area")[
-                    0
-                ]
-                cnt[:, ys, xs] += 1
+                yield round(tx * plan.zoom), round(ty * plan.zoom), prob
             if on_tiles:
                 on_tiles(i * batch_size + len(batch), len(plan.run))
-    return acc, cnt
+
+
+def _read_windows(reader, level: int, corners: list[tuple[int, int]], size: int) -> list[np.ndarray]:
+    """The (size, size, 3) windows at ``corners`` (x, y), read one region per row of windows:
+    neighbours overlap, and a slide tile decoded once serves them all."""
+    rows: dict[int, list[int]] = {}
+    for x, y in corners:
+        rows.setdefault(y, []).append(x)
+    regions = {}
+    for y, xs in rows.items():
+        x0 = min(xs)
+        region = reader.read_region(level, x0, y, max(xs) + size - x0, size)
+        regions |= {(x, y): region[:, x - x0 : x - x0 + size] for x in xs}
+    return [regions[c] for c in corners]
 
 
 def _resampled(region: np.ndarray, size: int) -> np.ndarray:
@@ -214,6 +236,8 @@ def predict_slide(
     map_size: int = 2048,
     device: str | torch.device = "cpu",
     on_tiles: Callable[[int, int], None] | None = None,
+    probs: bool = False,
+    simplify_um: float = 1.0,
 ) -> SlideResult:
     """Predict a whole slide; see the module docstring for the outputs written to ``out``.
 
@@ -223,56 +247,64 @@ def predict_slide(
             (default: the model's training resolution, ``spec.mpp``): the level at or finer
             than it, each window resampled to it (:func:`target_mpp`).
         overlap: share of the window shared by neighbouring tiles (softmax averaged there).
-        map_size: longest side of the class map; sets its downsampling.
+        map_size: longest side of the quick-look class map and overlay (PNG); the TIFF class
+            map, the areas and the polygons are at full resolution.
         on_tiles: called with (tiles done, tiles to run) after each batch.
+        probs: also write per-class probabilities (``_probs.tif``).
+        simplify_um: polygons simplified to this many microns (level-0 pixels when the slide
+            records no resolution: one map pixel).
     """
     path, out = Path(path), Path(out)
     target = target_mpp(path, spec, mpp, level)
     reader = open_slide(path)
     try:
         plan = plan_slide(reader, cfg.train.image_size, level, target, overlap, map_size)
+        full_scale = reader.level_downsamples[plan.level] / plan.zoom  # level-0 pixels per map pixel
+        paths = output_paths(path, out)
+        maps = FullResolutionMaps(
+            spec, plan.full_shape, plan.d * plan.zoom, plan.tissue, paths, full_scale,
+            mpp=reader.mpp * full_scale if reader.mpp else None, probs=probs,
+            tolerance=simplify_um / reader.mpp if reader.mpp else full_scale,
+        )  # fmt: skip
         start = time.perf_counter()
-        flip = cfg.inference.flip
-        acc, cnt = slide_probabilities(
-            model, reader, plan, spec.num_indices, flip, batch_size, torch.device(device), on_tiles, cfg.precision
-        )
-        seconds = time.perf_counter() - start
-        classmap = acc.argmax(0).to(torch.uint8).numpy()
-        classmap[(cnt[0] == 0).numpy() | ~plan.tissue] = spec.background_index
-        scale = plan.d * reader.level_downsamples[plan.level]  # level-0 pixels per map pixel
-        result = SlideResult(
-            slide=str(path),
-            level=plan.level,
-            level_size=(plan.width, plan.height),
-            mpp_level0=reader.mpp,
-            map_downsample=scale,
-            tiles_total=len(plan.all_tiles),
-            tiles_run=len(plan.run),
-            seconds=round(seconds, 3),
-            tiles_per_second=round(len(plan.run) / seconds, 3) if seconds > 0 else 0.0,
-            mpp_read=plan.mpp_read,
-            mpp_model=spec.mpp,
-        )
-        _write_slide_outputs(output_paths(path, out), classmap, plan.thumb, spec, scale, result)
+        try:
+            windows = window_probabilities(
+                model, reader, plan, cfg.inference.flip, batch_size, torch.device(device), on_tiles, cfg.precision
+            )
+            stream_bands(windows, plan.full_shape, plan.window, maps)
+            polygons = maps.close()
+        except BaseException:
+            maps.abort()
+            raise
+        result = _slide_result(path, reader, plan, spec, time.perf_counter() - start)
+        pixel_mm2 = (reader.mpp * full_scale / 1000.0) ** 2 if reader.mpp else None
+        write_mask(paths["classmap"], maps.quick_look, spec.palette)
+        write_image(paths["overlay"], overlay(plan.thumb, maps.quick_look, spec.palette))
+        write_text(paths["areas"], csv_text(count_rows(maps.counts, spec, pixel_mm2)))
+        write_text(paths["geojson"], json.dumps(polygons))
+        write_text(paths["summary"], json.dumps(asdict(result), indent=2))  # last: the slide is done
         return result
     finally:
         reader.close()
 
 
-def _write_slide_outputs(
-    paths: dict[str, Path],
-    classmap: np.ndarray,
-    thumb: np.ndarray,
-    spec: DatasetSpec,
-    scale: float,
-    result: SlideResult,
-) -> None:
-    pixel_mm2 = (result.mpp_level0 * scale / 1000.0) ** 2 if result.mpp_level0 else None
-    write_mask(paths["classmap"], classmap, spec.palette)
-    write_image(paths["overlay"], overlay(thumb, classmap, spec.palette))
-    write_text(paths["areas"], csv_text(area_rows(classmap, spec, pixel_mm2)))
-    write_text(paths["geojson"], json.dumps(mask_polygons(classmap, spec, scale)))
-    write_text(paths["summary"], json.dumps(asdict(result), indent=2))
+def _slide_result(path: Path, reader, plan: SlidePlan, spec: DatasetSpec, seconds: float) -> SlideResult:
+    level_scale = reader.level_downsamples[plan.level]
+    return SlideResult(
+        slide=str(path),
+        level=plan.level,
+        level_size=(plan.width, plan.height),
+        mpp_level0=reader.mpp,
+        map_downsample=plan.d * level_scale,
+        tiles_total=len(plan.all_tiles),
+        tiles_run=len(plan.run),
+        seconds=round(seconds, 3),
+        tiles_per_second=round(len(plan.run) / seconds, 3) if seconds > 0 else 0.0,
+        mpp_read=plan.mpp_read,
+        mpp_model=spec.mpp,
+        full_map_size=(plan.full_shape[1], plan.full_shape[0]),
+        full_map_downsample=level_scale / plan.zoom,
+    )
 
 
 def _thumbnail(reader, width: int, height: int) -> np.ndarray:
