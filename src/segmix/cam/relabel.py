@@ -40,8 +40,7 @@ class RelabelConfig(BaseModel):
         ge=0,
         le=5,
         description="rounds of stage 2 retrained on the previous segmenter's label-gated predictions on the "
-        "training tiles (0: off); measured with 1 after a 16-epoch stage 1: glas-dev final model +1.8 on "
-        "3 of 3 seeds, synthetic +1.5 / +0.6, at twice stage 2's time; a second round adds nothing",
+        "training tiles (0: off; why 1: docs/results/defaults.md)",
     )
     margin: float | None = Field(
         None,
@@ -54,7 +53,7 @@ class RelabelConfig(BaseModel):
         min_length=1,
         description="the tiles resized by each factor for the segmenter, its probabilities averaged "
         "(multi-scale test-time augmentation of the round's maps, segmix.models.tta; [1.0]: the tiles as they "
-        "are); five scales because they beat [1.0] everywhere measured (glas-dev final model +1.9)",
+        "are; why five: docs/results/defaults.md)",
     )
 
 

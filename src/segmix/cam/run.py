@@ -45,15 +45,15 @@ class CamConfig(BaseModel):
         0.2,
         ge=0,
         le=1,
-        description="best CAM leading the second label's by less than this -> 255 (ignored; null: off); measured: "
-        "glas-dev final model +0.9 on 5 of 5 seeds, synthetic presets within 1 point",
+        description="best CAM leading the second label's by less than this -> 255 (ignored; null: off; "
+        "why 0.2: docs/results/defaults.md)",
     )
     refine_steps: int = Field(
         10,
         ge=0,
         le=100,
-        description="rounds of colour-adaptive refinement of the CAMs (segmix.cam.refine; 0: off); measured: "
-        "+0.6 pseudo-mask mIoU on glas-dev, +0.8-1.2 on the synthetic presets, final model not worse",
+        description="rounds of colour-adaptive refinement of the CAMs (segmix.cam.refine; 0: off; why on: "
+        "docs/results/defaults.md)",
     )
     save_cams: bool = Field(False, description="also write float16 CAM arrays (.npy)")
     num_workers: int | None = Field(

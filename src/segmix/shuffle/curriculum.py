@@ -111,10 +111,8 @@ class Curriculum:
 class WarmupKnobs(Section):
     """The warm-up the feedback rules share: ``warmup`` steps at level 0, shuffle off if ``warmup_off``.
 
-    None by default: an epoch without shuffling cost the mastery rule 3.2 pseudo-mask points on
-    real colon tiles (glas-dev, seed 0) and 0.5-0.9 on the synthetic benchmarks (2 seeds each):
-    the first epoch's reading is sound, and shuffling from the first batch is what the per-patch
-    loss needs (``benchmarks/real.py``, ``benchmarks/feedback.py``; README)."""
+    None by default: the first epoch's reading is sound, and shuffling from the first batch is
+    what the per-patch loss needs (the measurement: docs/results/defaults.md)."""
 
     warmup: int = Field(0, ge=0, description="epochs at level 0 before feedback starts")
     warmup_off: bool = Field(True, description="no mixing during warm-up")
