@@ -4,7 +4,7 @@ Whole slides are predicted tile by tile at a chosen level: tissue is found on a 
 glass is skipped, tiles are read ahead in a thread while the model runs, and their softmax is
 summed into a class map at the resolution the model reads, streamed to disk band by band
 (:mod:`segmix.infer.slide_maps`), so memory depends on the slide's width, not its size.
-Outputs: the class map as a pyramidal TIFF (OpenSlide, QuPath) and optionally per-class
+Outputs: the class map as a pyramidal TIFF (OpenSlide reads its levels) and optionally per-class
 probabilities; per-class areas (mm^2 and %) and GeoJSON polygons in level-0 pixel coordinates
 (QuPath), both from the full-resolution map; a quick-look class map and overlay on the
 thumbnail (PNG); a JSON summary.

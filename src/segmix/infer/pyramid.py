@@ -1,5 +1,5 @@
 """Pyramidal tiled TIFF maps written while they are computed: a class map or per-class
-probabilities at the resolution a slide was read at, for OpenSlide, QuPath and tifffile.
+probabilities at the resolution a slide was read at, for OpenSlide and tifffile.
 
 Rows arrive in bands of any height (:meth:`PyramidWriter.write`); a thread cuts them into
 256-px tiles that tifffile compresses (deflate) into page 0, so memory holds one band of tile
