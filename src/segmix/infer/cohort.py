@@ -161,9 +161,9 @@ def predict_cohort(
 
 def _predict_one(model, cfg: Stage2Config, spec: DatasetSpec, job: SlideJob, request: dict, slide_args: dict) -> str:
     with sealed(job.targets, job.name, job.source, request):
-        (job.folder / FAILED).unlink(missing_ok=True)
-        job.summary.unlink(missing_ok=True)  # a kill before the new summary leaves the slide not done
-        for target in job.targets:  # an earlier request's outputs that this one may not write (probabilities)
+        # The summary and failure record among them: a kill before the new summary leaves the slide
+        # not done; an earlier request's outputs that this one may not write (probabilities) go.
+        for target in job.targets:
             target.unlink(missing_ok=True)
         for stale in job.folder.glob(".tmp-*"):  # outputs a killed run left half-written (mkstemp's names)
             if re.fullmatch(r"\.tmp-\w{8}\.(tif|png|csv|geojson|json)", stale.name) and stale.is_file():

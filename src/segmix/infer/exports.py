@@ -9,7 +9,20 @@ from segmix.data.spec import DatasetSpec
 
 def area_rows(mask: np.ndarray, spec: DatasetSpec, pixel_mm2: float | None) -> list[dict]:
     """Per class: pixels, area in mm^2 (when the pixel size is known) and % of tissue."""
-    return count_rows(np.bincount(mask.ravel(), minlength=256), spec, pixel_mm2)
+    return count_rows(value_counts(mask), spec, pixel_mm2)
+
+
+def value_counts(values: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """int64 (256,) pixels per value of a uint8 array, counted ``chunk`` pixels at a time
+    (``np.bincount`` widens its input to int64: 8 bytes per pixel of a whole band at once).
+
+    >>> value_counts(np.array([[0, 3], [3, 255]], np.uint8))[[0, 3, 255]].tolist()
+    [1, 2, 1]
+    """
+    flat, counts = values.ravel(), np.zeros(256, np.int64)
+    for i in range(0, len(flat), chunk):
+        counts += np.bincount(flat[i : i + chunk], minlength=256)
+    return counts
 
 
 def count_rows(counts: np.ndarray, spec: DatasetSpec, pixel_mm2: float | None) -> list[dict]:
@@ -27,14 +40,6 @@ def count_rows(counts: np.ndarray, spec: DatasetSpec, pixel_mm2: float | None) -
             }
         )
     return rows
-
-
-def mask_polygons(mask: np.ndarray, spec: DatasetSpec, scale: float, tolerance: float = 0.0) -> dict:
-    """GeoJSON FeatureCollection of each tissue class's regions (with holes) of a whole mask
-    (:class:`PolygonTracer` of one band)."""
-    tracer = PolygonTracer(spec, scale, tolerance)
-    tracer.add(mask)
-    return tracer.finish()
 
 
 class PolygonTracer:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from segmix.data.spec import DatasetSpec
-from segmix.infer.exports import PolygonTracer
+from segmix.infer.exports import PolygonTracer, value_counts
 from segmix.infer.pyramid import TILE, PyramidWriter
 
 Band = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -169,16 +169,3 @@ def _argmax(sums: torch.Tensor) -> torch.Tensor:
         index[larger] = k
         torch.maximum(best, sums[k], out=best)
     return index
-
-
-def value_counts(values: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
-    """int64 (256,) pixels per value of a uint8 array, counted ``chunk`` pixels at a time
-    (``np.bincount`` widens its input to int64: 8 bytes per pixel of a whole band at once).
-
-    >>> value_counts(np.array([[0, 3], [3, 255]], np.uint8))[[0, 3, 255]].tolist()
-    [1, 2, 1]
-    """
-    flat, counts = values.ravel(), np.zeros(256, np.int64)
-    for i in range(0, len(flat), chunk):
-        counts += np.bincount(flat[i : i + chunk], minlength=256)
-    return counts
