@@ -10,7 +10,8 @@ isolates that part:
 - ``none``: no mixing; ``fixed-K``: ``shuffle-fixed`` at ladder level K; ``scheduled``: the level
   rises linearly; ``segmix-loss``: the earlier feedback (relative rule on the mixed-batch loss);
 - ``segmix``: the default (mastery rule on the held-out cell accuracy, a class-balanced share of
-  single-label tiles per batch); ``-single``: without that share; ``old-default``:
+  single-label tiles per batch); ``lookahead``: the lookahead rule (advance when the probe reads
+  the next level as well as the current one); ``-single``: without that share; ``old-default``:
   ``segmix-loss`` without it (main before this benchmark); the patch pool, measured here, is removed;
   ``+plateau``: the mastery rule also advancing after an epoch without improvement; ``os8``:
   output stride 8 (finer CAMs; its cost is in ``seconds``); ``uncertain``: pseudo-mask pixels
@@ -65,6 +66,7 @@ VARIANTS = {
     "scheduled": ["stage1.mixing.method=shuffle-scheduled"],
     "segmix-loss": ["stage1.mixing.method=segmix-loss"],
     "segmix": [],
+    "lookahead": ["stage1.mixing.method=segmix-lookahead"],
     "segmix-gain": ["stage1.mixing.method=segmix-gain"],
     "gain-dwell2": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.gain.dwell=2"],
     "gain-single": ["stage1.mixing.method=segmix-gain", "stage1.mixing.single_share=0"],

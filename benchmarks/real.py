@@ -9,7 +9,8 @@ with one change up to the pseudo masks (``--stage2`` also trains and tests stage
 
 - ``none``: no mixing (plain CAM); ``fixed-K``: the shuffle at ladder level K all along;
   ``random-level``: every batch at a level drawn from the whole ladder, no curriculum;
-- ``segmix``: the default (mastery rule on the probe's cell accuracy);
+- ``segmix``: the default (mastery rule on the probe's cell accuracy); ``lookahead``: the
+  lookahead rule (advance when the probe reads the next level as well as the current one);
 - ``probe-swapped``: the probe counting only swapped cells whose source lacks a class of the
   mixed image (the count before the probe had masks and single-label tiles);
 - ``mastery-0.8`` / ``mastery-0.75``: a lower mastery line; ``plateau-1`` / ``plateau-2``: also
@@ -64,6 +65,7 @@ VARIANTS = {
     "random-level": [SHUFFLE_FIXED, f"stage1.curriculum.fixed.level={LEVELS - 1}"]
     + [f"stage1.mixing.replay={(LEVELS - 1) / LEVELS}"],
     "segmix": [],
+    "lookahead": ["stage1.mixing.method=segmix-lookahead"],
     "probe-swapped": ["stage1.curriculum.probe=swapped"],
     "mastery-0.8": ["stage1.curriculum.mastery.mastery=0.8"],
     "mastery-0.75": ["stage1.curriculum.mastery.mastery=0.75"],
@@ -89,7 +91,9 @@ GOAL_OVER_NONE = 5.0
 GOAL_FINAL_RATIO, GOAL_FINAL_OVER_NONE = 0.90, 3.0
 
 
-def job(variant: str, seed: int, data: Path, out: Path, stage2: bool, extra: list[str]) -> dict | None:
+def job(
+    variant: str, seed: int, data: Path, out: Path, stage2: bool, extra: list[str], config: str = "cpu.yaml"
+) -> dict | None:
     """One pipeline run; its result row (None when it failed: see its log)."""
     folder = out / variant / f"seed{seed}"
     result = folder / "result.json"
@@ -98,7 +102,7 @@ def job(variant: str, seed: int, data: Path, out: Path, stage2: bool, extra: lis
     sets = [f"seed={seed}", "fully_supervised=false", *extra, *VARIANTS[variant]]
     base, added = upstream(VARIANTS, variant, out, seed)
     reuse_upstream(base, folder, added)
-    done = pipeline_run("cpu.yaml", data, folder, sets, stage2, threads=2)
+    done = pipeline_run(config, data, folder, sets, stage2, threads=2)
     if done is None:
         return None
     row = {
@@ -192,6 +196,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1", help="training seeds, comma separated")
     ap.add_argument("--stage2", action="store_true", help="also train and test stage 2 (and the fully supervised one)")
     ap.add_argument("--goals", default="segmix", help="variants whose goals are checked, comma separated")
+    ap.add_argument("--config", default="cpu.yaml", help="packaged recipe every run starts from (cpu-224.yaml: 224 px)")
     ap.add_argument("--set", dest="extra", action="append", default=[], help="pipeline key=value for every run")
     args = ap.parse_args()
     variants = [v for v in args.variants.split(",") if v]
@@ -202,12 +207,17 @@ def main() -> None:
         sys.exit(f"{args.data}: no train_gt/ to score the pseudo masks against")
     seeds = [int(s) for s in args.seeds.split(",") if s]
     t0 = time.perf_counter()
-    rows = [r for s in seeds for v in variants if (r := job(v, s, args.data, args.out, args.stage2, args.extra))]
+    rows = [
+        r
+        for s in seeds
+        for v in variants
+        if (r := job(v, s, args.data, args.out, args.stage2, args.extra, args.config))
+    ]
     reference = {}
     if args.stage2:
         for s in seeds:
             folder = args.out / "fully-supervised" / f"seed{s}"
-            if (ref := supervised_run("cpu.yaml", args.data, folder, 2, [f"seed={s}", *args.extra])) is not None:
+            if (ref := supervised_run(args.config, args.data, folder, 2, [f"seed={s}", *args.extra])) is not None:
                 reference[s] = ref
     if rows:
         with (args.out / "results.csv").open("w", newline="") as fh:

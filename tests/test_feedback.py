@@ -12,7 +12,15 @@ import torch
 
 from segmix.config import CurriculumConfig, load_config
 from segmix.eval.metrics import confusion_miou
-from segmix.shuffle import METHODS, GainCurriculum, MasteryCurriculum, SegMix, build_levels, create_method
+from segmix.shuffle import (
+    METHODS,
+    GainCurriculum,
+    LookaheadCurriculum,
+    MasteryCurriculum,
+    SegMix,
+    build_levels,
+    create_method,
+)
 from segmix.train.data import SingleLabelShare
 from segmix.train.losses import (
     cell_hits,
@@ -50,6 +58,32 @@ def test_with_patience_a_plateau_below_mastery_advances_and_improvement_holds():
     # 0.40 plateau -> level 2; 0.30 first at level 2, then the top level only holds
     assert actions == ["hold", "hold", "advance", "hold", "advance", "hold", "hold"]
     assert cur.history[-1].level == len(LEVELS) - 1
+
+
+def test_lookahead_rule_advances_when_the_next_level_reads_as_well_and_resumes():
+    mixer = SegMix()
+    cur = LookaheadCurriculum(mixer, LEVELS, tolerance=0.02, collapse=0.05)
+    readings = [(0.70, 0.60), (0.74, 0.71), (0.72, 0.72), (0.66, 0.50), (0.60, 0.58), (0.95, None), (0.93, None)]
+    actions = [cur.step(s, ahead=a).action for s, a in readings]
+    # 0.60 and 0.71 lie more than 0.02 under the level's reading: hold; 0.72 reads as well: advance;
+    # at level 1, 0.50 does not: hold; then 0.60 fell to the collapse line, but the next level reads
+    # 0.58, within the tolerance: advance comes first; the top level has nothing ahead: it holds
+    assert actions == ["hold", "hold", "advance", "hold", "advance", "hold", "hold"]
+    assert [r.level for r in cur.history] == [0, 0, 1, 1, 2, 2, 2]
+    assert (mixer.patch_size, mixer.ratio) == (8, 0.25)
+    assert [r.threshold for r in cur.history] == [pytest.approx(1 - cur.mastery)] * len(readings)
+    mastered = LookaheadCurriculum(SegMix(), LEVELS)
+    assert mastered.step(0.91, ahead=0.2).action == "advance"  # mastery alone still advances
+    assert mastered.step(0.80, ahead=None).action == "hold"  # nothing measured ahead: as mastery
+    assert mastered.step(0.70, ahead=0.5).action == "back"  # collapsed at level 1
+    b = LookaheadCurriculum(SegMix(), LEVELS)
+    b.load_state_dict(mastered.state_dict())
+    assert [b.step(s, ahead=0.6).action for s in (0.7, 0.55)] == [
+        mastered.step(s, ahead=0.6).action for s in (0.7, 0.55)
+    ]
+    assert METHODS["segmix-lookahead"].signal() == "cell_accuracy" and cur.reads_ahead
+    with pytest.raises(ValueError, match="score in"):
+        cur.step(0.5, ahead=1.5)
 
 
 def test_mastery_state_resumes_with_identical_decisions():
@@ -208,6 +242,24 @@ def test_stage1_resumes_its_curriculum_trace(tmp_path):
     assert all(0.0 <= float(r["signal"]) <= 1.0 for r in trace)  # the cell accuracy
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["curriculum"]["level"] == int(trace[-1]["level"])
+
+
+def test_segmix_lookahead_reads_the_probe_at_the_next_level(tmp_path):
+    from segmix.data.synth import SynthConfig, generate
+    from segmix.train import Stage1Config, train_classifier
+
+    data = tmp_path / "data"
+    generate(SynthConfig(n_train=16, n_val=8, n_test=2, tile_size=64, seed=4), data, workers=1)
+    sets = ["model.backbone=resnet18", "train.image_size=64", "train.batch_size=8", "num_workers=0"]
+    sets += ["ladder.patch_min=16", "mixing.method=segmix-lookahead", "train.epochs=2"]
+    sets += ["curriculum.lookahead.tolerance=1.0"]  # any reading ahead is good enough: advance each epoch
+    run = tmp_path / "run"
+    train_classifier(load_config(Stage1Config, None, sets), data, run, progress=False)
+    trace = list(csv.DictReader((run / "curriculum.csv").open()))
+    probe = list(csv.DictReader((run / "probe.csv").open()))
+    assert [r["action"] for r in trace] == ["advance", "advance"] and [r["level"] for r in trace] == ["1", "2"]
+    assert all(0.0 <= float(r["ahead"]) <= 1.0 for r in probe)  # measured at levels 1 and 2
+    assert [float(r["signal"]) for r in trace] == pytest.approx([float(r["accuracy"]) for r in probe])
 
 
 def test_stage1_logs_val_miou_and_segmix_gain_steps_on_it(tmp_path):

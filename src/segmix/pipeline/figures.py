@@ -166,7 +166,8 @@ def curriculum_plot(stage1: Path, mastery: float | None = None) -> str | None:
 
 
 def _probe_counts(ax, path: Path) -> None:
-    """The feedback probe's reading, ± one standard error, and how many cells it counted."""
+    """The feedback probe's reading, ± one standard error, how many cells it counted, and its
+    reading at the next level where the rule reads ahead."""
     if not path.is_file():
         return
     probe = list(csv.DictReader(path.open()))
@@ -175,6 +176,9 @@ def _probe_counts(ax, path: Path) -> None:
     steps = [int(r["step"]) + 1 for r in probe]
     reading = [float(r["accuracy"]) for r in probe]
     ax.errorbar(steps, reading, yerr=[float(r["se"]) for r in probe], fmt="none", ecolor="#4b2a5a", capsize=3)
+    ahead = [(s, float(r["ahead"])) for s, r in zip(steps, probe) if r.get("ahead")]
+    if ahead:  # a rule that reads ahead (lookahead): the same cells at the next level
+        ax.plot(*zip(*ahead), "x:", color="#d08a1a", lw=1, label="next level's reading")
     counts = [int(float(r["count"])) for r in probe]
     span = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
     ax.set_title(f"probe: {span} known cells per reading (bars: ± one standard error)", fontsize=9)

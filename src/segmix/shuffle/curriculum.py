@@ -44,6 +44,7 @@ class Curriculum:
 
     name = "base"
     aliases: tuple[str, ...] = ()
+    reads_ahead = False  # True: ``step`` also takes ``ahead``, the signal measured at the next level
 
     def __init__(self, mixer: Mixer, levels: list[Level]) -> None:
         if not levels:

@@ -11,6 +11,17 @@ CAM of a held-out cell of known class, in a shuffled image, picks that class):
 5. with ``patience`` > 0, ``advance`` after ``patience`` steps without improvement: the level has
    taught what it can (a plateau), else ``hold``. A move resets the level's best.
 
+The lookahead rule (:class:`LookaheadCurriculum`, method ``segmix-lookahead``) reads the same
+score at the current level and, measured on the same held-out cells, at the next level
+(``ahead``): a model that localises the next level's finer or more mixed cells as well as the
+current ones is ready for it, and one whose reading falls there is not, whatever line the
+current reading reaches on the tissue at hand:
+
+1. Warm-up as above.
+2. ``advance`` when ``ahead >= score - tolerance`` or ``score >= mastery``;
+3. ``back`` when the score falls ``collapse`` or more below the level's best (as mastery);
+4. ``hold`` otherwise. A move resets the level's best.
+
 The gain rule (:class:`GainCurriculum`, method ``segmix-gain``) reads a score that means the
 same at every level (stage 1's ``val_miou``: label-gated CAMs against the val split's masks), so
 it can compare levels with each other:
@@ -57,7 +68,16 @@ from segmix.shuffle.ladder import Level
 from segmix.shuffle.mixer import Mixer
 from segmix.shuffle.registry import register_curriculum
 
-__all__ = ["GainCurriculum", "GainKnobs", "LossCurriculum", "LossKnobs", "MasteryCurriculum", "MasteryKnobs"]
+__all__ = [
+    "GainCurriculum",
+    "GainKnobs",
+    "LookaheadCurriculum",
+    "LookaheadKnobs",
+    "LossCurriculum",
+    "LossKnobs",
+    "MasteryCurriculum",
+    "MasteryKnobs",
+]
 
 
 class MasteryKnobs(WarmupKnobs):
@@ -117,6 +137,72 @@ class MasteryCurriculum(WarmupCurriculum):
         if action != "hold":
             self.best, self.stalled = None, 0
         return self._record(score, action, error, threshold)
+
+
+class LookaheadKnobs(WarmupKnobs):
+    mastery: float = Field(0.9, gt=0, le=1, description="cell accuracy at which a level is mastered")
+    collapse: float = Field(0.05, ge=0, description="drop below the level's best score that steps back")
+    tolerance: float = Field(0.0, ge=0, le=1, description="how far the next level's reading may lie below the current")
+
+
+@register_curriculum(
+    "lookahead",
+    LookaheadKnobs,
+    signal="cell_accuracy",
+    line="mastery",
+    description="advance when the next level localises as well as the current one, or this one is mastered",
+    methods={"segmix-lookahead": "the shuffle driven by the lookahead rule on the probe at this and the next level"},
+)
+class LookaheadCurriculum(WarmupCurriculum):
+    """SegMix's feedback that compares levels: advance when the probe reads the next level at
+    least as well as the current one (module docstring).
+
+    Args:
+        mixer: object with ``patch_size`` and ``ratio`` attributes (a :class:`SegMix`).
+        levels: the ladder, easiest first (:func:`~segmix.shuffle.build_levels`).
+        **knobs: :class:`LookaheadKnobs` (``mastery``, ``collapse``, ``tolerance``, ``warmup``,
+            ``warmup_off``).
+
+    ``step(score, ahead)``: ``ahead`` is the reading at the next level (None at the top; the
+    probe's ``ahead`` column). ``HistoryRow.error`` is ``1 - score`` and ``threshold`` is
+    ``1 - mastery``, as the mastery rule's.
+
+    Examples:
+        >>> from segmix.shuffle import Level
+        >>> class Grid:
+        ...     patch_size, ratio = 56, 0.25
+        >>> rule = LookaheadCurriculum(Grid(), [Level(56, 0.25), Level(16, 0.25)])
+        >>> rule.step(0.70, ahead=0.62).action  # the finer cells read worse: not yet
+        'hold'
+        >>> rule.step(0.72, ahead=0.73).action, rule.level
+        ('advance', 1)
+    """
+
+    name = "lookahead"
+    Knobs = LookaheadKnobs
+    reads_ahead = True
+    state_keys = ("best",)
+
+    def __init__(self, mixer: Mixer, levels: list[Level], **knobs) -> None:
+        self.best: float | None = None
+        super().__init__(mixer, levels, **knobs)
+
+    def step(self, signal: float, ahead: float | None = None) -> HistoryRow:
+        score = self._score(signal)
+        ahead = None if ahead is None else self._score(ahead)
+        top = self.level == len(self.levels) - 1
+        ready = ahead is not None and not top and ahead >= score - self.tolerance
+        if self.step_count < self.warmup:
+            return self._record(score, "warmup", 1.0 - score)
+        if not top and (score >= self.mastery or ready):
+            action, self.level = "advance", self.level + 1
+        elif self.best is not None and score <= self.best - self.collapse and self.level > 0:
+            action, self.level = "back", self.level - 1
+        else:
+            action, self.best = "hold", max(self.best or 0.0, score)
+        if action != "hold":
+            self.best = None
+        return self._record(score, action, 1.0 - score, 1.0 - self.mastery)
 
 
 class LossKnobs(WarmupKnobs):

@@ -20,7 +20,10 @@ class CurriculumCallback(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module) -> None:  # module: Stage1Module
         if module.curriculum is None:
             return
-        row = module.curriculum.step(module.feedback_signal())
+        if module.curriculum.reads_ahead:
+            row = module.curriculum.step(module.feedback_signal(), ahead=module.ahead)
+        else:
+            row = module.curriculum.step(module.feedback_signal())
         module.log_dict(
             {
                 "curriculum/level": float(row.level),
@@ -31,6 +34,8 @@ class CurriculumCallback(L.Callback):
         metrics = trainer.callback_metrics
         if "val_cell_count" in metrics:
             reading = {name: float(metrics[f"val_cell_{name}"]) for name in ("accuracy", "count", "se")}
+            if module.curriculum.reads_ahead:  # the next level's reading (empty at the top)
+                reading["ahead"] = module.ahead
             module.probe_history.append({"step": row.step, **reading})
         if trainer.is_global_zero:
             write_history_csv(module.curriculum.history, self.csv_path)

@@ -30,10 +30,7 @@ from segmix.data.stain import fit_stain_normalizer
 from segmix.errors import ConfigError, DatasetError
 from segmix.eval.metrics import confusion_miou
 from segmix.models import CLASSIFIER_FILE, CamClassifier, save_classifier
-from segmix.shuffle import (
-    Mixer,
-    create_mixer,
-)
+from segmix.shuffle import Level, Mixer, create_mixer
 from segmix.train.augment import dihedral, hed_jitter
 from segmix.train.callbacks import CurriculumCallback
 from segmix.train.data import (
@@ -75,6 +72,8 @@ class Stage1Module(L.LightningModule):
         self.model.freeze(m.trainable_blocks)
         self.mixer, self.curriculum = build_mixer(self.cfg)
         self._cells = torch.zeros(2)
+        self._cells_ahead = torch.zeros(2)  # the same cells at the next level, for a rule that reads ahead
+        self.ahead: float | None = None  # their reading at the last validation (None: not measured)
         self.probe_history: list[dict] = []  # per epoch: the probe's accuracy, cell count, standard error
         self._confusion = torch.zeros(k, k)
         self.val_f1 = MultilabelF1Score(num_labels=k, average=None)
@@ -128,6 +127,7 @@ class Stage1Module(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._cells = torch.zeros(2, device=self.device)
+        self._cells_ahead = torch.zeros(2, device=self.device)
         self._confusion = torch.zeros_like(self._confusion, device=self.device)
 
     def _score_cells(self, images: Tensor, labels: Tensor, masks: Tensor, batch_idx: int) -> None:
@@ -136,11 +136,21 @@ class Stage1Module(L.LightningModule):
         (the held-out set is fixed, only the model changes)."""
         if self.curriculum is None or len(images) < 2:
             return
-        x, info, truth = probe_batch(
-            self.cfg, self.curriculum.current, images, labels, masks, self._probe_stream(batch_idx)
-        )
+        self._cells += self._probe(self.curriculum.current, images, labels, masks, batch_idx)
+        if (ahead := self._next_level()) is not None:
+            self._cells_ahead += self._probe(ahead, images, labels, masks, batch_idx)
+
+    def _probe(self, level: Level, images: Tensor, labels: Tensor, masks: Tensor, batch_idx: int) -> Tensor:
+        x, info, truth = probe_batch(self.cfg, level, images, labels, masks, self._probe_stream(batch_idx))
         _, maps = self.model(self.normalize(x))
-        self._cells += probe_score(maps.float(), info, labels, truth, x.shape[-2:])
+        return probe_score(maps.float(), info, labels, truth, x.shape[-2:])
+
+    def _next_level(self) -> Level | None:
+        """The level a rule that reads ahead compares with (None for other rules and at the top)."""
+        c = self.curriculum
+        if c is None or not c.reads_ahead or c.level + 1 >= len(c.levels):
+            return None
+        return c.levels[c.level + 1]
 
     def _probe_stream(self, batch_idx: int) -> int:
         return batch_idx * self.trainer.world_size + self.global_rank
@@ -172,6 +182,11 @@ class Stage1Module(L.LightningModule):
             self.log("val_cell_accuracy", accuracy)
             self.log("val_cell_count", cells)
             self.log("val_cell_se", math.sqrt(accuracy * (1 - accuracy) / cells) if cells else 1.0)
+            self.ahead = None
+            if self._next_level() is not None:
+                hits, cells = self.trainer.strategy.reduce(self._cells_ahead, reduce_op="sum").tolist()
+                self.ahead = hits / cells if cells else 0.0
+                self.log("val_cell_ahead", self.ahead)
         confusion = self.trainer.strategy.reduce(self._confusion, reduce_op="sum")
         if confusion.sum() > 0:  # the validation tiles have pixel truth
             self.log("val_miou", confusion_miou(confusion))
