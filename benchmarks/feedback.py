@@ -13,12 +13,10 @@ isolates that part:
   single-label tiles per batch); ``lookahead``: the lookahead rule (advance when the probe reads
   the next level as well as the current one); ``-single``: without that share; ``old-default``:
   ``segmix-loss`` without it (main before this benchmark); the patch pool, measured here, is removed;
-  ``+plateau``: the mastery rule also advancing after an epoch without improvement; ``os8``:
-  output stride 8 (finer CAMs; its cost is in ``seconds``); ``uncertain``: pseudo-mask pixels
-  whose CAM is below 0.3 left out of stage 2;
+  ``os8``:
+  output stride 8 (finer CAMs; its cost is in ``seconds``);
 - ``segmix-gain``: the gain rule on the val split's mIoU (``val_miou``); ``gain-dwell2``: at
-  least two epochs per level; ``gain-single``: without the single-label share; ``gain-p1`` /
-  ``gain-p2``: advancing after 1 / 2 epochs without a new best (``curriculum.gain.patience``);
+  least two epochs per level; ``gain-single``: without the single-label share;
 - ``+replay``: half of the batches mixed at an easier level than the curriculum's, drawn
   uniformly (``mixing.replay``); ``sched-replay``: the same on the linear schedule;
   ``random-level``: every batch at a level drawn uniformly from the whole ladder (the finest
@@ -70,17 +68,13 @@ VARIANTS = {
     "segmix-gain": ["stage1.mixing.method=segmix-gain"],
     "gain-dwell2": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.gain.dwell=2"],
     "gain-single": ["stage1.mixing.method=segmix-gain", "stage1.mixing.single_share=0"],
-    "gain-p1": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.gain.patience=1"],
-    "gain-p2": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.gain.patience=2"],
     "+replay": ["stage1.mixing.replay=0.5"],
     "sched-replay": ["stage1.mixing.method=shuffle-scheduled", "stage1.mixing.replay=0.5"],
     "random-level": [SHUFFLE_FIXED, f"stage1.curriculum.fixed.level={LEVELS - 1}"]
     + [f"stage1.mixing.replay={(LEVELS - 1) / LEVELS}"],
     "-single": ["stage1.mixing.single_share=0"],
     "old-default": ["stage1.mixing.method=segmix-loss", "stage1.mixing.single_share=0"],
-    "+plateau": ["stage1.curriculum.mastery.patience=1"],
     "os8": ["stage1.model.output_stride=8"],
-    "uncertain": ["cams.uncertain=0.3"],
     "probe-swapped": ["stage1.curriculum.probe=swapped"],
     "warmup-1": ["stage1.curriculum.mastery.warmup=1"],
     "refine": ["cams.refine_steps=10"],

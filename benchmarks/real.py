@@ -13,8 +13,7 @@ with one change up to the pseudo masks (``--stage2`` also trains and tests stage
   lookahead rule (advance when the probe reads the next level as well as the current one);
 - ``probe-swapped``: the probe counting only swapped cells whose source lacks a class of the
   mixed image (the count before the probe had masks and single-label tiles);
-- ``mastery-0.8`` / ``mastery-0.75``: a lower mastery line; ``plateau-1`` / ``plateau-2``: also
-  advancing after 1 / 2 epochs without a gain of ``min_gain``; ``warmup-1``: a first epoch
+- ``mastery-0.8`` / ``mastery-0.75``: a lower mastery line; ``warmup-1``: a first epoch
   without shuffling, feedback from the second (the default before the probe);
 - stage 2 and the pseudo masks (issue 22): ``refine``: colour-adaptive refinement of the CAMs
   (``cams.refine_steps=10``, the default since it was measured; ``no-refine``: off, the default
@@ -69,8 +68,6 @@ VARIANTS = {
     "probe-swapped": ["stage1.curriculum.probe=swapped"],
     "mastery-0.8": ["stage1.curriculum.mastery.mastery=0.8"],
     "mastery-0.75": ["stage1.curriculum.mastery.mastery=0.75"],
-    "plateau-1": ["stage1.curriculum.mastery.patience=1"],
-    "plateau-2": ["stage1.curriculum.mastery.patience=2"],
     "warmup-1": ["stage1.curriculum.mastery.warmup=1"],
     "refine": [REFINE],
     "no-refine": [NO_REFINE],

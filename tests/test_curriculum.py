@@ -143,7 +143,7 @@ def test_the_api_and_the_config_share_the_rules_defaults():
     assert cfg.knobs("loss") == {k: getattr(cur, k) for k in keys}
     assert cur.warmup_off is True
     mastery = MasteryCurriculum(SegMix(), build_levels([56], 0.25, 0.5))
-    keys = ("mastery", "collapse", "patience", "min_gain", "warmup", "warmup_off")
+    keys = ("mastery", "collapse", "min_gain", "warmup", "warmup_off")
     assert cfg.knobs("mastery") == {k: getattr(mastery, k) for k in keys}
 
 

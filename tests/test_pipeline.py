@@ -95,7 +95,7 @@ def test_changed_config_redoes_only_downstream_and_keeps_old_outputs(tiny_run, t
     shutil.copytree(tiny_run[0], run)
     stage1_done = (run / "stage1" / ".done.json").read_text()
     old_cams_hash = json.loads((run / "cams" / ".done.json").read_text())["hash"]
-    run_pipeline(tiny_config("cams.uncertain=0.3"), run, progress=False, until="cams")
+    run_pipeline(tiny_config("cams.margin=0.3"), run, progress=False, until="cams")
     assert (run / "stage1" / ".done.json").read_text() == stage1_done  # upstream untouched
     assert json.loads((run / "cams" / ".done.json").read_text())["hash"] != old_cams_hash
     assert "stage2" not in json.loads((run / "metrics.json").read_text())  # stage 2 read the old masks

@@ -114,16 +114,17 @@ def test_background_policy_off_gives_no_background_channel(tiny_data, trained, t
 
 
 @pytest.mark.slow
-def test_predicted_labels_and_uncertain_pixels(tiny_data, trained, tmp_path):
+def test_predicted_labels_and_margin_pixels(tiny_data, trained, tmp_path):
     _, clf = trained
-    cfg = CamConfig(split="test", labels="predicted", uncertain=0.99, margin=None, scales=[1.0], flip=False)
+    # every class predicted (threshold 0.01), so each pixel has rivals for the margin to weigh
+    cfg = CamConfig(split="test", labels="predicted", threshold=0.01, margin=0.99, scales=[1.0], flip=False)
     scores = generate_pseudo_masks(clf, tiny_data, tmp_path / "pm", cfg)
     from segmix.data.io import read_mask
 
     values = set()
     for f in (tmp_path / "pm" / "masks").iterdir():
         values |= set(read_mask(f, 5).ravel().tolist())
-    assert 255 in values  # pixels whose best CAM is below 0.99 are left to stage 2's ignore index
+    assert 255 in values  # pixels whose two labelled CAMs lie within 0.99 are left to stage 2's ignore index
     assert scores is not None and scores.pixels > 0  # the test split has truth masks: scored too
 
 
@@ -220,7 +221,7 @@ def test_old_flat_keys_are_refused_with_their_new_place_and_ladders_are_checked(
         ("ladder.fixed_level=2", "ladder.fixed_level: moved to curriculum.fixed.level"),
         ("mixing.label_mix=area", "mixing: label_mix: moved to mixing.segmix.label_mix"),
         ("curriculum.mastery=0.8", "curriculum: mastery: moved to curriculum.mastery.mastery"),
-        ("curriculum.patience=1", "patience: moved to curriculum.mastery.patience / curriculum.gain.patience"),
+        ("curriculum.mastery.patience=1", "curriculum: mastery.patience: removed: an experiment that lost"),
         ("curriculum.warmup=1", "warmup: moved to curriculum.mastery.warmup / curriculum.gain.warmup / "),
         ("curriculum.mastery.mastry=0.8", r"unknown knob\(s\) mastry; known: warmup, warmup_off, mastery"),
         ("curriculum.masteri.mastery=0.8", "masteri: unknown key; known: signal, probe, probe_cells, fixed, mastery"),

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+# What a key of a lost experiment gets instead of "unknown key" (its code went; git and docs keep it).
+REMOVED_NOTE = "removed: an experiment that lost where it was measured (CHANGELOG.md, docs/results/)"
+
 
 class UserError(ValueError):
     """Something the user can fix; the message names the file, folder or key, and the problem."""
@@ -125,7 +128,7 @@ def _message(e: dict, model: type[BaseModel]) -> str:
         owner = _owner(model, e["loc"][:-1]) if e["loc"] else object
         new = owner.__dict__.get("moved_keys", {}).get(str(e["loc"][-1]))
         if e["loc"] and str(e["loc"][-1]) in owner.__dict__.get("removed_keys", ()):
-            return "removed: an experiment that lost where it was measured (CHANGELOG.md, docs/results/)"
+            return REMOVED_NOTE
         if not new:
             known = list(getattr(owner, "model_fields", {}))
             return f"unknown key; known here: {', '.join(known)}" if known else "unknown key (see `segmix config show`)"

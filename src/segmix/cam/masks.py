@@ -1,4 +1,4 @@
-"""From CAMs to pseudo masks: label gating, background, uncertain pixels."""
+"""From CAMs to pseudo masks: label gating, background, pixels too close to call."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ def pseudo_masks(
     labels: Tensor,
     tissue: Tensor | None = None,
     background_index: int | None = None,
-    uncertain: float | None = None,
     margin: float | None = None,
 ) -> Tensor:
     """Pseudo masks from CAMs.
@@ -26,10 +25,9 @@ def pseudo_masks(
         tissue: bool (B, H, W); False pixels become ``background_index`` (glass policy).
             None: no background channel, every pixel gets a tissue class.
         background_index: mask index of background (needed with ``tissue``).
-        uncertain: pixels whose best gated CAM is below this become 255 (ignored by stage 2).
         margin: pixels whose best gated CAM leads the second gated one by less than this become
-            255: where two labelled classes are about as strong, the mask is little better than
-            a coin. A single-label image has no second class and keeps every pixel.
+            255 (ignored by stage 2): where two labelled classes are about as strong, the mask is
+            little better than a coin. A single-label image has no second class and keeps every pixel.
 
     Returns:
         uint8 (B, H, W).
@@ -39,8 +37,6 @@ def pseudo_masks(
         >>> cams = torch.tensor([[[[0.9, 0.2]], [[0.8, 0.7]], [[0.1, 0.95]]]])  # (1, 3, 1, 2)
         >>> pseudo_masks(cams, torch.tensor([[1, 1, 0]])).tolist()  # class 2 is not in the label
         [[[0, 1]]]
-        >>> pseudo_masks(cams, torch.tensor([[1, 1, 0]]), uncertain=0.75).tolist()  # 0.7 < 0.75: ignored
-        [[[0, 255]]]
         >>> pseudo_masks(cams, torch.tensor([[1, 1, 0]]), margin=0.2).tolist()  # 0.9 - 0.8 < 0.2: ignored
         [[[255, 1]]]
         >>> pseudo_masks(cams, torch.tensor([[1, 0, 0]]), margin=0.2).tolist()  # one label: no rival
@@ -51,8 +47,6 @@ def pseudo_masks(
         raise ValueError("every image needs at least one class in its label to be gated")
     best, index = gated_max(cams, gate)
     mask = index.to(torch.uint8)
-    if uncertain is not None:
-        mask[best < uncertain] = IGNORE_INDEX
     if margin is not None:  # the runner-up: the best gated CAM once the winner's is out (-inf: none)
         second = gated_max(cams.scatter(1, index[:, None], float("-inf")), gate)[0]
         mask[best - second < margin] = IGNORE_INDEX

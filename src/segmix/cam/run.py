@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ class CamConfig(BaseModel):
     """How CAMs become pseudo masks."""
 
     model_config = ConfigDict(extra="forbid")
+    removed_keys: ClassVar[tuple[str, ...]] = ("uncertain",)  # refused with a note (segmix.errors)
     split: str = Field("train", description="the split whose tiles get pseudo masks (stage 2 trains on them)")
     scales: list[float] = Field([1.0, 1.5], description="tile resize factors; CAMs averaged over them")
     flip: bool = Field(True, description="also average the CAMs of the horizontally flipped tiles")
@@ -40,7 +42,6 @@ class CamConfig(BaseModel):
     threshold: float = Field(0.5, gt=0, lt=1, description="for predicted labels")
     white: float = Field(0.80, gt=0, le=1, description="glass: grey above this ...")
     saturation: float = Field(0.15, ge=0, le=1, description="... and saturation below this")
-    uncertain: float | None = Field(None, ge=0, le=1, description="best CAM below this -> 255 (ignored)")
     margin: float | None = Field(
         0.2,
         ge=0,
@@ -158,7 +159,7 @@ def pseudo_masks_of(
     device: torch.device,
     precision: str = "auto",
 ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
-    """Pseudo masks uint8 (B, H, W) with 255 where ``cfg.uncertain`` / ``cfg.margin`` leave a
+    """Pseudo masks uint8 (B, H, W) with 255 where ``cfg.margin`` leaves a
     pixel out, CAMs float (B, K, H, W), and the label-gated maps uint8 (B, H, W) with every pixel
     kept (what is scored), of same-size items of :class:`CamInputs`, computed at ``precision``
     (:mod:`segmix.config.precision`)."""
@@ -169,7 +170,7 @@ def pseudo_masks_of(
         logits = None if _has_labels(group, cfg) else model(x.contiguous(memory_format=torch.channels_last))[0]
     cams = refine_cams(cams, images, cfg.refine_steps)  # fp32: the weights are softmaxes of small differences
     labels = _gate(group, logits, cfg, device)
-    masks, maps = gated_masks(cams, labels, group, spec, cfg.uncertain, cfg.margin)
+    masks, maps = gated_masks(cams, labels, group, spec, cfg.margin)
     return masks, cams, maps
 
 
@@ -178,18 +179,17 @@ def gated_masks(
     labels: torch.Tensor,
     group: list[dict],
     spec: DatasetSpec,
-    uncertain: float | None = None,
     margin: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The masks to write uint8 (B, H, W) (255 where ``uncertain`` / ``margin`` leave a pixel
-    out) and the every-pixel masks uint8 (B, H, W) that are scored, from maps float (B, K, H, W)
+    """The masks to write uint8 (B, H, W) (255 where ``margin`` leaves a pixel out) and the
+    every-pixel masks uint8 (B, H, W) that are scored, from maps float (B, K, H, W)
     of same-size items of :class:`CamInputs`: gated by ``labels`` (B, K), glass by ``spec``'s
     policy (:func:`segmix.cam.masks.pseudo_masks`)."""
     tissue = torch.from_numpy(np.stack([g["tissue"] for g in group])) if spec.glass_is_background else None
     every = pseudo_masks(maps, labels, tissue, spec.background_index)
     kept = every  # with nothing to leave out, the written masks are the scored ones
-    if uncertain is not None or margin is not None:
-        kept = pseudo_masks(maps, labels, tissue, spec.background_index, uncertain, margin)
+    if margin is not None:
+        kept = pseudo_masks(maps, labels, tissue, spec.background_index, margin)
     return kept.cpu().numpy(), every.cpu().numpy()
 
 
@@ -277,7 +277,7 @@ class _Writer:
 @dataclass(frozen=True)
 class PseudoMaskScores(SegScores):
     """Scores of the label-gated maps on every pixel (what the classifier localises, whatever
-    ``uncertain`` or ``margin`` leave out), and of what the written masks keep: ``left_out``,
+    ``margin`` leaves out), and of what the written masks keep: ``left_out``,
     the share of scored pixels they give 255; ``kept_accuracy``, the pixel accuracy of the rest."""
 
     left_out: float = 0.0

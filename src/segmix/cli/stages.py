@@ -65,7 +65,7 @@ def cams(
     def write(cfg, spec, on_batch):
         return generate_pseudo_masks(classifier, data, out, cfg, spec, on_batch=on_batch)
 
-    _write_masks(data, out, config, overrides, preset, "pseudo masks", "uncertain / margin", write)
+    _write_masks(data, out, config, overrides, preset, "pseudo masks", "margin", write)
 
 
 @_command()

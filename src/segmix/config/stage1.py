@@ -20,6 +20,7 @@ from segmix.config.stages import (
     StainSection,
     TrainSection,
 )
+from segmix.errors import REMOVED_NOTE
 from segmix.section import Section
 from segmix.shuffle import CURRICULA, METHODS, MIXERS, Level, build_levels, patch_ladder
 from segmix.shuffle.registry import Signal, knob_values
@@ -64,7 +65,6 @@ _RULE_KNOBS = {
     "mastery": ["mastery"],
     "collapse": ["mastery"],
     "min_gain": ["mastery"],
-    "patience": ["mastery", "gain"],
     "drop": ["gain"],
     "dwell": ["gain"],
     "mode": ["loss"],
@@ -85,6 +85,8 @@ class KnobSections(Section):
     model_config = ConfigDict(extra="allow")
     section: ClassVar[str] = ""
     moved_knobs: ClassVar[dict[str, str]] = {}
+    # Knobs of lost experiments per entry: refused with REMOVED_NOTE, dropped from files segmix wrote.
+    removed_knobs: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @classmethod
     def registry(cls) -> dict:
@@ -105,6 +107,8 @@ class KnobSections(Section):
             known = ", ".join([*cls.model_fields, *entries])
             raise ValueError(f"{key}: unknown key; known: {known}")
         for name, entry in entries.items():
+            if gone := sorted(set(raw.get(name) or ()) & set(cls.removed_knobs.get(name, ()))):
+                raise ValueError(f"{name}.{gone[0]}: {REMOVED_NOTE}")
             raw[name] = knob_values(f"{cls.section}.{name}", entry.knobs, raw.get(name))
         return raw
 
@@ -181,6 +185,7 @@ class CurriculumConfig(KnobSections):
 
     section: ClassVar[str] = "curriculum"
     moved_knobs: ClassVar[dict[str, str]] = _moved_places("curriculum", _RULE_KNOBS)
+    removed_knobs: ClassVar[dict[str, tuple[str, ...]]] = {"mastery": ("patience",), "gain": ("patience",)}
 
     signal: Literal["auto"] | Signal = Field(
         "auto",
@@ -231,12 +236,17 @@ MOVED_STAGE1 = {
 
 
 def _knobs_under_names(cfg: dict) -> None:
-    """Move, in place, the knobs of the layout before the registry to their entries' sections."""
+    """Move, in place, the knobs of the layout before the registry to their entries' sections,
+    and drop the removed ones."""
     curriculum = cfg.setdefault("curriculum", {})
+    curriculum.pop("patience", None)  # the flat layout's: the mastery and gain rules', removed since
     if "fixed_level" in (cfg.get("ladder") or {}):  # the one key that changed section
         curriculum.setdefault("fixed", {})["level"] = cfg["ladder"].pop("fixed_level")
     _move_under_entries(cfg.get("mixing") or {}, _MIXER_KNOBS)
     _move_under_entries(curriculum, _RULE_KNOBS)
+    for name, removed in CurriculumConfig.removed_knobs.items():
+        for key in removed:
+            (curriculum.get(name) or {}).pop(key, None)
 
 
 def _registered(field: str, value: str, known) -> str:

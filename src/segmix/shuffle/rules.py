@@ -7,9 +7,8 @@ CAM of a held-out cell of known class, in a shuffled image, picks that class):
 1. Warm-up (:class:`~segmix.shuffle.curriculum.WarmupKnobs`): ``warmup`` steps at level 0.
 2. ``advance`` when the score reaches ``mastery``: the level is mastered;
 3. ``back`` when it falls ``collapse`` or more below the best score seen at this level;
-4. ``hold`` while it improves (by ``min_gain`` over the level's best, or on the level's first step);
-5. with ``patience`` > 0, ``advance`` after ``patience`` steps without improvement: the level has
-   taught what it can (a plateau), else ``hold``. A move resets the level's best.
+4. ``hold`` otherwise; a rise of ``min_gain`` over the level's best (or the level's first step)
+   sets a new best. A move resets the level's best.
 
 The lookahead rule (:class:`LookaheadCurriculum`, method ``segmix-lookahead``) reads the same
 score at the current level and, measured on the same held-out cells, at the next level
@@ -31,8 +30,7 @@ it can compare levels with each other:
    method is for;
 3. ``advance`` when the score is at least the best so far (a harder level did not cost it) and
    the level has been held ``dwell`` steps;
-4. with ``patience`` > 0, ``advance`` after ``patience`` steps without a new best (a plateau),
-   else ``hold``. The best is kept across levels, never reset by a move.
+4. ``hold`` otherwise. The best is kept across levels, never reset by a move.
 
 The loss rule (:class:`LossCurriculum`, method ``segmix-loss``; the first rule, named
 ``feedback`` before the other two), with ``e_t`` the error at step ``t`` (the signal itself in
@@ -83,7 +81,6 @@ __all__ = [
 class MasteryKnobs(WarmupKnobs):
     mastery: float = Field(0.9, gt=0, le=1, description="cell accuracy at which a level is mastered")
     collapse: float = Field(0.05, ge=0, description="drop below the level's best score that steps back")
-    patience: int = Field(0, ge=0, description="epochs without a gain that advance (0: never)")
     min_gain: float = Field(0.01, ge=0, description="least rise that counts as improvement")
 
 
@@ -102,7 +99,7 @@ class MasteryCurriculum(WarmupCurriculum):
     Args:
         mixer: object with ``patch_size`` and ``ratio`` attributes (a :class:`SegMix`).
         levels: the ladder, easiest first (:func:`~segmix.shuffle.build_levels`).
-        **knobs: :class:`MasteryKnobs` (``mastery``, ``collapse``, ``patience``, ``min_gain``,
+        **knobs: :class:`MasteryKnobs` (``mastery``, ``collapse``, ``min_gain``,
             ``warmup``, ``warmup_off``).
 
     ``HistoryRow.error`` is ``1 - score`` and ``threshold`` is ``1 - mastery``.
@@ -110,11 +107,10 @@ class MasteryCurriculum(WarmupCurriculum):
 
     name = "mastery"
     Knobs = MasteryKnobs
-    state_keys = ("best", "stalled")
+    state_keys = ("best",)
 
     def __init__(self, mixer: Mixer, levels: list[Level], **knobs) -> None:
         self.best: float | None = None
-        self.stalled = 0
         super().__init__(mixer, levels, **knobs)
 
     def step(self, signal: float) -> HistoryRow:
@@ -127,15 +123,12 @@ class MasteryCurriculum(WarmupCurriculum):
             action, self.level = "advance", self.level + 1
         elif self.best is not None and score <= self.best - self.collapse and self.level > 0:
             action, self.level = "back", self.level - 1
-        elif self.best is None or score >= self.best + self.min_gain:
-            action, self.best, self.stalled = "hold", max(self.best or 0.0, score), 0
         else:
-            self.stalled += 1
-            plateau = self.patience > 0 and self.stalled >= self.patience and not top
-            action = "advance" if plateau else "hold"
-            self.level += plateau
+            action = "hold"
+            if self.best is None or score >= self.best + self.min_gain:
+                self.best = max(self.best or 0.0, score)
         if action != "hold":
-            self.best, self.stalled = None, 0
+            self.best = None
         return self._record(score, action, error, threshold)
 
 
@@ -270,7 +263,6 @@ class LossCurriculum(WarmupCurriculum):
 class GainKnobs(WarmupKnobs):
     drop: float = Field(0.02, ge=0, description="fall below the best score so far that steps back")
     dwell: int = Field(1, ge=1, description="least epochs at a level before it advances")
-    patience: int = Field(0, ge=0, description="epochs without a new best that advance (0: never)")
 
 
 @register_curriculum(
@@ -287,7 +279,7 @@ class GainCurriculum(WarmupCurriculum):
     Args:
         mixer: object with ``patch_size`` and ``ratio`` attributes (a :class:`SegMix`).
         levels: the ladder, easiest first (:func:`~segmix.shuffle.build_levels`).
-        **knobs: :class:`GainKnobs` (``drop``, ``dwell``, ``patience``, ``warmup``, ``warmup_off``).
+        **knobs: :class:`GainKnobs` (``drop``, ``dwell``, ``warmup``, ``warmup_off``).
 
     The best score is kept across levels (warm-up included), never reset by a move.
     ``HistoryRow.error`` is ``1 - score`` and ``threshold`` is ``1 - best`` before the step.
@@ -295,11 +287,11 @@ class GainCurriculum(WarmupCurriculum):
 
     name = "gain"
     Knobs = GainKnobs
-    state_keys = ("best", "held", "stalled")
+    state_keys = ("best", "held")
 
     def __init__(self, mixer: Mixer, levels: list[Level], **knobs) -> None:
         self.best: float | None = None
-        self.held = self.stalled = 0
+        self.held = 0
         super().__init__(mixer, levels, **knobs)
 
     def step(self, signal: float) -> HistoryRow:
@@ -312,13 +304,11 @@ class GainCurriculum(WarmupCurriculum):
         top = self.level == len(self.levels) - 1
         if best is not None and score <= best - self.drop and self.level > 0:
             action = "back"
-        elif best is None or score >= best:
-            self.stalled = 0
-            action = "advance" if self.held >= self.dwell and not top else "hold"
+        elif (best is None or score >= best) and self.held >= self.dwell and not top:
+            action = "advance"
         else:
-            self.stalled += 1
-            action = "advance" if 0 < self.patience <= self.stalled and not top else "hold"
+            action = "hold"
         self.level += {"advance": 1, "back": -1, "hold": 0}[action]
         if action != "hold":
-            self.held = self.stalled = 0
+            self.held = 0
         return self._record(score, action, 1.0 - score, threshold)
