@@ -136,3 +136,27 @@ def test_probabilities_pyramid_and_records_cover_the_new_outputs(tmp_path):
     assert said[2:] == ["done", "done"] and not (out / "s" / "s_probs.tif").exists()
     assert (out / "s" / "s_classmap.tif").is_file()
     assert [p.name for p in (out / "s").glob(".tmp-*")] == [".tmp-notes.txt"]  # segmix's leftovers only
+
+
+def test_a_writer_that_cannot_start_stops_the_one_already_running(tmp_path, monkeypatch):
+    import threading
+
+    from segmix.infer import slide_maps
+
+    started = []
+
+    class FailingSecond(slide_maps.PyramidWriter):
+        def __init__(self, *args, **kwargs):
+            if started:  # the probabilities' writer: its file cannot be made
+                raise OSError("disk full")
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(slide_maps, "PyramidWriter", FailingSecond)
+    paths = {"classmap_tiff": tmp_path / "s_classmap.tif", "probs": tmp_path / "s_probs.tif"}
+    tissue = np.ones((4, 4), bool)
+    before = threading.active_count()
+    with pytest.raises(OSError, match="disk full"):
+        slide_maps.FullResolutionMaps(SPEC, (300, 300), 75.0, tissue, paths, 1.0, 0.5, probs=True, tolerance=1.0)
+    assert not started[0]._thread.is_alive() and threading.active_count() == before
+    assert list(tmp_path.iterdir()) == []  # the class map's temp file is gone too

@@ -102,12 +102,7 @@ class PyramidWriter:
 
     def abort(self) -> None:
         """Stop the writer thread (its file is incomplete)."""
-        while self._thread.is_alive():  # tifffile then lacks tiles and stops with an error, swallowed
-            try:
-                self._queue.put(_END, timeout=0.5)
-                break
-            except queue.Full:
-                continue
+        self._put(_END, check=False)  # tifffile then lacks tiles and stops with an error, swallowed
         self._thread.join()
         self._tmp.unlink(missing_ok=True)
 
@@ -120,16 +115,19 @@ class PyramidWriter:
         else:
             self.abort()
 
-    def _put(self, item) -> None:
-        # Bounded: the writer thread compresses at most two bands behind; if it died, say why.
-        while True:
-            if self._error is not None:
+    def _put(self, item, check: bool = True) -> None:
+        # Bounded: the writer thread compresses at most two bands behind; if it died, say why
+        # (``check``), or give up quietly once it has ended (``abort``).
+        while self._thread.is_alive():
+            if check and self._error is not None:
                 raise self._error
             try:
                 self._queue.put(item, timeout=0.5)
                 return
             except queue.Full:
                 continue
+        if check and self._error is not None:
+            raise self._error
 
     def _bands(self) -> Iterator[np.ndarray]:
         while (band := self._queue.get()) is not _END:

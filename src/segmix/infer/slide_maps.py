@@ -121,10 +121,14 @@ class FullResolutionMaps:
         )  # fmt: skip
         self.probs = None
         if probs:
-            self.probs = PyramidWriter(
-                paths["probs"], height, width, samples=spec.num_indices, mpp=mpp,
-                description={"segmix": "probabilities, 255 = 1", "samples": list(spec.index_names), **about},
-            )  # fmt: skip
+            try:
+                self.probs = PyramidWriter(
+                    paths["probs"], height, width, samples=spec.num_indices, mpp=mpp,
+                    description={"segmix": "probabilities, 255 = 1", "samples": list(spec.index_names), **about},
+                )  # fmt: skip
+            except BaseException:  # the class map's writer has started: stop it, remove its temp file
+                self.classes.abort()
+                raise
         self.polygons = PolygonTracer(spec, scale, tolerance)
 
     def __call__(self, y0: int, sums: torch.Tensor, counts: torch.Tensor) -> None:
