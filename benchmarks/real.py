@@ -23,7 +23,6 @@ with one change up to the pseudo masks (``--stage2`` also trains and tests stage
   closer are left out of stage 2's loss); ``margin-0.1`` / ``margin-0.3``: other margins;
   ``no-relabel``: no round of stage 2 on stage 2's own label-gated predictions on the training
   tiles (``relabel.rounds=0``; the default is one round); ``relabel-2``: two rounds;
-  ``relabel-margin``: one round, pixels whose two labelled probabilities lie within 0.2 left out;
   ``stage1-8``: stage 1 for 8 epochs instead of the recipe's 16 (its cosine schedule shrunk with
   them); ``stage1-8-no-relabel``: that and no round, the recipe (then the demo) before both were measured
   (``benchmarks/results/stage1_epochs_*``, whose names are those of then: ``segmix`` there is
@@ -77,7 +76,6 @@ VARIANTS = {
     "margin-0.3": ["cams.margin=0.3"],
     "no-relabel": ["relabel.rounds=0"],
     "relabel-2": ["relabel.rounds=2"],
-    "relabel-margin": ["relabel.margin=0.2"],
     "relabel-1": ["relabel.scales=[1.0]"],  # the round's maps at one scale (the default before)
     "none-1": ["stage1.mixing.method=none", "relabel.scales=[1.0]"],  # plain CAM, one scale
     "stage1-8": ["stage1.train.epochs=8"],

@@ -11,7 +11,7 @@ import torch
 from segmix.cam import CamConfig
 from segmix.cam.relabel import RelabelConfig, relabel_masks
 from segmix.data.dataset import TileDataset
-from segmix.data.io import IGNORE_INDEX, read_image, read_mask, write_image
+from segmix.data.io import read_image, read_mask, write_image
 from segmix.data.spec import PRESETS, resolve_spec
 from segmix.data.tissue import tissue_mask
 from segmix.errors import ModelFileError
@@ -58,7 +58,7 @@ def test_masks_are_the_label_gated_argmax_with_glass_as_background(world, tmp_pa
         assert np.array_equal(mask, np.where(glass, spec.background_index, gated))
         assert set(np.unique(mask[~glass])) <= set(np.flatnonzero(item["label"]))
     done = json.loads((tmp_path / "o" / "relabel.json").read_text())
-    assert done["segmenter"] == str(seg) and done["margin"] is None and done["scales"] == scales
+    assert done["segmenter"] == str(seg) and done["scales"] == scales
 
 
 def test_scales_give_the_gated_argmax_of_the_multi_scale_probabilities(world, tmp_path):
@@ -77,17 +77,6 @@ def test_scales_give_the_gated_argmax_of_the_multi_scale_probabilities(world, tm
         changed += int((one.argmax(0).numpy() != probs[: spec.num_classes].argmax(0).numpy()).sum())
     assert changed > 0  # the scales change some pixels' most probable class
     assert json.loads((tmp_path / "o" / "relabel.json").read_text())["scales"] == [0.75, 1.0, 1.5]
-
-
-def test_margin_leaves_out_rivals_only_where_a_tile_has_two_labels(world, tmp_path):
-    data, spec, seg = world
-    relabel_masks(seg, data, tmp_path / "o", margin=1.0, cams=CAMS, spec=spec)  # no lead reaches 1
-    for item in TileDataset(data, "train", spec, with_masks=False):
-        mask = read_mask(tmp_path / "o" / "masks" / f"{Path(item['name']).stem}.png", spec.num_indices)
-        tissue = tissue_mask(item["image"], CAMS.white, CAMS.saturation)
-        several = item["label"].sum() > 1
-        assert (mask[tissue] == IGNORE_INDEX).all() == several and (mask[tissue] == IGNORE_INDEX).any() == several
-        assert (mask[~tissue] == spec.background_index).all()
 
 
 def test_a_segmenter_of_other_classes_is_refused(world, tmp_path):

@@ -5,7 +5,7 @@ Stage 2 smooths over the CAMs' mistakes: on glas-dev its predictions on the trai
 by the image labels, score higher against the truth than the pseudo masks it learnt from. A
 fresh segmenter trained on them (a round) inherits that. The maps are the segmenter's softmax
 over the tissue classes, turned into masks by the same rule as CAMs
-(:func:`segmix.cam.run.gated_masks`: label gate, glass policy, margin).
+(:func:`segmix.cam.run.gated_masks`: label gate, glass policy; every tissue pixel kept).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
@@ -35,18 +35,13 @@ class RelabelConfig(BaseModel):
     """Rounds of stage 2 on the previous round's label-gated predictions (``segmix run``)."""
 
     model_config = ConfigDict(extra="forbid")
+    removed_keys: ClassVar[tuple[str, ...]] = ("margin",)  # refused with a note (segmix.errors)
     rounds: int = Field(
         1,
         ge=0,
         le=5,
         description="rounds of stage 2 retrained on the previous segmenter's label-gated predictions on the "
         "training tiles (0: off; why 1: docs/results/defaults.md)",
-    )
-    margin: float | None = Field(
-        None,
-        ge=0,
-        le=1,
-        description="best probability leading the second label's by less than this -> 255 (ignored; null: off)",
     )
     scales: list[Annotated[float, Field(ge=0.25, le=4)]] = Field(
         [0.5, 0.75, 1.0, 1.25, 1.5],
@@ -60,7 +55,7 @@ class RelabelConfig(BaseModel):
 # The CamConfig keys a relabel round reads (which tiles, how many at once, glass, workers); the
 # others (CAM scales, flip, refinement, precision) have no effect on a segmenter's maps.
 RELABEL_CAM_KEYS = ("split", "batch_size", "white", "saturation", "num_workers", "threads")
-RELABEL_KEYS = ("margin", "scales")
+RELABEL_KEYS = ("scales",)
 RelabelOptions = create_model(
     "RelabelOptions",
     __config__=ConfigDict(extra="forbid"),
@@ -74,7 +69,6 @@ def relabel_masks(
     segmenter: str | Path,
     data_root: str | Path,
     out_dir: str | Path,
-    margin: float | None = None,
     cams: CamConfig | None = None,
     spec: DatasetSpec | None = None,
     device: str | None = None,
@@ -84,8 +78,7 @@ def relabel_masks(
     """Write ``out_dir/masks/<image stem>.png`` from ``segmenter``'s predictions on the split's tiles.
 
     Each mask keeps, per pixel, the most probable class among the tile's image labels; glass
-    follows the dataset's policy (``cams.white`` / ``cams.saturation``) and pixels whose two most
-    probable labelled classes lie within ``margin`` become 255. ``cams`` also gives the split,
+    follows the dataset's policy (``cams.white`` / ``cams.saturation``). ``cams`` also gives the split,
     batch size and workers (its CAM settings are not used); the segmenter runs at its own
     precision and test-time flip, on the tiles resized by each of ``scales`` (default:
     :class:`RelabelConfig`'s; probabilities averaged: :func:`segmix.models.segment_probs`). Scored like
@@ -113,7 +106,7 @@ def relabel_masks(
         probs = segment_probs(model, [g["image"] for g in group], cfg, dev, spec.num_indices, scales=scales)
         maps = torch.stack(probs)[:, : spec.num_classes]
         labels = torch.from_numpy(np.stack([g["label"] for g in group])).to(dev)
-        masks, full = gated_masks(maps, labels, group, spec, margin=margin)
+        masks, full = gated_masks(maps, labels, group, spec)
         return masks, None, full
 
     scores = write_scored_masks(items, out, cams.batch_size, workers, masks_of, on_batch)
@@ -122,7 +115,6 @@ def relabel_masks(
             "segmenter": str(segmenter),
             "dataset": str(data_root),
             "split": cams.split,
-            "margin": margin,
             "scales": list(scales),
         }
         write_text(out / RELABEL_DONE, json.dumps(done, indent=2))

@@ -75,10 +75,6 @@ def relabel(
     ],
     data: DataDir,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (masks/ inside).")],
-    margin: Annotated[
-        Optional[float],
-        typer.Option(min=0, max=1, help="Leave out (255) pixels whose two most probable labels lie closer."),
-    ] = None,
     scales: Annotated[
         Optional[list[float]],
         typer.Option(
@@ -95,19 +91,18 @@ def relabel(
 ) -> None:
     """Pseudo masks for the next round of stage 2: the segmenter's predictions on the training
     tiles, gated by their image labels; scored when truth exists (keys: split, batch_size, white,
-    saturation, num_workers, threads, margin, scales; --margin and --scale override the last two)."""
+    saturation, num_workers, threads, scales; --scale overrides the last)."""
     from segmix.cam import CamConfig
     from segmix.cam.relabel import RELABEL_CAM_KEYS, RelabelOptions, relabel_masks
 
     def write(cfg, spec, on_batch):
         cams = CamConfig(**cfg.model_dump(include=set(RELABEL_CAM_KEYS)))
-        chosen = margin if margin is not None else cfg.margin
-        return relabel_masks(segmenter, data, out, chosen, cams, spec, on_batch=on_batch, scales=scales or cfg.scales)
+        return relabel_masks(segmenter, data, out, cams, spec, on_batch=on_batch, scales=scales or cfg.scales)
 
-    _write_masks(data, out, config, overrides, preset, "relabelled masks", "margin", write, RelabelOptions)
+    _write_masks(data, out, config, overrides, preset, "relabelled masks", None, write, RelabelOptions)
 
 
-def _write_masks(data, out, config, overrides, preset, what: str, rule: str, write, options=None) -> None:
+def _write_masks(data, out, config, overrides, preset, what: str, rule: str | None, write, options=None) -> None:
     """What ``cams`` and ``relabel`` share: the config (``options``, default CamConfig), the
     output folder, a progress bar over the split and the scores; ``write(cfg, spec, on_batch)``
     writes the masks, returns the scores."""

@@ -165,7 +165,6 @@ def run_relabel(ctx: Context) -> dict:
                     model,
                     ctx.data_root,
                     folder,
-                    ctx.cfg.relabel.margin,
                     ctx.cfg.cams,
                     ctx.spec,
                     scales=ctx.cfg.relabel.scales,
