@@ -4,8 +4,9 @@ curriculum's levels and the feedback probe's cells per run.
 
 ``DATA_DIR`` is any dataset in segmix's layout with ``train_gt/`` (pixel truth of the training
 tiles, to score the pseudo masks), e.g. glas-dev (``../shared/benchmarks/glas-dev/build.sh``;
-research use only: never commit it or numbers per tile). Every variant runs ``configs/cpu.yaml`` (the CPU recipe)
-with one change up to the pseudo masks (``--stage2`` also trains and tests stage 2):
+research use only: never commit it or numbers per tile). Every variant runs ``configs/cpu.yaml``
+(the CPU recipe; ``--config cpu-224.yaml`` at 224 px) with one change up to the pseudo masks
+(``--stage2`` also trains and tests stage 2):
 
 - ``none``: no mixing (plain CAM); ``fixed-K``: the shuffle at ladder level K all along;
   ``random-level``: every batch at a level drawn from the whole ladder, no curriculum;
