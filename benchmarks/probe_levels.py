@@ -23,9 +23,8 @@ from torch.utils.data import DataLoader
 from segmix.data.dataset import TileDataset
 from segmix.data.spec import resolve_spec
 from segmix.models import load_classifier
-from segmix.shuffle import create_mixer
-from segmix.train.data import MaskedTiles, seeded_generator
-from segmix.train.losses import probe_hits, probe_truth
+from segmix.train.data import MaskedTiles
+from segmix.train.probe import probe_batch, probe_score
 
 
 @torch.no_grad()
@@ -33,19 +32,19 @@ def readings(run: Path, data: Path) -> tuple[list[float], float]:
     """The probe's accuracy at each ladder level for ``run``'s classifier, and its pseudo-mask mIoU."""
     model, cfg, _ = load_classifier(run / "stage1" / "classifier.pt")
     model.eval()
+    # The probe shuffles with the run's grid mixer: a plain-CAM run has none, so read it with segmix's.
+    cfg = cfg.model_copy(update={"mixing": cfg.mixing.model_copy(update={"method": "segmix"})})
     tiles = TileDataset(data, "val", resolve_spec(data), stain=model.stain)
     loader = DataLoader(MaskedTiles(tiles, cfg.train.image_size, crop_large=True), batch_size=cfg.train.batch_size)
     out = []
     for level in cfg.levels():
-        mixer = create_mixer("segmix", 1.0, level, **cfg.mixing.knobs("segmix"))
         cells = torch.zeros(2)
         for index, (images, labels, _, masks) in enumerate(loader):
             if len(images) < 2:
                 continue
-            x, _, info = mixer(images.float() / 255, labels, seeded_generator(cfg.seed, "probe", index))
+            x, info, truth = probe_batch(cfg, level, images, labels, masks, index)
             _, maps = model(model.normalize(x).contiguous(memory_format=torch.channels_last))
-            truth = probe_truth(masks, labels, info.patch_size)
-            cells += probe_hits(maps.float(), info.source, info.patch_size, labels, truth, x.shape[-2:])
+            cells += probe_score(maps.float(), info, labels, truth, x.shape[-2:])
         out.append(float(cells[0] / cells[1]) if cells[1] else float("nan"))
     pseudo = json.loads((run / "metrics.json").read_text())["pseudo_masks"]["miou"]
     return out, pseudo

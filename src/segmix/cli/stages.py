@@ -65,7 +65,7 @@ def cams(
     def write(cfg, spec, on_batch):
         return generate_pseudo_masks(classifier, data, out, cfg, spec, on_batch=on_batch)
 
-    _write_masks(data, out, config, overrides, preset, "pseudo masks", "margin", write)
+    _write_masks(data, out, config, overrides, preset, "pseudo masks", write)
 
 
 @_command()
@@ -99,10 +99,10 @@ def relabel(
         cams = CamConfig(**cfg.model_dump(include=set(RELABEL_CAM_KEYS)))
         return relabel_masks(segmenter, data, out, cams, spec, on_batch=on_batch, scales=scales or cfg.scales)
 
-    _write_masks(data, out, config, overrides, preset, "relabelled masks", None, write, RelabelOptions)
+    _write_masks(data, out, config, overrides, preset, "relabelled masks", write, RelabelOptions)
 
 
-def _write_masks(data, out, config, overrides, preset, what: str, rule: str | None, write, options=None) -> None:
+def _write_masks(data, out, config, overrides, preset, what: str, write, options=None) -> None:
     """What ``cams`` and ``relabel`` share: the config (``options``, default CamConfig), the
     output folder, a progress bar over the split and the scores; ``write(cfg, spec, on_batch)``
     writes the masks, returns the scores."""
@@ -121,7 +121,7 @@ def _write_masks(data, out, config, overrides, preset, what: str, rule: str | No
     if scores is not None:
         print_scores(scores, f"{what} vs truth ({cfg.split}), every pixel")
         if scores.left_out:
-            _say(f"left out of stage 2 ({rule}): {scores.left_out:.1%}; the rest {scores.kept_accuracy:.1%} right")
+            _say(f"left out of stage 2 (margin): {scores.left_out:.1%}; the rest {scores.kept_accuracy:.1%} right")
 
 
 @_command("train-seg")

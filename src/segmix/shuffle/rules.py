@@ -78,9 +78,14 @@ __all__ = [
 ]
 
 
-class MasteryKnobs(WarmupKnobs):
+class _LineKnobs(WarmupKnobs):
+    """The knobs the mastery and lookahead rules share."""
+
     mastery: float = Field(0.9, gt=0, le=1, description="cell accuracy at which a level is mastered")
     collapse: float = Field(0.05, ge=0, description="drop below the level's best score that steps back")
+
+
+class MasteryKnobs(_LineKnobs):
     min_gain: float = Field(0.01, ge=0, description="least rise that counts as improvement")
 
 
@@ -114,12 +119,15 @@ class MasteryCurriculum(WarmupCurriculum):
         super().__init__(mixer, levels, **knobs)
 
     def step(self, signal: float) -> HistoryRow:
-        score = self._score(signal)
+        return self._decide(self._score(signal), ready=False)
+
+    def _decide(self, score: float, ready: bool) -> HistoryRow:
+        """The rule on a checked score; ``ready``: a reason to advance besides mastery."""
         error, threshold = 1.0 - score, 1.0 - self.mastery
         if self.step_count < self.warmup:
             return self._record(score, "warmup", error)
         top = self.level == len(self.levels) - 1
-        if score >= self.mastery and not top:
+        if (score >= self.mastery or ready) and not top:
             action, self.level = "advance", self.level + 1
         elif self.best is not None and score <= self.best - self.collapse and self.level > 0:
             action, self.level = "back", self.level - 1
@@ -132,9 +140,7 @@ class MasteryCurriculum(WarmupCurriculum):
         return self._record(score, action, error, threshold)
 
 
-class LookaheadKnobs(WarmupKnobs):
-    mastery: float = Field(0.9, gt=0, le=1, description="cell accuracy at which a level is mastered")
-    collapse: float = Field(0.05, ge=0, description="drop below the level's best score that steps back")
+class LookaheadKnobs(_LineKnobs):
     tolerance: float = Field(0.0, ge=0, le=1, description="how far the next level's reading may lie below the current")
 
 
@@ -146,7 +152,7 @@ class LookaheadKnobs(WarmupKnobs):
     description="advance when the next level localises as well as the current one, or this one is mastered",
     methods={"segmix-lookahead": "the shuffle driven by the lookahead rule on the probe at this and the next level"},
 )
-class LookaheadCurriculum(WarmupCurriculum):
+class LookaheadCurriculum(MasteryCurriculum):
     """SegMix's feedback that compares levels: advance when the probe reads the next level at
     least as well as the current one (module docstring).
 
@@ -157,8 +163,8 @@ class LookaheadCurriculum(WarmupCurriculum):
             ``warmup_off``).
 
     ``step(score, ahead)``: ``ahead`` is the reading at the next level (None at the top; the
-    probe's ``ahead`` column). ``HistoryRow.error`` is ``1 - score`` and ``threshold`` is
-    ``1 - mastery``, as the mastery rule's.
+    probe's ``ahead`` column). Otherwise the mastery rule, every rise a new best (``min_gain``
+    0); ``HistoryRow.error`` is ``1 - score`` and ``threshold`` is ``1 - mastery``.
 
     Examples:
         >>> from segmix.shuffle import Level
@@ -174,28 +180,12 @@ class LookaheadCurriculum(WarmupCurriculum):
     name = "lookahead"
     Knobs = LookaheadKnobs
     reads_ahead = True
-    state_keys = ("best",)
-
-    def __init__(self, mixer: Mixer, levels: list[Level], **knobs) -> None:
-        self.best: float | None = None
-        super().__init__(mixer, levels, **knobs)
+    min_gain = 0.0  # not a knob here: the level's best is its highest reading
 
     def step(self, signal: float, ahead: float | None = None) -> HistoryRow:
         score = self._score(signal)
-        ahead = None if ahead is None else self._score(ahead)
-        top = self.level == len(self.levels) - 1
-        ready = ahead is not None and not top and ahead >= score - self.tolerance
-        if self.step_count < self.warmup:
-            return self._record(score, "warmup", 1.0 - score)
-        if not top and (score >= self.mastery or ready):
-            action, self.level = "advance", self.level + 1
-        elif self.best is not None and score <= self.best - self.collapse and self.level > 0:
-            action, self.level = "back", self.level - 1
-        else:
-            action, self.best = "hold", max(self.best or 0.0, score)
-        if action != "hold":
-            self.best = None
-        return self._record(score, action, 1.0 - score, 1.0 - self.mastery)
+        ready = ahead is not None and self._score(ahead) >= score - self.tolerance
+        return self._decide(score, ready)
 
 
 class LossKnobs(WarmupKnobs):
