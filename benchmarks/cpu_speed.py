@@ -7,7 +7,7 @@ Stage 1 is ``configs/demo.yaml``'s classifier (EfficientNet-Lite0, output stride
 batch 32: forward, BCE on the image logits, backward, AdamW step); stage 2 its segmenter
 (DeepLabV3+ / tu-efficientnet_lite0, 112 px, batch 16, cross-entropy). Inference: ``cams`` is
 the classifier's CAMs of 32 tiles at the pseudo masks' default scales with the flip
-(:func:`segmix.cam.class_activation_maps`), ``relabel`` the segmenter's probabilities of 32
+(:func:`segmix.pseudo.class_activation_maps`), ``relabel`` the segmenter's probabilities of 32
 tiles at the relabel round's default scales with the flip (:func:`segmix.models.segment_probs`);
 a step is one such batch. Every setting runs alone
 in its own process, one after another (never two at once), with the median of ``--steps``
@@ -86,10 +86,10 @@ def build(model: str):
 def inference(model: str, images):
     """The demo's model in eval mode and one batch's inference (no loss: ``run_one`` skips the step)."""
 
-    from segmix.cam import CamConfig, class_activation_maps
-    from segmix.cam.relabel import RelabelConfig
     from segmix.config import Stage2Config
     from segmix.models import CamClassifier, create_segmenter, segment_probs
+    from segmix.pseudo import CamConfig, class_activation_maps
+    from segmix.pseudo.relabel import RelabelConfig
 
     if model == "cams":
         net = CamClassifier("efficientnet_lite0", 4, output_stride=16).eval()

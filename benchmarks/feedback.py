@@ -17,10 +17,8 @@ isolates that part:
   output stride 8 (finer CAMs; its cost is in ``seconds``);
 - ``segmix-gain``: the gain rule on the val split's mIoU (``val_miou``); ``gain-dwell2``: at
   least two epochs per level; ``gain-single``: without the single-label share;
-- ``+replay``: half of the batches mixed at an easier level than the curriculum's, drawn
-  uniformly (``mixing.replay``); ``sched-replay``: the same on the linear schedule;
-  ``random-level``: every batch at a level drawn uniformly from the whole ladder (the finest
-  fixed level with replay 5/6), no curriculum at all;
+- ``random-level``: every batch at a level drawn uniformly from the whole ladder, no curriculum
+  at all (the plug-in of ``random_level.py``);
 - ``probe-swapped``: the feedback probe counting only swapped cells whose source lacks a class of
   the mixed image (its count before it read masks and single-label tiles); ``warmup-1``: a first
   epoch without shuffling, feedback from the second (the default before the probe);
@@ -55,6 +53,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import lookahead  # noqa: F401  (registers the lookahead rule: a plug-in, not in the product)
+from random_level import SEGMIX  # registers the random-level control (a plug-in, not in the product)
+
+HERE = Path(__file__).resolve().parent
+
 BENCHMARKS = {"default": "cpu.yaml", "hard": "cpu.yaml"}  # one recipe; the synthesised data is the preset
 LEVELS = 6  # the recipe's ladder: patch 56 / 16 / 14 px, each at swap ratio 0.25 and 0.5
 SHUFFLE_FIXED = "stage1.mixing.method=shuffle-fixed"
@@ -68,10 +71,7 @@ VARIANTS = {
     "segmix-gain": ["stage1.mixing.method=segmix-gain"],
     "gain-dwell2": ["stage1.mixing.method=segmix-gain", "stage1.curriculum.gain.dwell=2"],
     "gain-single": ["stage1.mixing.method=segmix-gain", "stage1.mixing.single_share=0"],
-    "+replay": ["stage1.mixing.replay=0.5"],
-    "sched-replay": ["stage1.mixing.method=shuffle-scheduled", "stage1.mixing.replay=0.5"],
-    "random-level": [SHUFFLE_FIXED, f"stage1.curriculum.fixed.level={LEVELS - 1}"]
-    + [f"stage1.mixing.replay={(LEVELS - 1) / LEVELS}"],
+    "random-level": ["stage1.mixing.method=shuffle-random-level"],  # the plug-in of random_level.py
     "-single": ["stage1.mixing.single_share=0"],
     "old-default": ["stage1.mixing.method=segmix-loss", "stage1.mixing.single_share=0"],
     "os8": ["stage1.model.output_stride=8"],
@@ -99,6 +99,7 @@ def config_file(name: str) -> Path:
 
 def run(cmd: list[str], log: Path, threads: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))  # random_level
     with log.open("a") as fh:
         subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=True)
 
@@ -166,7 +167,7 @@ def pipeline_run(config: str, data: Path, folder: Path, sets: list[str], stage2:
     """``segmix run`` of the packaged ``config`` on ``data`` into ``folder`` with ``--set``s, up
     to the pseudo masks (or the evaluation); its scores and seconds (None when it failed)."""
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "segmix.cli", "run", str(config_file(config)), "--out", str(folder)]
+    cmd = [sys.executable, "-c", SEGMIX, "run", str(config_file(config)), "--out", str(folder)]
     cmd += ["--data", str(data), "--until", "evaluate" if stage2 else "cams"]
     for s in sets:
         cmd += ["--set", s]
@@ -206,7 +207,7 @@ def supervised_run(config: str, data: Path, folder: Path, threads: int, extra: l
         folder.mkdir(parents=True, exist_ok=True)
         code = (
             "import sys; from pathlib import Path; from segmix.config import load_config;"
-            "from segmix.pipeline.config import RunConfig; from segmix.data.spec import resolve_spec;"
+            "from segmix.config.run import RunConfig; from segmix.data.spec import resolve_spec;"
             "from segmix.pipeline.stages import train_supervised, evaluate_model;"
             "cfg = load_config(RunConfig, Path(sys.argv[1]), ['stage2.num_workers=1', *sys.argv[4:]]).seeded();"
             "d = Path(sys.argv[2]); o = Path(sys.argv[3]);"

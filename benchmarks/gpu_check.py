@@ -57,9 +57,9 @@ def main() -> None:
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
-    from segmix.cam import CamConfig, generate_pseudo_masks
     from segmix.data.synth import SynthConfig, generate
     from segmix.eval.evaluate import evaluate
+    from segmix.pseudo import CamConfig, generate_pseudo_masks
     from segmix.train import Stage1Config, Stage2Config
     from segmix.train import stage1 as s1
     from segmix.train import stage2 as s2

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+import lookahead  # noqa: F401  (the benchmarks' plug-ins: the classifiers of their runs load)
+import random_level  # noqa: F401
 from segmix.data.dataset import TileDataset
 from segmix.data.spec import resolve_spec
 from segmix.models import load_classifier

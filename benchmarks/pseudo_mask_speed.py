@@ -33,8 +33,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
 
-    from segmix.cam import CamConfig, generate_pseudo_masks
     from segmix.data.dataset import TileDataset
+    from segmix.pseudo import CamConfig, generate_pseudo_masks
 
     n = len(TileDataset(args.data, "train", with_masks=False))
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -61,8 +61,7 @@ NO_MARGIN = "cams.margin=null"  # the default before the margin was measured
 VARIANTS = {
     "none": ["stage1.mixing.method=none"],
     **{f"fixed-{k}": [SHUFFLE_FIXED, f"stage1.curriculum.fixed.level={k}"] for k in range(LEVELS)},
-    "random-level": [SHUFFLE_FIXED, f"stage1.curriculum.fixed.level={LEVELS - 1}"]
-    + [f"stage1.mixing.replay={(LEVELS - 1) / LEVELS}"],
+    "random-level": ["stage1.mixing.method=shuffle-random-level"],  # the plug-in of random_level.py
     "segmix": [],
     "lookahead": ["stage1.mixing.method=segmix-lookahead"],
     "probe-swapped": ["stage1.curriculum.probe=swapped"],

@@ -156,9 +156,9 @@ def run_job(bench: str, variant: str, seed: int, data: Path, folder: Path, extra
 
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    from segmix.cam import generate_pseudo_masks
     from segmix.config import load_config
-    from segmix.pipeline.config import RunConfig
+    from segmix.config.run import RunConfig
+    from segmix.pseudo import generate_pseudo_masks
 
     sets = [f"seed={seed}", "stage1.num_workers=1", "cams.num_workers=1"] + extra + VARIANTS[variant]
     cfg = load_config(RunConfig, config_file(BENCHMARKS[bench]), sets).seeded()

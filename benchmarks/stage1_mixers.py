@@ -60,9 +60,9 @@ def main() -> None:
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
-    from segmix.cam import CamConfig, generate_pseudo_masks
     from segmix.config import load_config
     from segmix.data.synth import SynthConfig, generate
+    from segmix.pseudo import CamConfig, generate_pseudo_masks
     from segmix.train import Stage1Config, train_classifier
 
     data = args.data

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +19,49 @@ from segmix.data.spec import PRESETS
 
 def pytest_configure(config) -> None:
     """Under pytest-xdist each worker takes its share of the cores, for its own torch and the
-    commands its tests start: two torch threads per core collapse (:mod:`segmix.config.threads`)."""
+    commands its tests start: two torch threads per core collapse (:mod:`segmix.runtime`)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         import torch
 
-        from segmix.config.threads import usable_cores
+        from segmix.runtime import usable_cores
 
         share = max(1, usable_cores() // workers)
         os.environ["OMP_NUM_THREADS"] = str(share)
         torch.set_num_threads(share)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@contextlib.contextmanager
+def benchmark_modules():
+    """Import modules of ``benchmarks/`` as its scripts do (by name, their folder on the path):
+    ``import_module`` inside the block. Their plug-ins register, and leave the registries (and
+    the imported modules ``sys.modules``) when the block ends, so that the configs of other tests,
+    and their hashes, never carry a plug-in's knobs that the ``segmix`` processes they start lack."""
+    from segmix.shuffle import CURRICULA, METHODS, MIXERS
+
+    registries = [(r, dict(r)) for r in (CURRICULA, METHODS, MIXERS)]
+    modules, path = set(sys.modules), list(sys.path)
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module
+    finally:
+        for registry, before in registries:
+            registry.clear()
+            registry.update(before)
+        for name in set(sys.modules) - modules:
+            if getattr(sys.modules[name], "__file__", "") and str(BENCHMARKS) in sys.modules[name].__file__:
+                del sys.modules[name]
+        sys.path[:] = path
+
+
+@pytest.fixture
+def bench_module():
+    """``bench_module(name)``: a module of ``benchmarks/`` for this test (:func:`benchmark_modules`)."""
+    with benchmark_modules() as import_module:
+        yield import_module
 
 
 def make_tree(root: Path, preset: str, n_train: int = 4, n_eval: int = 2, sizes=((16, 16),), seed: int = 0) -> Path:

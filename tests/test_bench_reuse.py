@@ -1,13 +1,22 @@
 """The benchmarks' reuse of finished stages: a variant starts from the run that shares the most."""
 
-import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("feedback_bench", ROOT / "benchmarks" / "feedback.py")
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+import pytest
+
+from tests.conftest import benchmark_modules
+
+bench = None  # benchmarks/feedback.py while this file's tests run (its plug-ins registered only then)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _feedback_module():
+    global bench
+    with benchmark_modules() as import_module:
+        bench = import_module("feedback")
+        yield
+
 
 VARIANTS = {
     "segmix": [],

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segmix.cam import CamConfig, generate_pseudo_masks
 from segmix.data.io import write_image, write_mask
 from segmix.data.synth import SynthConfig, generate
+from segmix.pseudo import CamConfig, generate_pseudo_masks
 from segmix.train import Stage1Config, Stage2Config, train_classifier, train_segmenter
 
 TINY = ["--set", "train.epochs=1", "--set", "train.image_size=32", "--set", "train.batch_size=8"]

@@ -165,30 +165,25 @@ def test_ladders_can_align_with_vit_tokens():
         patch_ladder(100, 10, multiple_of=14)
 
 
-def test_replay_draws_only_easier_levels_uniformly_and_never_during_warmup():
-    levels = build_levels([56, 28], 0.25, 0.5, 2)  # 4 levels
-    cur = create_curriculum("fixed", SegMix(), levels, level=3)
-    g = torch.Generator().manual_seed(0)
-    drawn = [levels.index(cur.batch_level(1.0, g)) for _ in range(3000)]
-    assert set(drawn) == {0, 1, 2}  # replay 1: never the current level, every easier one
-    assert all(800 < drawn.count(k) < 1200 for k in range(3))
-    assert {cur.batch_level(0.0, g) for _ in range(50)} == {levels[3]}
-    shares = [cur.batch_level(0.5, g) == levels[3] for _ in range(2000)]
-    assert 0.45 < sum(shares) / len(shares) < 0.55
-    easiest = create_curriculum("fixed", SegMix(), levels, level=0)
-    assert {easiest.batch_level(1.0, g) for _ in range(50)} == {levels[0]}  # nothing easier
-    warm = MasteryCurriculum(SegMix(), levels, warmup=2)
-    warm.level = 2  # even at a higher level the warm-up's shuffle stays off
-    assert {warm.batch_level(1.0, g) for _ in range(50)} == {levels[2]}
-    with pytest.raises(ValueError, match="replay"):
-        cur.batch_level(1.5, g)
+def test_the_random_level_plug_in_draws_every_level_uniformly_and_the_same_numbers_at_any_level(bench_module):
+    """benchmarks/random_level.py: a control registered from outside the product, per batch."""
+    from segmix.shuffle import list_methods
 
-
-def test_replay_consumes_the_same_numbers_whatever_it_draws():
-    levels = build_levels([56, 28], 0.25, 0.5, 2)
-    top, bottom = (create_curriculum("fixed", SegMix(), levels, level=k) for k in (3, 0))
+    bench_module("random_level")
+    assert "shuffle-random-level" in list_methods()
+    levels = build_levels([56, 28, 14], 0.25, 0.5, 2)  # 6 levels
+    mixer = SegMix()
+    cur = create_curriculum("random-level", mixer, levels)
+    assert cur.current == levels[-1]  # what the history records: the finest level
+    g, drawn = torch.Generator().manual_seed(0), []
+    for _ in range(6000):
+        cur.before_batch(g)
+        drawn.append(levels.index(Level(mixer.patch_size, mixer.ratio)))
+    assert all(850 < drawn.count(k) < 1150 for k in range(6))
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     for _ in range(20):
-        top.batch_level(0.5, g1)
-        bottom.batch_level(0.5, g2)
+        cur.before_batch(g1)
+        torch.rand(2, generator=g2)  # two numbers a batch, whatever it draws
     assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+    assert cur.step(0.5).action == "hold" and cur.current == levels[-1]
+    assert (mixer.patch_size, mixer.ratio) == (14, 0.5)  # a step puts the mixer back at the recorded level

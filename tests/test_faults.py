@@ -115,7 +115,7 @@ def test_sigkill_while_writing_pseudo_masks_then_rerun(tmp_path):
 
 
 def test_crash_while_writing_pseudo_masks_then_rerun(reference, tmp_path, monkeypatch):
-    import segmix.cam.run as cam_run
+    import segmix.pseudo.write as cam_run
 
     run = tmp_path / "crash"
     real = cam_run.write_mask
@@ -240,7 +240,7 @@ def test_ddp_two_processes_decide_alike_and_shard_pseudo_masks(tmp_path):
         tmp_path / "single",
         progress=False,
     )
-    from segmix.cam import CamConfig, generate_pseudo_masks
+    from segmix.pseudo import CamConfig, generate_pseudo_masks
 
     solo = generate_pseudo_masks(single, data, tmp_path / "pm-single", CamConfig(scales=[1.0], flip=False))
     assert abs(solo.miou - s2["miou"]) < 0.1, (solo.miou, s2["miou"])

@@ -15,7 +15,6 @@ from segmix.eval.metrics import confusion_miou
 from segmix.shuffle import (
     METHODS,
     GainCurriculum,
-    LookaheadCurriculum,
     MasteryCurriculum,
     SegMix,
     build_levels,
@@ -51,7 +50,8 @@ def test_mastery_rule_advances_on_mastery_holds_while_learning_and_steps_back_on
         top.step(1.5)
 
 
-def test_lookahead_rule_advances_when_the_next_level_reads_as_well_and_resumes():
+def test_lookahead_plug_in_advances_when_the_next_level_reads_as_well_and_resumes(bench_module):
+    LookaheadCurriculum = bench_module("lookahead").LookaheadCurriculum  # noqa: N806  (a plug-in's class)
     mixer = SegMix()
     cur = LookaheadCurriculum(mixer, LEVELS, tolerance=0.02, collapse=0.05)
     readings = [(0.70, 0.60), (0.74, 0.71), (0.72, 0.72), (0.66, 0.50), (0.60, 0.58), (0.95, None), (0.93, None)]
@@ -227,7 +227,8 @@ def test_stage1_resumes_its_curriculum_trace(tmp_path):
     assert ckpt["curriculum"]["level"] == int(trace[-1]["level"])
 
 
-def test_segmix_lookahead_reads_the_probe_at_the_next_level(tmp_path):
+def test_a_rule_that_reads_ahead_gets_the_probe_at_the_next_level(tmp_path, bench_module):
+    bench_module("lookahead")  # the plug-in of benchmarks/ that reads ahead
     from segmix.data.synth import SynthConfig, generate
     from segmix.train import Stage1Config, train_classifier
 

@@ -83,7 +83,7 @@ def tiles(module_tmp):
 
 @pytest.mark.slow
 def test_vit_classifier_trains_frozen_and_gives_patch_grid_cams(tiles, tmp_path):
-    from segmix.cam import CamConfig, generate_pseudo_masks
+    from segmix.pseudo import CamConfig, generate_pseudo_masks
     from segmix.train import train_classifier
 
     cfg = load_config(

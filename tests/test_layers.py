@@ -6,7 +6,7 @@ import sys
 
 def test_inference_cams_and_evaluation_do_not_import_lightning():
     code = (
-        "import sys, segmix.models, segmix.cam, segmix.eval, segmix.infer\n"
+        "import sys, segmix.models, segmix.pseudo, segmix.eval, segmix.infer\n"
         "print(sorted(m for m in ('lightning', 'torchmetrics', 'segmix.train') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

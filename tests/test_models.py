@@ -5,10 +5,10 @@ import pytest
 import timm
 import torch
 
-from segmix.cam import class_activation_maps, pseudo_masks
 from segmix.data.synth import SynthConfig, render_tile
 from segmix.data.tissue import tissue_mask
 from segmix.models import CamClassifier, load_backbone_weights
+from segmix.pseudo import class_activation_maps, pseudo_masks
 from segmix.train.augment import dihedral, hed_jitter
 
 
@@ -121,15 +121,17 @@ def test_model_files_of_the_layout_before_the_registry_still_load(tmp_path):
     model = CamClassifier("resnet18", 2, output_stride=16)
     old = {
         "train": {"image_size": 64},
-        "mixing": {"method": "segmix", "label_mix": "area", "alpha": 0.4},
+        "mixing": {"method": "segmix", "label_mix": "area", "alpha": 0.4, "replay": 0.0},
         "ladder": {"fixed_level": 2},
         "curriculum": {"mastery": 0.8, "patience": 2, "drop": 0.03, "warmup": 1, "probe": "swapped"},
     }
+    old["curriculum"]["plugged"] = {"leap": 2}  # a plug-in's knobs, from a process that had it registered
     save_payload({"state_dict": model.state_dict(), "config": old, "classes": ["A", "B"]}, tmp_path / "old.pt")
     _, cfg, _ = load_classifier(tmp_path / "old.pt")
     assert cfg.mixing.knobs("segmix") == {"label_mix": "area"}
     assert cfg.mixing.knobs("cutmix") == cfg.mixing.knobs("mixup") == {"alpha": 0.4}
     assert cfg.curriculum.knobs("fixed") == {"level": 2} and cfg.curriculum.probe == "swapped"
+    assert "plugged" not in cfg.model_dump()["curriculum"]  # not registered here: dropped
     mastery, gain = cfg.curriculum.knobs("mastery"), cfg.curriculum.knobs("gain")
     assert (mastery["mastery"], mastery["warmup"], "patience" in mastery) == (0.8, 1, False)  # removed since: dropped
     assert (gain["drop"], gain["warmup"], "patience" in gain, cfg.curriculum.knobs("loss")["warmup"]) == (

@@ -83,8 +83,8 @@ def _predict(model_args: list[str], inputs: list, out) -> None:
 
 @pytest.mark.slow
 def test_exported_package_predicts_byte_equal_to_its_run_after_the_run_is_gone(tmp_path):
-    from segmix.cam.run import generate_pseudo_masks
     from segmix.eval import evaluate
+    from segmix.pseudo import generate_pseudo_masks
 
     run = tmp_path / "run"
     run_pipeline(tiny_config("fully_supervised=false", "mpp=0.5"), run, progress=False, until="evaluate")

@@ -182,7 +182,7 @@ def test_moving_a_stage_aside_twice_keeps_both_earlier_outputs(tmp_path):
     for attempt in ("first", "second", "third"):
         (tmp_path / "stage1").mkdir()
         (tmp_path / "stage1" / "notes.txt").write_text(attempt)
-        _move_aside(tmp_path / "stage1", "stage1", "abc")  # the same hash each time: `run --from stage1` again
+        _move_aside(tmp_path / "stage1", "abc")  # the same hash each time: `run --from stage1` again
     kept = {p.name: (p / "notes.txt").read_text() for p in tmp_path.iterdir()}
     assert kept == {"stage1.stale-abc": "first", "stage1.stale-abc.2": "second", "stage1.stale-abc.3": "third"}
 

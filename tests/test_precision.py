@@ -5,13 +5,13 @@ import pytest
 import torch
 
 import segmix.config.precision as precision_mod
-from segmix.cam.run import CamConfig, pseudo_masks_of
 from segmix.config import ConfigError, Stage1Config, Stage2Config, load_config
 from segmix.config.precision import autocast, precision_name, resolve_precision
-from segmix.config.threads import fit_threads, plan_threads, usable_cores
+from segmix.config.run import RunConfig
 from segmix.data.spec import PRESETS
 from segmix.models import CamClassifier, segment
-from segmix.pipeline.config import RunConfig
+from segmix.pseudo.cam_masks import CamConfig, pseudo_masks_of
+from segmix.runtime import fit_threads, plan_threads, usable_cores
 
 
 @pytest.mark.parametrize(

@@ -284,7 +284,8 @@ def test_models_carry_their_training_resolution(tmp_path):
 
 
 def test_class_names_that_look_like_formulas_are_written_as_text(tmp_path):
-    from segmix.data.io import read_csv, write_image
+    from segmix.data.io import write_image
+    from segmix.data.text import read_csv
 
     evil = ['=HYPERLINK("http://example.invalid","x")', "NEC", "+LYM", "@TAS"]
     spec = SPEC.model_copy(update={"classes": evil})

@@ -1,21 +1,21 @@
 """Relabelling: a segmenter's label-gated predictions on the training tiles as the next round's
-masks (segmix.cam.relabel, ``segmix relabel``, ``relabel.rounds`` in ``segmix run``)."""
+masks (segmix.pseudo.relabel, ``segmix relabel``, ``relabel.rounds`` in ``segmix run``)."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from segmix.cam import CamConfig
-from segmix.cam.relabel import RelabelConfig, relabel_masks
 from segmix.data.dataset import TileDataset
 from segmix.data.io import read_image, read_mask, write_image
 from segmix.data.spec import PRESETS, resolve_spec
 from segmix.data.tissue import tissue_mask
 from segmix.errors import ModelFileError
 from segmix.models import create_segmenter, load_segmenter, save_segmenter, segment_probs
+from segmix.pseudo import CamConfig
+from segmix.pseudo.relabel import RelabelConfig, relabel_masks
 from segmix.train import Stage2Config
 from tests.conftest import make_tree
 from tests.test_cli_user_errors import assert_user_error, digest, segmix
@@ -57,8 +57,8 @@ def test_masks_are_the_label_gated_argmax_with_glass_as_background(world, tmp_pa
         assert glass[:12, :12].all()
         assert np.array_equal(mask, np.where(glass, spec.background_index, gated))
         assert set(np.unique(mask[~glass])) <= set(np.flatnonzero(item["label"]))
-    done = json.loads((tmp_path / "o" / "relabel.json").read_text())
-    assert done["segmenter"] == str(seg) and done["scales"] == scales
+    saved = yaml.safe_load((tmp_path / "o" / "relabel_config.yaml").read_text())
+    assert saved["_meta"]["segmenter"] == str(seg) and saved["scales"] == scales and saved["split"] == "train"
 
 
 def test_scales_give_the_gated_argmax_of_the_multi_scale_probabilities(world, tmp_path):
@@ -76,7 +76,7 @@ def test_scales_give_the_gated_argmax_of_the_multi_scale_probabilities(world, tm
         one = segment_probs(model, [item["image"]], cfg, "cpu", spec.num_indices)[0][: spec.num_classes]
         changed += int((one.argmax(0).numpy() != probs[: spec.num_classes].argmax(0).numpy()).sum())
     assert changed > 0  # the scales change some pixels' most probable class
-    assert json.loads((tmp_path / "o" / "relabel.json").read_text())["scales"] == [0.75, 1.0, 1.5]
+    assert yaml.safe_load((tmp_path / "o" / "relabel_config.yaml").read_text())["scales"] == [0.75, 1.0, 1.5]
 
 
 def test_a_segmenter_of_other_classes_is_refused(world, tmp_path):
@@ -115,13 +115,22 @@ def test_segmix_run_rounds_train_on_relabelled_masks_and_evaluate_the_last_round
     metrics = run_pipeline(tiny_config("relabel.rounds=2"), run, progress=False)
     assert {s: (run / s / ".done.json").read_text() for s in upstream} == upstream  # not re-run
     for r in (1, 2):
-        assert len(list((run / "relabel" / f"round{r}" / "masks").glob("*.png"))) == 24
+        assert len(list((run / "relabel" / f"round{r}" / "maps" / "masks").glob("*.png"))) == 24
         assert 0 <= metrics["relabel"][f"round{r}"]["masks"]["miou"] <= 1  # scored on train_gt
     final = run / "relabel" / "segmenter.pt"
     assert run_segmenter(run) == final
     assert final.read_bytes() == (run / "relabel" / "round2" / "segmenter.pt").read_bytes()
     assert metrics["test"]["miou"] == evaluate(final, run / "data", "test", tmp_path / "e").miou
     assert "Round 2 masks" in (run / "report.html").read_text()
+    # a round is a stage: killed during its stage 2, it resumes with its maps kept, earlier rounds skipped
+    kept = {p: p.stat().st_mtime_ns for p in [*(run / "relabel" / "round2" / "maps").rglob("*"), final]}
+    kept[run / "relabel" / "round1" / "segmenter.pt"] = (run / "relabel" / "round1" / "segmenter.pt").stat().st_mtime_ns
+    for marker in (run / "relabel" / "round2" / ".done.json", run / "relabel" / ".done.json"):
+        marker.unlink()
+    resumed = run_pipeline(tiny_config("relabel.rounds=2"), run, progress=False, until="evaluate")
+    assert {p: p.stat().st_mtime_ns for p in kept if p != final} == {p: t for p, t in kept.items() if p != final}
+    assert resumed["relabel"]["round2"]["masks"] == metrics["relabel"]["round2"]["masks"]
+    assert final.read_bytes() == (run / "relabel" / "round2" / "segmenter.pt").read_bytes()
     # back to no rounds: the rounds are moved aside and stage 2's model is the final one again
     metrics = run_pipeline(tiny_config("relabel.rounds=0"), run, progress=False, until="evaluate")
     assert "relabel" not in metrics and run_segmenter(run) == run / "stage2" / "segmenter.pt"

@@ -8,11 +8,11 @@ import pytest
 import torch
 import yaml
 
-from segmix.cam import CamConfig, generate_pseudo_masks
 from segmix.config import ConfigError, load_config
 from segmix.data.dataset import TileDataset
 from segmix.data.synth import SynthConfig, generate
 from segmix.models import load_classifier
+from segmix.pseudo import CamConfig, generate_pseudo_masks
 from segmix.train import Stage1Config, train_classifier
 from segmix.train.losses import patch_cam_loss
 
@@ -222,6 +222,7 @@ def test_old_flat_keys_are_refused_with_their_new_place_and_ladders_are_checked(
         ("mixing.label_mix=area", "mixing: label_mix: moved to mixing.segmix.label_mix"),
         ("curriculum.mastery=0.8", "curriculum: mastery: moved to curriculum.mastery.mastery"),
         ("curriculum.mastery.patience=1", "curriculum: mastery.patience: removed: an experiment that lost"),
+        ("mixing.replay=0.5", "mixing: replay: removed: an experiment that lost"),
         ("curriculum.warmup=1", "warmup: moved to curriculum.mastery.warmup / curriculum.gain.warmup / "),
         ("curriculum.mastery.mastry=0.8", r"unknown knob\(s\) mastry; known: warmup, warmup_off, mastery"),
         ("curriculum.masteri.mastery=0.8", "masteri: unknown key; known: signal, probe, probe_cells, fixed, mastery"),
@@ -243,26 +244,10 @@ def test_each_rules_knobs_live_under_its_name_with_its_defaults():
     assert set(cfg.model_dump()["mixing"]) >= {n for n, e in MIXERS.items() if e.knobs.model_fields}
 
 
-def test_replayed_batches_use_an_easier_level_with_the_same_mixer_settings():
-    from segmix.shuffle import Level
-    from segmix.train.stage1 import Stage1Module
-
-    sets = TINY + ["mixing.method=shuffle-fixed", "curriculum.fixed.level=3", "mixing.replay=1"]
-    module = Stage1Module(load_config(Stage1Config, None, sets).model_dump(), ["TE", "NEC", "LYM", "TAS"])
-    levels = module.curriculum.levels
-    g = torch.Generator().manual_seed(0)
-    mixers = [module._batch_mixer(g) for _ in range(40)]
-    assert all(m is not module.mixer for m in mixers)  # replay 1 at level 3: always an easier level
-    assert {levels.index(Level(m.patch_size, m.ratio)) for m in mixers} == {0, 1, 2}
-    assert {(m.p, m.label_mix) for m in mixers} == {(module.mixer.p, module.mixer.label_mix)}
-    module.cfg.mixing.replay = 0.0
-    assert module._batch_mixer(g) is module.mixer
-
-
 def test_a_boolean_is_not_a_number_and_a_key_given_twice_is_refused(tmp_path):
+    from segmix.config.run import RunConfig
     from segmix.data.spec import load_spec
     from segmix.errors import DatasetError
-    from segmix.pipeline.config import RunConfig
 
     with pytest.raises(ConfigError, match=r"--set train.epochs=true: train.epochs: expected a number, got true"):
         load_config(Stage1Config, None, ["train.epochs=true"])

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from segmix.data.io import write_image
 from segmix.data.synth import SynthConfig, generate
@@ -243,7 +244,7 @@ def test_options_a_command_does_not_use_or_cannot_honour_are_refused(data, tmp_p
     assert_user_error(r, "--set flip=false", "unknown key", "scales")
     r = segmix(*relabel, "--set", "scales=[1.0]", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert json.loads((masks / "relabel.json").read_text())["scales"] == [1.0]
+    assert yaml.safe_load((masks / "relabel_config.yaml").read_text())["scales"] == [1.0]
     common = ["train-cls", "--data", data, "--out", tmp_path / "r"]
     r = segmix(*common, "--set", "threads=99", cwd=tmp_path)
     assert_user_error(r, "--set threads=99", "99 threads", "cores")

@@ -75,7 +75,6 @@ def predict(
     in cohort.csv and the others go on (exit 1 at the end). Under torchrun each process predicts every world-th slide.
     """
     from segmix.config.precision import resolve_precision
-    from segmix.config.threads import fit_threads, rank_and_world
     from segmix.infer import (
         check_resolution,
         is_slide,
@@ -87,8 +86,9 @@ def predict(
         prediction_inputs,
     )
     from segmix.infer.records import input_identity, same_request, sealed
-    from segmix.models import load_segmenter, pick_device
+    from segmix.models import load_segmenter
     from segmix.models.inference import model_fingerprint
+    from segmix.runtime import fit_threads, pick_device, rank_and_world
 
     if checkpoint is None and run_dir is not None:
         from segmix.pipeline.layout import run_segmenter

@@ -60,7 +60,7 @@ def cams(
 ) -> None:
     """Pseudo masks from CAMs (label-gated, background policy of the dataset); scored when truth
     exists (keys: segmix config show cams)."""
-    from segmix.cam import generate_pseudo_masks
+    from segmix.pseudo import generate_pseudo_masks
 
     def write(cfg, spec, on_batch):
         return generate_pseudo_masks(classifier, data, out, cfg, spec, on_batch=on_batch)
@@ -92,11 +92,12 @@ def relabel(
     """Pseudo masks for the next round of stage 2: the segmenter's predictions on the training
     tiles, gated by their image labels; scored when truth exists (keys: split, batch_size, white,
     saturation, num_workers, threads, scales; --scale overrides the last)."""
-    from segmix.cam import CamConfig
-    from segmix.cam.relabel import RELABEL_CAM_KEYS, RelabelOptions, relabel_masks
+    from segmix.config.pseudo import MASK_INPUT_KEYS
+    from segmix.pseudo import CamConfig
+    from segmix.pseudo.relabel import RelabelOptions, relabel_masks
 
     def write(cfg, spec, on_batch):
-        cams = CamConfig(**cfg.model_dump(include=set(RELABEL_CAM_KEYS)))
+        cams = CamConfig(**cfg.model_dump(include=set(MASK_INPUT_KEYS)))
         return relabel_masks(segmenter, data, out, cams, spec, on_batch=on_batch, scales=scales or cfg.scales)
 
     _write_masks(data, out, config, overrides, preset, "relabelled masks", write, RelabelOptions)
@@ -106,9 +107,9 @@ def _write_masks(data, out, config, overrides, preset, what: str, write, options
     """What ``cams`` and ``relabel`` share: the config (``options``, default CamConfig), the
     output folder, a progress bar over the split and the scores; ``write(cfg, spec, on_batch)``
     writes the masks, returns the scores."""
-    from segmix.cam import CamConfig
     from segmix.data.dataset import TileDataset
     from segmix.data.spec import resolve_spec
+    from segmix.pseudo import CamConfig
 
     cfg = _configured(options or CamConfig, config, overrides)
     spec = resolve_spec(data, preset)
@@ -253,9 +254,9 @@ def config_show(
     (--set stage1.train.epochs=5); stage1, stage2 and cams are the defaults of train-cls,
     train-seg and cams (--set train.epochs=5); run is the defaults of `segmix run`.
     """
-    from segmix.cam import CamConfig
     from segmix.config import Stage1Config, Stage2Config, commented_yaml
     from segmix.pipeline import RunConfig
+    from segmix.pseudo import CamConfig
 
     models = {"stage1": Stage1Config, "stage2": Stage2Config, "cams": CamConfig, "run": RunConfig}
     if name in models:

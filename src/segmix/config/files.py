@@ -11,9 +11,9 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from segmix.config.threads import usable_cores
-from segmix.data.io import read_yaml, yaml_problem
+from segmix.data.text import read_yaml, yaml_problem
 from segmix.errors import ConfigError, validation_problems
+from segmix.runtime import usable_cores
 
 M = TypeVar("M", bound=BaseModel)
 __all__ = ["ConfigError", "apply_overrides", "config_hash", "load_config", "save_config", "validation_problems"]
@@ -68,7 +68,7 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: list[
 
 def check_threads(cfg: BaseModel, source=lambda key: "config", prefix: str = "") -> None:
     """Refuse a ``threads`` key (in any section) above the cores this process may use: more
-    torch threads than cores only wait for each other (:mod:`segmix.config.threads`).
+    torch threads than cores only wait for each other (:mod:`segmix.runtime`).
 
     Checked where a config is read for a run, not in the schema: a model file trained on a
     bigger machine still loads.

@@ -85,7 +85,8 @@ class KnobSections(Section):
     model_config = ConfigDict(extra="allow")
     section: ClassVar[str] = ""
     moved_knobs: ClassVar[dict[str, str]] = {}
-    # Knobs of lost experiments per entry: refused with REMOVED_NOTE, dropped from files segmix wrote.
+    # Keys and entries' knobs of lost experiments: refused with REMOVED_NOTE, dropped from files segmix wrote.
+    removed_keys: ClassVar[tuple[str, ...]] = ()
     removed_knobs: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @classmethod
@@ -104,6 +105,8 @@ class KnobSections(Section):
                 continue
             if key in cls.moved_knobs:
                 raise ValueError(f"{key}: moved to {cls.moved_knobs[key]}")
+            if key in cls.removed_keys:
+                raise ValueError(f"{key}: {REMOVED_NOTE}")
             known = ", ".join([*cls.model_fields, *entries])
             raise ValueError(f"{key}: unknown key; known: {known}")
         for name, entry in entries.items():
@@ -128,6 +131,7 @@ class MixingSection(KnobSections):
 
     section: ClassVar[str] = "mixing"
     moved_knobs: ClassVar[dict[str, str]] = _moved_places("mixing", _MIXER_KNOBS)
+    removed_keys: ClassVar[tuple[str, ...]] = ("replay",)
 
     method: str = Field("segmix", description="a registered method (`segmix methods` lists them)")
     probability: float = Field(1.0, ge=0, le=1, description="probability that a batch is mixed")
@@ -136,12 +140,6 @@ class MixingSection(KnobSections):
         ge=0,
         lt=1,
         description="grid mixers: share of each batch drawn from single-label tiles, class-balanced (0: off)",
-    )
-    replay: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="curricula: share of batches mixed at an easier level than the current, drawn uniformly (0: off)",
     )
 
     @classmethod
@@ -242,11 +240,19 @@ def _knobs_under_names(cfg: dict) -> None:
     curriculum.pop("patience", None)  # the flat layout's: the mastery and gain rules', removed since
     if "fixed_level" in (cfg.get("ladder") or {}):  # the one key that changed section
         curriculum.setdefault("fixed", {})["level"] = cfg["ladder"].pop("fixed_level")
+    for key in MixingSection.removed_keys:
+        (cfg.get("mixing") or {}).pop(key, None)
     _move_under_entries(cfg.get("mixing") or {}, _MIXER_KNOBS)
     _move_under_entries(curriculum, _RULE_KNOBS)
     for name, removed in CurriculumConfig.removed_knobs.items():
         for key in removed:
             (curriculum.get(name) or {}).pop(key, None)
+    # A plug-in's knobs, written by a process where it was registered: dropped where it is not
+    # (a method of the plug-in's is still refused by name).
+    for section, registry in (("mixing", MIXERS), ("curriculum", CURRICULA)):
+        node = cfg.get(section) or {}
+        for key in [k for k, v in node.items() if isinstance(v, dict) and k not in registry]:
+            del node[key]
 
 
 def _registered(field: str, value: str, known) -> str:

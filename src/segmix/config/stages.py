@@ -24,7 +24,7 @@ class RunOptions(Section):
 
     seed: int = Field(0, description="fixes data order, mixing, augmentation and initialisation")
     num_workers: int | None = Field(
-        None, ge=0, description="DataLoader worker processes; null: what fits the cores (segmix.config.threads)"
+        None, ge=0, description="DataLoader worker processes; null: what fits the cores (segmix.runtime)"
     )
     threads: int | None = Field(None, ge=1, description="torch threads per process; null: the cores the workers leave")
     precision: PrecisionName = Field(

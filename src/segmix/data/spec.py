@@ -13,7 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from segmix.data.io import read_yaml, write_text, yaml_problem
+from segmix.data.io import write_text
+from segmix.data.text import read_yaml, yaml_problem
 from segmix.errors import DatasetError, validation_problems
 
 SPEC_FILE = "dataset.yaml"

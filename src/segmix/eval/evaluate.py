@@ -14,14 +14,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from segmix.config.threads import fit_threads
+from segmix.config.run import OVERLAYS
 from segmix.data.dataset import TileDataset, collate_list
 from segmix.data.io import write_image, write_mask, write_text
 from segmix.data.preview import contact_sheet, overlay
 from segmix.data.spec import resolve_spec
 from segmix.errors import DatasetError, ModelFileError
 from segmix.eval.metrics import ConfusionMatrix, SegScores
-from segmix.models import load_segmenter, pick_device, segment
+from segmix.models import load_segmenter, segment
+from segmix.runtime import fit_threads, pick_device
 
 
 def scores_markdown(scores: SegScores, title: str) -> str:
@@ -35,9 +36,6 @@ def scores_markdown(scores: SegScores, title: str) -> str:
         f"pixel accuracy {scores.pixel_accuracy * 100:.2f} ({scores.pixels} scored pixels)",
     ]
     return "\n".join(lines) + "\n"
-
-
-OVERLAYS = 8  # overlays of test tiles an evaluation writes (the pipeline's evaluate.overlays too)
 
 
 def evaluate(

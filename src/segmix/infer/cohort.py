@@ -29,14 +29,15 @@ import torch
 
 from segmix.config import Stage2Config
 from segmix.config.precision import resolve_precision
-from segmix.config.threads import rank_and_world
-from segmix.data.io import csv_text, read_csv, write_text
+from segmix.data.io import write_text
 from segmix.data.spec import DatasetSpec
+from segmix.data.text import csv_text, read_csv
 from segmix.errors import OutputError, first_line, user_message
 from segmix.infer.inputs import COHORT_TABLE, output_folder, output_name, output_paths
 from segmix.infer.predict import predict_slide, read_mpp
 from segmix.infer.records import input_identity, read_record, refuse_foreign, same_request, sealed
 from segmix.models.inference import model_fingerprint
+from segmix.runtime import rank_and_world
 
 FAILED = "failed.json"
 

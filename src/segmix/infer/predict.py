@@ -29,9 +29,10 @@ from PIL import Image
 
 from segmix.config import Stage2Config
 from segmix.config.precision import autocast
-from segmix.data.io import csv_text, read_image, write_image, write_mask, write_text
+from segmix.data.io import read_image, write_image, write_mask, write_text
 from segmix.data.preview import overlay
 from segmix.data.spec import DatasetSpec
+from segmix.data.text import csv_text
 from segmix.data.tissue import tissue_mask
 from segmix.errors import ConfigError
 from segmix.infer.exports import area_rows, count_rows

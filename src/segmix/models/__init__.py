@@ -7,7 +7,7 @@ files that rebuild them without training code, and stage-2 inference.
 """
 
 from segmix.models.classifier import CamClassifier
-from segmix.models.inference import pick_device, segment, segment_probs
+from segmix.models.inference import segment, segment_probs
 from segmix.models.io import (
     CLASSIFIER_FILE,
     SEGMENTER_FILE,
@@ -34,7 +34,6 @@ __all__ = [
     "load_classifier",
     "load_payload",
     "load_segmenter",
-    "pick_device",
     "predict_probs",
     "save_classifier",
     "save_payload",

@@ -1,7 +1,7 @@
 """The label gate: a class absent from a tile's label never wins a pixel of it.
 
 One rule for every place that turns class maps into classes: the pseudo masks
-(:func:`segmix.cam.pseudo_masks`), stage 1's val mIoU and feedback probe
+(:func:`segmix.pseudo.pseudo_masks`), stage 1's val mIoU and feedback probe
 (:mod:`segmix.train.losses`).
 """
 

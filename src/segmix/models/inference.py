@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,17 +13,6 @@ from segmix.config import Stage2Config
 from segmix.errors import ModelFileError
 from segmix.models.segmenter import input_multiple, segmenter_input
 from segmix.models.tta import averaged_maps
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` when given, else the GPU when there is one (under torchrun / SLURM the one of
-    this process's local rank, so that processes do not share GPU 0), else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    local = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID")
-    return torch.device(f"cuda:{int(local) % torch.cuda.device_count()}" if local else "cuda")
 
 
 def model_fingerprint(model: nn.Module) -> str:

@@ -26,7 +26,8 @@ from segmix.config import Stage2Config
 from segmix.data.io import read_image
 from segmix.data.spec import DatasetSpec
 from segmix.data.tissue import tissue_mask
-from segmix.models.inference import in_model_stain, pick_device, segment_probs
+from segmix.models.inference import in_model_stain, segment_probs
+from segmix.runtime import pick_device
 
 
 @dataclass

@@ -12,9 +12,10 @@ import json
 import statistics
 from pathlib import Path
 
-from segmix.data.io import csv_text, write_text
+from segmix.config.run import RunConfig
+from segmix.data.io import write_text
 from segmix.data.spec import resolve_spec
-from segmix.pipeline.config import RunConfig
+from segmix.data.text import csv_text
 from segmix.pipeline.stages import evaluate_model, run_pipeline, train_supervised
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segmix.cam import class_activation_maps
 from segmix.data.dataset import TileDataset
 from segmix.data.io import IGNORE_INDEX, read_mask
 from segmix.data.preview import contact_sheet, overlay
 from segmix.models import CLASSIFIER_FILE, load_classifier, load_segmenter, segment
 from segmix.models.inference import in_model_stain
 from segmix.pipeline.layout import run_segmenter
+from segmix.pseudo import class_activation_maps
 from segmix.shuffle import HistoryRow, NoMix, read_history_csv
 from segmix.train import build_mixer
 from segmix.train.data import TrainTiles

@@ -10,6 +10,9 @@ invalidates ``cams``, ``stage2``... but not ``supervised``. Markers:
 - ``<stage>/.done.json`` (hash, seconds, metrics): written last, atomically. A re-run with the
   same hash skips the stage.
 
+Relabel rounds (``relabel/round<r>``, and the maps each starts with, ``relabel/round<r>/maps``)
+are stages of this same protocol inside the ``relabel`` stage (:func:`_once`).
+
 ``metrics.json`` in the run folder gathers the stages' metrics (fractions in [0, 1]).
 """
 
@@ -27,13 +30,13 @@ from pathlib import Path
 from rich.console import Console
 
 from segmix.config import save_config
+from segmix.config.run import RunConfig
 from segmix.config.stages import PLACEMENT_KEYS
 from segmix.data.dataset import TileDataset
 from segmix.data.io import prepare_output_dir, write_text
 from segmix.data.spec import DatasetSpec, resolve_spec
 from segmix.errors import ConfigError, OutputError
 from segmix.models import CLASSIFIER_FILE, SEGMENTER_FILE
-from segmix.pipeline.config import RunConfig
 from segmix.pipeline.layout import read_json, run_segmenter
 
 console = Console(stderr=True)
@@ -127,7 +130,7 @@ def run_stage1(ctx: Context) -> dict:
 
 
 def run_cams(ctx: Context) -> dict:
-    from segmix.cam.run import generate_pseudo_masks
+    from segmix.pseudo import generate_pseudo_masks
 
     classifier = ctx.dir("stage1") / CLASSIFIER_FILE
     scores = generate_pseudo_masks(classifier, ctx.data_root, ctx.dir("cams"), ctx.cfg.cams, ctx.spec)
@@ -149,36 +152,38 @@ def _train_stage2(ctx: Context, masks: Path, out: Path) -> None:
 
 
 def run_relabel(ctx: Context) -> dict:
-    """``relabel.rounds`` rounds: the previous segmenter's label-gated predictions on the
-    training tiles (``relabel/round<r>/masks``) train a fresh stage 2 (``relabel/round<r>``); the
-    last round's model is linked as ``relabel/segmenter.pt``, the run's final model."""
-    from segmix.cam.relabel import RELABEL_DONE, relabel_masks
-
-    rounds, model, metrics = ctx.cfg.relabel.rounds, ctx.dir("stage2") / SEGMENTER_FILE, {}
-    for r in range(1, rounds + 1):
-        folder, seconds = ctx.dir("relabel") / f"round{r}", {}
-        if not (folder / SEGMENTER_FILE).is_file():  # a resumed run keeps what a round finished
-            t0 = time.perf_counter()
-            if not (folder / RELABEL_DONE).is_file():
-                console.print(f"round {r}: relabelling the training tiles with {model.parent.name}'s segmenter")
-                relabel_masks(
-                    model,
-                    ctx.data_root,
-                    folder,
-                    ctx.cfg.cams,
-                    ctx.spec,
-                    scales=ctx.cfg.relabel.scales,
-                )
-            t1 = time.perf_counter()
-            _train_stage2(ctx, folder / "masks", folder)
-            seconds = {"maps": round(t1 - t0, 2), "stage2": round(time.perf_counter() - t1, 2)}
+    """``relabel.rounds`` rounds, each a stage of its own under the pipeline's markers and hashes
+    (chained from the stage or round before it): ``relabel/round<r>`` trains a fresh stage 2 on
+    the masks of its first step, ``relabel/round<r>/maps`` (the previous segmenter's label-gated
+    predictions on the training tiles). The last round's model is linked as
+    ``relabel/segmenter.pt``, the run's final model."""
+    model, h, metrics = ctx.dir("stage2") / SEGMENTER_FILE, ctx.hashes["relabel"], {}
+    for r in range(1, ctx.cfg.relabel.rounds + 1):
+        h = _hash(f"round{r}", h)
+        folder = ctx.dir("relabel") / f"round{r}"
+        metrics[f"round{r}"], _ = _once(folder, f"relabel · round {r}", h, lambda: _round(ctx, model, folder, h))
         model = folder / SEGMENTER_FILE
-        masks = read_json(folder / "scores.json")
-        metrics[f"round{r}"] = {"masks": masks or {}, "stage2": read_json(folder / "best.json") or {}}
-        metrics[f"round{r}"].update({"seconds": seconds} if seconds else {})
-    if rounds:
+    if metrics:
         _link_or_copy(model, ctx.dir("relabel") / SEGMENTER_FILE)
     return {"relabel": metrics} if metrics else {}
+
+
+def _round(ctx: Context, segmenter: Path, folder: Path, h: str) -> dict:
+    """One relabel round in ``folder``: its maps (a step that a resumed round keeps when done),
+    then stage 2 on them (resumed from its checkpoint)."""
+    from segmix.pseudo import relabel_masks
+
+    def maps() -> dict:
+        cfg = ctx.cfg
+        scores = relabel_masks(segmenter, ctx.data_root, folder / "maps", cfg.cams, ctx.spec, scales=cfg.relabel.scales)
+        return {"masks": scores.as_dict() if scores else {}}
+
+    step = f"relabel · round {folder.name.removeprefix('round')}: maps of {segmenter.parent.name}'s segmenter"
+    masks, maps_seconds = _once(folder / "maps", step, _hash("maps", h), maps)
+    t0 = time.perf_counter()
+    _train_stage2(ctx, folder / "maps" / "masks", folder)
+    seconds = {"maps": maps_seconds, "stage2": round(time.perf_counter() - t0, 2)}
+    return {**masks, "stage2": read_json(folder / "best.json") or {}, "seconds": seconds}
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -345,38 +350,39 @@ def _stage(ctx: Context, name: str, forced: bool) -> None:
     if name == "stage1":  # fail fast on a bad dataset before hours of training
         TileDataset(ctx.data_root, "train", ctx.spec, with_masks=False)
     h = ctx.hashes[name] = _stage_hash(ctx, name)
-    done = read_json(ctx.dir(name) / ".done.json")
-    if done and done.get("hash") == h and not forced:
-        ctx.metrics.update(done.get("metrics", {}))
-        ctx.seconds[name] = done.get("seconds", 0.0)
-        console.print(f"[dim]{name}: done, skipped[/]")
-    else:
-        _run_stage(ctx, name, h, forced)
+    metrics, ctx.seconds[name] = _once(ctx.dir(name), name, h, lambda: STAGE_RUNNERS[name](ctx), forced)
+    ctx.metrics.update(metrics)
     if name == "data":
         _resolve_data(ctx)
 
 
-def _run_stage(ctx: Context, name: str, h: str, forced: bool) -> None:
-    folder = ctx.dir(name)
+def _once(folder: Path, name: str, h: str, run: Callable[[], dict], forced: bool = False) -> tuple[dict, float]:
+    """The resume protocol of every stage and relabel round: ``run()``'s metrics and seconds,
+    read from ``folder/.done.json`` when it holds hash ``h`` (and not ``forced``); else ``run()``
+    in ``folder`` (moved aside first when its ``.started.json`` holds another hash, or none)."""
+    done = read_json(folder / ".done.json")
+    if done and done.get("hash") == h and not forced:
+        console.print(f"[dim]{name}: done, skipped[/]")
+        return done.get("metrics", {}), done.get("seconds", 0.0)
     started = read_json(folder / ".started.json")
     if folder.exists() and (forced or not started or started.get("hash") != h):
-        _move_aside(folder, name, (started or {}).get("hash", "unknown"))
+        _move_aside(folder, (started or {}).get("hash", "unknown"))
     folder.mkdir(parents=True, exist_ok=True)
     write_text(folder / ".started.json", json.dumps({"hash": h}))
     console.rule(f"[bold]{name}")
     t0 = time.perf_counter()
-    metrics = STAGE_RUNNERS[name](ctx)
-    ctx.seconds[name] = round(time.perf_counter() - t0, 2)
-    ctx.metrics.update(metrics)
-    write_text(folder / ".done.json", json.dumps({"hash": h, "seconds": ctx.seconds[name], "metrics": metrics}))
+    metrics = run()
+    seconds = round(time.perf_counter() - t0, 2)
+    write_text(folder / ".done.json", json.dumps({"hash": h, "seconds": seconds, "metrics": metrics}))
+    return metrics, seconds
 
 
-def _move_aside(folder: Path, name: str, old_hash: str) -> None:
+def _move_aside(folder: Path, old_hash: str) -> None:
     """Keep the outputs of another config (never deleted): ``<stage>.stale-<hash>``, or
     ``<stage>.stale-<hash>.<n>`` when an earlier move (``--from`` twice) took that name."""
-    stale = folder.with_name(f"{name}.stale-{old_hash}")
+    stale = folder.with_name(f"{folder.name}.stale-{old_hash}")
     n = 2
     while stale.exists():
-        stale, n = folder.with_name(f"{name}.stale-{old_hash}.{n}"), n + 1
+        stale, n = folder.with_name(f"{folder.name}.stale-{old_hash}.{n}"), n + 1
     os.replace(folder, stale)
-    console.print(f"[yellow]{name}: earlier outputs moved to {stale.name}[/]")
+    console.print(f"[yellow]{folder.name}: earlier outputs moved to {stale.name}[/]")

@@ -29,7 +29,7 @@ from segmix.shuffle.registry import (
     register_method,
     register_mixer,
 )
-from segmix.shuffle.rules import GainCurriculum, LookaheadCurriculum, LossCurriculum, MasteryCurriculum
+from segmix.shuffle.rules import GainCurriculum, LossCurriculum, MasteryCurriculum
 from segmix.shuffle.segmix import MixInfo, SegMix
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "LossCurriculum",
     "METHODS",
     "MIXERS",
-    "LookaheadCurriculum",
     "MasteryCurriculum",
     "Method",
     "MixInfo",

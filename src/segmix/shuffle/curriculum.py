@@ -7,13 +7,6 @@ with a training signal. Here: the shared plumbing, the warm-up the feedback rule
 two rules without feedback (``fixed``, ``scheduled``); the feedback rules are in
 :mod:`segmix.shuffle.rules`.
 
-Replay (``batch_level``, config ``mixing.replay``): any curriculum can mix a share of batches at
-an easier level than its current one, drawn uniformly, so what the coarse levels taught (context
-over large regions) keeps being trained while the frontier moves to finer patches. Measured
-(README): replay 0.5 costs the mastery rule 2 points of pseudo-mask mIoU on the default
-benchmark, so it is off by default; the finest fixed level with replay 5/6 is the random-level
-control (every batch's level drawn from the whole ladder).
-
 Every step appends a :class:`~segmix.shuffle.history.HistoryRow` to ``history``;
 ``state_dict`` / ``load_state_dict`` resume with identical later decisions.
 """
@@ -44,7 +37,7 @@ class Curriculum:
 
     name = "base"
     aliases: tuple[str, ...] = ()
-    reads_ahead = False  # True: ``step`` also takes ``ahead``, the signal measured at the next level
+    reads_ahead = False  # True: ``step`` also takes ``ahead``, the probe at the next level (benchmarks/lookahead.py)
 
     def __init__(self, mixer: Mixer, levels: list[Level]) -> None:
         if not levels:
@@ -60,16 +53,10 @@ class Curriculum:
     def current(self) -> Level:
         return self.levels[self.level]
 
-    def batch_level(self, replay: float, generator: torch.Generator | None = None) -> Level:
-        """The level one batch is mixed at: the current one or, with probability ``replay``, an
-        easier one drawn uniformly (level 0 has none). Draws two numbers from ``generator``
-        whatever the outcome, so the stream does not depend on the level."""
-        if not 0.0 <= replay <= 1.0:
-            raise ValueError(f"replay must lie in [0, 1], got {replay}")
-        u = torch.rand(2, generator=generator).tolist()
-        if self._is_off() or self.level == 0 or u[0] >= replay:
-            return self.current
-        return self.levels[min(int(u[1] * self.level), self.level - 1)]
+    def before_batch(self, generator: torch.Generator) -> None:
+        """Called by stage 1 before each training batch with the batch's generator. The rules here
+        change the level only between feedback periods and do nothing; a rule that draws a level
+        per batch (the random-level control, ``benchmarks/random_level.py``) sets the mixer here."""
 
     def _is_off(self) -> bool:
         return False

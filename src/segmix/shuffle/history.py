@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from segmix.data.io import csv_text, read_csv, write_text
+from segmix.data.io import write_text
+from segmix.data.text import csv_text, read_csv
 
 __all__ = ["HistoryRow", "read_history_csv", "write_history_csv"]
 

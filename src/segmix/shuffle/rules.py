@@ -10,17 +10,6 @@ CAM of a held-out cell of known class, in a shuffled image, picks that class):
 4. ``hold`` otherwise; a rise of ``min_gain`` over the level's best (or the level's first step)
    sets a new best. A move resets the level's best.
 
-The lookahead rule (:class:`LookaheadCurriculum`, method ``segmix-lookahead``) reads the same
-score at the current level and, measured on the same held-out cells, at the next level
-(``ahead``): a model that localises the next level's finer or more mixed cells as well as the
-current ones is ready for it, and one whose reading falls there is not, whatever line the
-current reading reaches on the tissue at hand:
-
-1. Warm-up as above.
-2. ``advance`` when ``ahead >= score - tolerance`` or ``score >= mastery``;
-3. ``back`` when the score falls ``collapse`` or more below the level's best (as mastery);
-4. ``hold`` otherwise. A move resets the level's best.
-
 The gain rule (:class:`GainCurriculum`, method ``segmix-gain``) reads a score that means the
 same at every level (stage 1's ``val_miou``: label-gated CAMs against the val split's masks), so
 it can compare levels with each other:
@@ -69,23 +58,23 @@ from segmix.shuffle.registry import register_curriculum
 __all__ = [
     "GainCurriculum",
     "GainKnobs",
-    "LookaheadCurriculum",
-    "LookaheadKnobs",
     "LossCurriculum",
     "LossKnobs",
     "MasteryCurriculum",
     "MasteryKnobs",
+    "MasteryLineKnobs",
 ]
 
 
-class _LineKnobs(WarmupKnobs):
-    """The knobs the mastery and lookahead rules share."""
+class MasteryLineKnobs(WarmupKnobs):
+    """The knobs of a rule that advances at a mastery line and steps back on a collapse (the
+    mastery rule's, and a plug-in's such as ``benchmarks/lookahead.py``)."""
 
     mastery: float = Field(0.9, gt=0, le=1, description="cell accuracy at which a level is mastered")
     collapse: float = Field(0.05, ge=0, description="drop below the level's best score that steps back")
 
 
-class MasteryKnobs(_LineKnobs):
+class MasteryKnobs(MasteryLineKnobs):
     min_gain: float = Field(0.01, ge=0, description="least rise that counts as improvement")
 
 
@@ -122,7 +111,8 @@ class MasteryCurriculum(WarmupCurriculum):
         return self._decide(self._score(signal), ready=False)
 
     def _decide(self, score: float, ready: bool) -> HistoryRow:
-        """The rule on a checked score; ``ready``: a reason to advance besides mastery."""
+        """The rule on a checked score; ``ready``: a reason to advance besides mastery (a
+        subclass's, such as the lookahead plug-in's reading of the next level)."""
         error, threshold = 1.0 - score, 1.0 - self.mastery
         if self.step_count < self.warmup:
             return self._record(score, "warmup", error)
@@ -138,54 +128,6 @@ class MasteryCurriculum(WarmupCurriculum):
         if action != "hold":
             self.best = None
         return self._record(score, action, error, threshold)
-
-
-class LookaheadKnobs(_LineKnobs):
-    tolerance: float = Field(0.0, ge=0, le=1, description="how far the next level's reading may lie below the current")
-
-
-@register_curriculum(
-    "lookahead",
-    LookaheadKnobs,
-    signal="cell_accuracy",
-    line="mastery",
-    description="advance when the next level localises as well as the current one, or this one is mastered",
-    methods={"segmix-lookahead": "the shuffle driven by the lookahead rule on the probe at this and the next level"},
-)
-class LookaheadCurriculum(MasteryCurriculum):
-    """SegMix's feedback that compares levels: advance when the probe reads the next level at
-    least as well as the current one (module docstring).
-
-    Args:
-        mixer: object with ``patch_size`` and ``ratio`` attributes (a :class:`SegMix`).
-        levels: the ladder, easiest first (:func:`~segmix.shuffle.build_levels`).
-        **knobs: :class:`LookaheadKnobs` (``mastery``, ``collapse``, ``tolerance``, ``warmup``,
-            ``warmup_off``).
-
-    ``step(score, ahead)``: ``ahead`` is the reading at the next level (None at the top; the
-    probe's ``ahead`` column). Otherwise the mastery rule, every rise a new best (``min_gain``
-    0); ``HistoryRow.error`` is ``1 - score`` and ``threshold`` is ``1 - mastery``.
-
-    Examples:
-        >>> from segmix.shuffle import Level
-        >>> class Grid:
-        ...     patch_size, ratio = 56, 0.25
-        >>> rule = LookaheadCurriculum(Grid(), [Level(56, 0.25), Level(16, 0.25)])
-        >>> rule.step(0.70, ahead=0.62).action  # the finer cells read worse: not yet
-        'hold'
-        >>> rule.step(0.72, ahead=0.73).action, rule.level
-        ('advance', 1)
-    """
-
-    name = "lookahead"
-    Knobs = LookaheadKnobs
-    reads_ahead = True
-    min_gain = 0.0  # not a knob here: the level's best is its highest reading
-
-    def step(self, signal: float, ahead: float | None = None) -> HistoryRow:
-        score = self._score(signal)
-        ready = ahead is not None and self._score(ahead) >= score - self.tolerance
-        return self._decide(score, ready)
 
 
 class LossKnobs(WarmupKnobs):

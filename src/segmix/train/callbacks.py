@@ -6,7 +6,8 @@ from pathlib import Path
 
 import lightning as L
 
-from segmix.data.io import csv_text, write_text
+from segmix.data.io import write_text
+from segmix.data.text import csv_text
 from segmix.shuffle import write_history_csv
 from segmix.train.probe import PROBE_CSV
 

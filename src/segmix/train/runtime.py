@@ -16,10 +16,10 @@ from pydantic import BaseModel
 from segmix.config import RunOptions
 from segmix.config.precision import resolve_precision
 from segmix.config.stages import PLACEMENT_KEYS, TrainSection, upgrade_flat_config
-from segmix.config.threads import fit_threads
 from segmix.data.io import write_atomic
 from segmix.errors import ModelFileError, OutputError, TrainingDiverged
 from segmix.models.weights import load_trusted_tensors
+from segmix.runtime import fit_threads
 from segmix.train.data import seeded_generator, stream_seed
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def device_type(opts: RunOptions) -> str:
 def run_placement(opts: RunOptions) -> tuple[str, int]:
     """The precision the trainer runs at (``auto`` resolved by :mod:`segmix.config.precision`)
     and the DataLoader workers, with torch's threads set to fit the cores
-    (:mod:`segmix.config.threads`); both logged once."""
+    (:mod:`segmix.runtime`); both logged once."""
     kind = device_type(opts)
     precision = resolve_precision(opts.precision, kind, training=True)
     log.info("precision: %s (%s on %s)", precision, opts.precision, kind)

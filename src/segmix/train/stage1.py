@@ -30,7 +30,7 @@ from segmix.data.stain import fit_stain_normalizer
 from segmix.errors import ConfigError, DatasetError
 from segmix.eval.metrics import confusion_miou
 from segmix.models import CLASSIFIER_FILE, CamClassifier, save_classifier
-from segmix.shuffle import Level, Mixer, create_mixer
+from segmix.shuffle import Level
 from segmix.train.augment import dihedral, hed_jitter
 from segmix.train.callbacks import CurriculumCallback
 from segmix.train.data import (
@@ -89,27 +89,16 @@ class Stage1Module(L.LightningModule):
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
 
-    def _batch_mixer(self, g: torch.Generator) -> Mixer:
-        """The mixer of this batch: the curriculum's, or with ``mixing.replay`` one at an easier
-        level."""
-        replay = self.cfg.mixing.replay
-        if self.curriculum is None or replay == 0:
-            return self.mixer
-        level = self.curriculum.batch_level(replay, g)
-        if level == self.curriculum.current:
-            return self.mixer
-        name = method_of(self.cfg).mixer
-        return create_mixer(name, self.cfg.mixing.probability, level, **self.cfg.mixing.knobs(name))
-
     def training_step(self, batch, batch_idx: int) -> Tensor:
         images, labels, _ = batch
         g = step_generator(self.cfg.seed, self.global_step, self.global_rank)
         x = images.float() / 255
-        mixer = self._batch_mixer(g)
+        if self.curriculum is not None:
+            self.curriculum.before_batch(g)
         if self.cfg.augment.dihedral:
             x = dihedral(x, g)
         x = hed_jitter(x, self.cfg.augment.hed_jitter, g)
-        x, targets, info = mixer(x, labels, g)
+        x, targets, info = self.mixer(x, labels, g)
         logits, maps = self.model(self.normalize(x))
         loss_img = F.binary_cross_entropy_with_logits(logits.float(), targets)
         loss = loss_img

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from segmix.cam.relabel import RelabelConfig
-from segmix.cam.run import CamConfig
-from segmix.config import Stage1Config, Stage2Config
 from segmix.config.precision import PrecisionName
+from segmix.config.pseudo import CamConfig, RelabelConfig
+from segmix.config.stage1 import Stage1Config
+from segmix.config.stage2 import Stage2Config
 from segmix.data.synth_config import SynthConfig
-from segmix.eval.evaluate import OVERLAYS
+
+OVERLAYS = 8  # overlays of test tiles an evaluation writes (segmix evaluate's default, evaluate.overlays')
 
 
 class EvaluateConfig(BaseModel):

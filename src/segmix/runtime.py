@@ -1,10 +1,11 @@
-"""Threads that fit the machine: torch's intra-op threads and DataLoader workers together no more
-than the cores this process may use.
+"""Where a process computes: its device, its rank among torchrun / SLURM processes, and the
+torch threads and DataLoader workers that fit its cores. One home for what every command that
+computes (training, pseudo masks, inference) decides before it starts.
 
-Two torch threads on two cores that DataLoader workers (or any other job) also want collapse:
-OpenMP threads spin waiting for each other, and a forward pass ran 14x slower. So every command
-that computes sets its threads once from :func:`plan_threads`; ``num_workers`` / ``threads``
-given in a config override either half.
+Threads: two torch threads on two cores that DataLoader workers (or any other job) also want
+collapse: OpenMP threads spin waiting for each other, and a forward pass ran 14x slower. So every
+command that computes sets its threads once from :func:`plan_threads`; ``num_workers`` /
+``threads`` given in a config override either half.
 
 >>> plan_threads(None, None, cores=2)
 (0, 2)
@@ -79,8 +80,6 @@ def fit_threads(num_workers: int | None, threads: int | None, gpu: bool = False)
 def rank_and_world() -> tuple[int, int]:
     """This process's rank and the world size when run under torchrun / SLURM with a process
     group (initialised here with gloo when the launcher set the environment but nobody did)."""
-    import os
-
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -89,3 +88,14 @@ def rank_and_world() -> tuple[int, int]:
     if not dist.is_initialized():
         dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` when given, else the GPU when there is one (under torchrun / SLURM the one of
+    this process's local rank, so that processes do not share GPU 0), else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID")
+    return torch.device(f"cuda:{int(local) % torch.cuda.device_count()}" if local else "cuda")

@@ -1,11 +1,14 @@
-"""From CAMs to pseudo masks: label gating, background, pixels too close to call."""
+"""The label-gated mask rule, for CAMs and a segmenter's maps alike: label gating, background, pixels
+too close to call."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from segmix.data.io import IGNORE_INDEX
+from segmix.data.spec import DatasetSpec
 from segmix.models.gate import gated_max
 
 
@@ -55,3 +58,22 @@ def pseudo_masks(
             raise ValueError("a tissue mask needs background_index")
         mask[~tissue.to(mask.device)] = background_index
     return mask
+
+
+def gated_masks(
+    maps: torch.Tensor,
+    labels: torch.Tensor,
+    group: list[dict],
+    spec: DatasetSpec,
+    margin: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The masks to write uint8 (B, H, W) (255 where ``margin`` leaves a pixel out) and the
+    every-pixel masks uint8 (B, H, W) that are scored, from maps float (B, K, H, W)
+    of same-size items of :class:`~segmix.pseudo.write.MaskInputs`: gated by ``labels`` (B, K), glass by
+    ``spec``'s policy (:func:`pseudo_masks`)."""
+    tissue = torch.from_numpy(np.stack([g["tissue"] for g in group])) if spec.glass_is_background else None
+    every = pseudo_masks(maps, labels, tissue, spec.background_index)
+    kept = every  # with nothing to leave out, the written masks are the scored ones
+    if margin is not None:
+        kept = pseudo_masks(maps, labels, tissue, spec.background_index, margin)
+    return kept.cpu().numpy(), every.cpu().numpy()

@@ -65,7 +65,7 @@ def refine_cams(cams: Tensor, images: Tensor, steps: int = 10, dilations: Sequen
     """CAMs averaged ``steps`` times over colour-alike neighbours, then rescaled to peak 1.
 
     Args:
-        cams: float (B, K, H, W) in [0, 1] (:func:`segmix.cam.cams.class_activation_maps`).
+        cams: float (B, K, H, W) in [0, 1] (:func:`segmix.pseudo.cams.class_activation_maps`).
         images: float (B, 3, H, W) of the same size, the tiles the CAMs are of.
         steps: averaging rounds; 0 returns ``cams`` unchanged.
         dilations: neighbour rings, in pixels.
