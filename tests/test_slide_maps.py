@@ -160,3 +160,40 @@ def test_a_writer_that_cannot_start_stops_the_one_already_running(tmp_path, monk
         slide_maps.FullResolutionMaps(SPEC, (300, 300), 75.0, tissue, paths, 1.0, 0.5, probs=True, tolerance=1.0)
     assert not started[0]._thread.is_alive() and threading.active_count() == before
     assert list(tmp_path.iterdir()) == []  # the class map's temp file is gone too
+
+
+@pytest.mark.parametrize("samples", [1, 3])
+def test_every_pyramid_level_is_every_second_pixel_of_the_one_above_with_no_temp_file_left(tmp_path, samples):
+    from segmix.infer.pyramid import PyramidWriter
+
+    shape = (1000, 1537) if samples == 1 else (700, 530)  # odd sizes: the last row and column count
+    full = np.random.default_rng(0).integers(0, 5, (*shape, samples)[: 2 + (samples > 1)], dtype=np.uint8)
+    with PyramidWriter(tmp_path / "m.tif", *shape, samples=samples, mpp=0.5) as writer:
+        for y in range(0, shape[0], 97):  # bands that are not tiles: the levels are cut as they pass
+            writer.write(full[y : y + 97])
+    with tifffile.TiffFile(tmp_path / "m.tif") as tif:
+        levels = [page.asarray() for page in tif.pages]
+    assert len(levels) == (4 if samples == 1 else 3)
+    for k, level in enumerate(levels):
+        np.testing.assert_array_equal(level, full[:: 2**k, :: 2**k])
+    assert [p.name for p in tmp_path.iterdir()] == ["m.tif"]
+    with pytest.raises(RuntimeError, match="stop"), PyramidWriter(tmp_path / "n.tif", *shape, samples=samples) as w:
+        w.write(full[:600])  # the lower levels' temp files exist now
+        raise RuntimeError("stop")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.tif"]
+
+
+def test_polygons_are_the_same_when_glass_bands_are_skipped_by_their_counts():
+    from segmix.infer.exports import PolygonTracer, value_counts
+
+    background = SPEC.background_index
+    mask = np.full((3000, 200), background, np.uint8)
+    mask[100:160, 20:90] = 1  # regions far apart, glass between them, one across a band seam
+    mask[1000:1050, 50:150] = 2
+    mask[2040:2100, 10:40] = 1
+    plain, counted = PolygonTracer(SPEC, 2.0, band=1024), PolygonTracer(SPEC, 2.0, band=1024)
+    for y in range(0, 3000, 256):
+        plain.add(mask[y : y + 256])
+        counted.add(mask[y : y + 256], value_counts(mask[y : y + 256]))
+    expected = plain.finish()
+    assert counted.finish() == expected and len(expected["features"]) == 2

@@ -65,24 +65,35 @@ class PolygonTracer:
     def __init__(self, spec: DatasetSpec, scale: float, tolerance: float = 0.0, band: int = 1024) -> None:
         self.spec, self.scale, self.tolerance, self.band = spec, scale, tolerance, max(2, band)
         self._pieces: dict[int, list] = {i: [] for i in range(spec.num_classes)}
-        self._rows: list[np.ndarray] = []
-        self._top = 0  # map row of self._rows' first row
+        self._rows: list[tuple[np.ndarray, set[int]]] = []  # rows not traced yet, each with its classes
+        self._top = 0  # map row of the first of them
 
-    def add(self, rows: np.ndarray) -> None:
-        """Append ``rows`` (h, width) of class indices below those added before."""
-        self._rows.append(rows)
-        while sum(len(r) for r in self._rows) >= self.band:
-            band = np.concatenate(self._rows)
-            self._trace(band[: self.band])
-            self._rows = [band[self.band - 1 :]]  # the seam row goes in both bands
+    def add(self, rows: np.ndarray, counts: np.ndarray | None = None) -> None:
+        """Append ``rows`` (h, width) of class indices below those added before; ``counts``:
+        their pixels per value (:func:`value_counts`) when the caller has them, so that a class
+        they lack (every class, on glass) is not looked for."""
+        k = self.spec.num_classes
+        self._rows.append((rows, set(range(k) if counts is None else np.flatnonzero(counts[:k]).tolist())))
+        while sum(len(r) for r, _ in self._rows) >= self.band:
+            classes = set().union(*(c for _, c in self._rows))
+            band = np.concatenate([r for r, _ in self._rows]) if classes else None  # glass: nothing to trace
+            if band is not None:
+                self._trace(band[: self.band], classes)
+            rest = self.band - 1  # rows of the band before its last: the seam row goes in both bands
+            while rest >= len(self._rows[0][0]):
+                rest -= len(self._rows.pop(0)[0])
+            first, first_classes = self._rows[0]
+            self._rows[0] = (first[rest:], first_classes)
             self._top += self.band - 1
 
     def finish(self) -> dict:
         """The FeatureCollection of everything added."""
         import shapely
 
-        if self._rows and sum(len(r) for r in self._rows) > 1:
-            self._trace(np.concatenate(self._rows))
+        if self._rows and sum(len(r) for r, _ in self._rows) > 1:
+            classes = set().union(*(c for _, c in self._rows))
+            if classes:
+                self._trace(np.concatenate([r for r, _ in self._rows]), classes)
         self._rows = []
         features = []
         for idx, pieces in self._pieces.items():
@@ -97,11 +108,11 @@ class PolygonTracer:
                 features.append(self._feature(idx, polygons))
         return {"type": "FeatureCollection", "features": features}
 
-    def _trace(self, band: np.ndarray) -> None:
+    def _trace(self, band: np.ndarray, classes: set[int]) -> None:
         import cv2
         import shapely
 
-        for idx in self._pieces:
+        for idx in sorted(classes):
             binary = (band == idx).view(np.uint8)
             if not binary.any():
                 continue

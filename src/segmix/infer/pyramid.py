@@ -5,7 +5,9 @@ Rows arrive in bands of any height (:meth:`PyramidWriter.write`); a thread cuts 
 256-px tiles that tifffile compresses (deflate) into page 0, so memory holds one band of tile
 rows, never the map. Each further page halves the one before (nearest pixel: a class stays a
 class) until the map fits one tile: the plain pyramidal TIFF that OpenSlide reads as levels
-("generic tiled TIFF"). The resolution is in the TIFF's tags (pixels per centimetre), what the
+("generic tiled TIFF"). The lower levels are cut from the same bands as they pass (every second
+row and column) and their tiles compressed into temp files beside the map, so that closing only
+copies them in: level 0 is never read back. The resolution is in the TIFF's tags (pixels per centimetre), what the
 values mean (classes, palette) in its description, as JSON; a class map carries its palette as
 the TIFF colour map, so viewers show it in the classes' colours.
 
@@ -65,6 +67,7 @@ class PyramidWriter:
         os.close(fd)
         self._tmp = Path(tmp)
         self._tags = _tags(mpp, description, palette, samples)
+        self._lower = _LowerLevel.chain(self._tmp, self.shape)  # the pages below level 0, each fed by the one above
         self._rows: list[np.ndarray] = []
         self._buffered = self._written = 0
         self._queue: queue.Queue = queue.Queue(maxsize=2)
@@ -94,17 +97,22 @@ class PyramidWriter:
         try:
             if self._error is not None:
                 raise self._error
-            _add_levels(self._tmp, self._tags)
+            _append_levels(self._tmp, self._lower, self._tags)
             os.chmod(self._tmp, FILE_MODE)  # mkstemp's files are 0600
             os.replace(self._tmp, self.path)
         finally:
-            self._tmp.unlink(missing_ok=True)
+            self._remove_temp_files()
 
     def abort(self) -> None:
         """Stop the writer thread (its file is incomplete)."""
         self._put(_END, check=False)  # tifffile then lacks tiles and stops with an error, swallowed
         self._thread.join()
+        self._remove_temp_files()
+
+    def _remove_temp_files(self) -> None:
         self._tmp.unlink(missing_ok=True)
+        for level in self._lower:
+            level.remove()
 
     def __enter__(self) -> PyramidWriter:
         return self
@@ -131,6 +139,8 @@ class PyramidWriter:
 
     def _bands(self) -> Iterator[np.ndarray]:
         while (band := self._queue.get()) is not _END:
+            if self._lower:
+                self._lower[0].add(band[::2, ::2])  # bands start at even rows: rows 0, 2, ... of the map
             yield band
 
     def _write_level0(self) -> None:
@@ -172,21 +182,70 @@ def _tags(mpp: float | None, description: dict | None, palette: np.ndarray | Non
     return tags
 
 
-def _add_levels(path: Path, tags: dict) -> None:
-    """Append pages, each half the size of the one before (every second pixel), until one fits a tile."""
-    import tifffile
-    import zarr
+class _LowerLevel:
+    """One page below level 0: rows (every second row and column of the page above) cut into
+    tiles as they come, compressed as tifffile compresses them (deflate) into a temp file."""
 
-    level = 0
-    while True:
-        with tifffile.TiffFile(path) as tif:
-            shape = tif.pages[level].shape
-            if max(shape[:2]) <= TILE:
-                return
-            source = zarr.open(tif.pages[level].aszarr(), mode="r")
-            half = ((shape[0] + 1) // 2, (shape[1] + 1) // 2, *shape[2:])
-            bands = (np.asarray(source[y : y + 2 * TILE : 2, ::2]) for y in range(0, shape[0], 2 * TILE))
-            lower = {k: v for k, v in tags.items() if k != "description"}
-            with tifffile.TiffWriter(path, bigtiff=True, append=True) as out:
-                out.write(_tiles(bands), shape=half, dtype=np.uint8, subfiletype=1, **lower)
-        level += 1
+    def __init__(self, tmp: Path, index: int, shape: tuple, below: _LowerLevel | None) -> None:
+        self.shape, self.below, self.sizes = shape, below, []
+        self.path = tmp.with_name(f"{tmp.name}.level{index}")
+        self._file = self.path.open("wb")
+        self._rows: list[np.ndarray] = []
+        self._buffered = self._written = 0
+
+    @classmethod
+    def chain(cls, tmp: Path, shape: tuple) -> list[_LowerLevel]:
+        """The levels below a page of ``shape``, halving until one fits a tile, top first."""
+        shapes = []
+        while max(shape[:2]) > TILE:
+            shape = ((shape[0] + 1) // 2, (shape[1] + 1) // 2, *shape[2:])
+            shapes.append(shape)
+        levels: list[_LowerLevel] = []
+        for i, lower in reversed(list(enumerate(shapes, start=1))):
+            levels.insert(0, cls(tmp, i, lower, levels[0] if levels else None))
+        return levels
+
+    def add(self, rows: np.ndarray) -> None:
+        import imagecodecs
+
+        self._rows.append(rows)
+        self._buffered += len(rows)
+        while self._buffered >= TILE or (self._buffered and self._written + self._buffered >= self.shape[0]):
+            band = np.concatenate(self._rows) if len(self._rows) > 1 else self._rows[0]
+            take = min(TILE, len(band))
+            for tile in _tiles([band[:take]]):
+                data = imagecodecs.zlib_encode(tile)
+                self._file.write(data)
+                self.sizes.append(len(data))
+            if self.below is not None:
+                self.below.add(band[:take:2, ::2])
+            self._written += take
+            self._rows, self._buffered = ([band[take:]] if take < len(band) else []), len(band) - take
+        if self._written == self.shape[0]:
+            self._file.close()
+
+    def finish(self) -> None:
+        """Check that every row came (ValueError otherwise)."""
+        if self._written != self.shape[0]:
+            raise ValueError(f"a level of {self.shape[0]} rows got {self._written}")
+
+    def tiles(self) -> Iterator[bytes]:
+        """The compressed tiles, in order."""
+        with self.path.open("rb") as fh:
+            for size in self.sizes:
+                yield fh.read(size)
+
+    def remove(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _append_levels(path: Path, levels: list[_LowerLevel], tags: dict) -> None:
+    """Append the lower levels' pages, their tiles copied as they were compressed."""
+    import tifffile
+
+    lower = {k: v for k, v in tags.items() if k != "description"}
+    with tifffile.TiffWriter(path, bigtiff=True, append=True) as out:
+        for level in levels:
+            level.finish()
+            out.write(level.tiles(), shape=level.shape, dtype=np.uint8, subfiletype=1, **lower)

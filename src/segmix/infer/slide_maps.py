@@ -25,7 +25,7 @@ from segmix.data.spec import DatasetSpec
 from segmix.infer.exports import PolygonTracer, value_counts
 from segmix.infer.pyramid import TILE, PyramidWriter
 
-Band = Callable[[int, torch.Tensor, torch.Tensor], None]
+Band = Callable[[int, "torch.Tensor | None", torch.Tensor], None]
 
 
 def stream_bands(
@@ -35,8 +35,9 @@ def stream_bands(
     top to bottom as they become final: ``sums`` float (K, n, width), ``counts`` (n, width).
 
     ``windows`` yields (x, y, probs (K, window, window)) in map pixels, sorted by y (rows of
-    windows, as :func:`~segmix.models.window_grid` gives them); rows no window covers are emitted
-    with zero counts. At most TILE rows are emitted at once.
+    windows, as :func:`~segmix.models.window_grid` gives them); rows that no window reached are
+    emitted with ``sums`` None and zero counts (glass, most of a sparse slide: nothing to look at).
+    At most TILE rows are emitted at once.
 
     Examples:
         >>> out = []
@@ -52,6 +53,8 @@ def stream_bands(
     height, width = shape
     span = 2 * window
     sums, counts = None, torch.zeros(span, width)
+    hit = torch.zeros(span, dtype=torch.bool)  # buffer rows some window reached
+    dirty = [width, 0]  # the buffer is zero outside these columns: only they are moved and cleared
     nothing = torch.zeros(1, 1).expand(TILE, width)
     origin = done = 0  # map row of the buffer's first row; first row not emitted
 
@@ -60,10 +63,10 @@ def stream_bands(
         while done < row:
             lo = done - origin
             n = min(row - done, TILE, span - lo) if lo < span else min(row - done, TILE)
-            if lo < span and sums is not None:
+            if lo < span and sums is not None and hit[lo : lo + n].any():
                 emit(done, sums[:, lo : lo + n], counts[lo : lo + n])
-            else:  # rows below the buffer: no window reached them (zeros as views: no memory)
-                emit(done, torch.zeros(1, 1, 1).expand(len(sums) if sums is not None else 1, n, width), nothing[:n])
+            else:  # no window reached these rows (zero counts as a view: no memory)
+                emit(done, None, nothing[:n])
             done += n
 
     for x, y, probs in windows:
@@ -71,13 +74,19 @@ def stream_bands(
             sums = torch.zeros(len(probs), span, width)
         emit_until(y)
         if y + window > origin + span:  # keep the rows not emitted, at the buffer's top
-            keep = max(0, origin + span - done)
-            sums[:, :keep], counts[:keep] = sums[:, span - keep :], counts[span - keep :]  # keep < window: apart
-            sums[:, keep:], counts[keep:] = 0, 0
+            keep, (c0, c1) = max(0, origin + span - done), dirty
+            if c1 > c0:  # keep < window: the rows kept and their source lie apart
+                sums[:, :keep, c0:c1] = sums[:, span - keep :, c0:c1]
+                counts[:keep, c0:c1] = counts[span - keep :, c0:c1]
+                sums[:, keep:, c0:c1], counts[keep:, c0:c1] = 0, 0
+            hit[:keep], hit[keep:] = hit[span - keep :].clone(), False
+            dirty = dirty if hit[:keep].any() else [width, 0]
             origin = done
         h, w = min(window, height - y), min(window, width - x)
         sums[:, y - origin : y - origin + h, x : x + w] += probs[:, :h, :w]
         counts[y - origin : y - origin + h, x : x + w] += 1
+        hit[y - origin : y - origin + h] = True
+        dirty = [min(dirty[0], x), max(dirty[1], x + w)]
     emit_until(height)
 
 
@@ -131,23 +140,26 @@ class FullResolutionMaps:
                 raise
         self.polygons = PolygonTracer(spec, scale, tolerance)
 
-    def __call__(self, y0: int, sums: torch.Tensor, counts: torch.Tensor) -> None:
+    def __call__(self, y0: int, sums: torch.Tensor | None, counts: torch.Tensor) -> None:
         """One band of final rows from :func:`stream_bands`."""
         n, background = len(counts), self.spec.background_index
-        if counts.any():
+        if sums is not None:
             classmap = _argmax(sums).numpy()
             tissue_rows = np.minimum((np.arange(y0, y0 + n) / self.zoom).astype(np.int64), self.tissue.shape[0] - 1)
             classmap[(counts == 0).numpy() | ~self.tissue[tissue_rows][:, self._tissue_cols]] = background
-        else:  # glass: no window ran here
+            band_counts = value_counts(classmap)
+        else:  # glass: no window ran here (most of a sparse slide: counted without a pass over it)
             classmap = np.full(counts.shape, background, np.uint8)
+            band_counts = np.zeros(256, np.int64)
+            band_counts[background] = classmap.size
         self.classes.write(classmap)
-        self.counts += value_counts(classmap)
-        self.polygons.add(classmap)
+        self.counts += band_counts
+        self.polygons.add(classmap, band_counts)
         looks = (self._look_rows >= y0) & (self._look_rows < y0 + n)
         self.quick_look[looks] = classmap[self._look_rows[looks] - y0][:, self._look_cols]
-        if self.probs is not None:
-            if len(sums) != self.spec.num_indices:  # rows before the first window
-                sums = torch.zeros(1, 1, 1).expand(self.spec.num_indices, *counts.shape)
+        if self.probs is not None and sums is None:  # no window here
+            self.probs.write(np.zeros((*counts.shape, self.spec.num_indices), np.uint8))
+        elif self.probs is not None:
             mean = sums / counts.clamp(min=1)
             self.probs.write((mean * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
 
