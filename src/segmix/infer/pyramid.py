@@ -7,8 +7,8 @@ rows, never the map. Each further page halves the one before (nearest pixel: a c
 class) until the map fits one tile: the plain pyramidal TIFF that OpenSlide reads as levels
 ("generic tiled TIFF"). The lower levels are cut from the same bands as they pass (every second
 row and column) and their tiles compressed into temp files beside the map, so that closing only
-copies them in: level 0 is never read back. The resolution is in the TIFF's tags (pixels per centimetre), what the
-values mean (classes, palette) in its description, as JSON; a class map carries its palette as
+copies them in: level 0 is never read back. The resolution is in the TIFF's tags (pixels per
+centimetre), what the values mean (classes, palette) in its description, as JSON; a class map carries its palette as
 the TIFF colour map, so viewers show it in the classes' colours.
 
 Examples:
@@ -68,8 +68,7 @@ class PyramidWriter:
         self._tmp = Path(tmp)
         self._tags = _tags(mpp, description, palette, samples)
         self._lower = _LowerLevel.chain(self._tmp, self.shape)  # the pages below level 0, each fed by the one above
-        self._rows: list[np.ndarray] = []
-        self._buffered = self._written = 0
+        self._bands_in = _TileBands(height)
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._write_level0, daemon=True)
@@ -79,19 +78,13 @@ class PyramidWriter:
         """Append ``rows`` (h, width[, samples]) uint8 below those written before."""
         if rows.shape[1:] != self.shape[1:]:
             raise ValueError(f"rows of shape {rows.shape} for a map of shape {self.shape}")
-        self._rows.append(rows)
-        self._buffered += len(rows)
-        while self._buffered >= TILE or (self._buffered and self._written + self._buffered >= self.shape[0]):
-            band = np.concatenate(self._rows) if len(self._rows) > 1 else self._rows[0]
-            take = min(TILE, len(band))
-            self._put(band[:take])
-            self._written += take
-            self._rows, self._buffered = ([band[take:]] if take < len(band) else []), len(band) - take
+        for band in self._bands_in.add(rows):
+            self._put(band)
 
     def close(self) -> None:
         """Finish level 0 and write the lower levels."""
-        if self._written + self._buffered != self.shape[0]:
-            raise ValueError(f"{self._written + self._buffered} rows written for a map of {self.shape[0]}")
+        if self._bands_in.received != self.shape[0]:
+            raise ValueError(f"{self._bands_in.received} rows written for a map of {self.shape[0]}")
         self._put(_END)
         self._thread.join()
         try:
@@ -166,6 +159,29 @@ def _tiles(bands: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
                 yield tile
 
 
+class _TileBands:
+    """Rows of a page of ``height`` rows, arriving in bands of any height, regrouped into bands of
+    TILE rows (the last one shorter): what a tiled page is cut from."""
+
+    def __init__(self, height: int) -> None:
+        self.height, self.emitted, self._rows, self._buffered = height, 0, [], 0
+
+    @property
+    def received(self) -> int:
+        return self.emitted + self._buffered
+
+    def add(self, rows: np.ndarray) -> Iterator[np.ndarray]:
+        """The bands that ``rows`` completes, top first."""
+        self._rows.append(rows)
+        self._buffered += len(rows)
+        while self._buffered >= TILE or (self._buffered and self.received >= self.height):
+            band = np.concatenate(self._rows) if len(self._rows) > 1 else self._rows[0]
+            take = min(TILE, len(band))
+            self.emitted += take
+            self._rows, self._buffered = ([band[take:]] if take < len(band) else []), len(band) - take
+            yield band[:take]
+
+
 def _tags(mpp: float | None, description: dict | None, palette: np.ndarray | None, samples: int) -> dict:
     """tifffile's ``write`` arguments shared by every level."""
     tags: dict = {"tile": (TILE, TILE), "compression": "zlib", "metadata": None}
@@ -190,8 +206,7 @@ class _LowerLevel:
         self.shape, self.below, self.sizes = shape, below, []
         self.path = tmp.with_name(f"{tmp.name}.level{index}")
         self._file = self.path.open("wb")
-        self._rows: list[np.ndarray] = []
-        self._buffered = self._written = 0
+        self._bands_in = _TileBands(shape[0])
 
     @classmethod
     def chain(cls, tmp: Path, shape: tuple) -> list[_LowerLevel]:
@@ -208,26 +223,20 @@ class _LowerLevel:
     def add(self, rows: np.ndarray) -> None:
         import imagecodecs
 
-        self._rows.append(rows)
-        self._buffered += len(rows)
-        while self._buffered >= TILE or (self._buffered and self._written + self._buffered >= self.shape[0]):
-            band = np.concatenate(self._rows) if len(self._rows) > 1 else self._rows[0]
-            take = min(TILE, len(band))
-            for tile in _tiles([band[:take]]):
+        for band in self._bands_in.add(rows):
+            for tile in _tiles([band]):
                 data = imagecodecs.zlib_encode(tile)
                 self._file.write(data)
                 self.sizes.append(len(data))
             if self.below is not None:
-                self.below.add(band[:take:2, ::2])
-            self._written += take
-            self._rows, self._buffered = ([band[take:]] if take < len(band) else []), len(band) - take
-        if self._written == self.shape[0]:
+                self.below.add(band[::2, ::2])
+        if self._bands_in.emitted == self.shape[0]:
             self._file.close()
 
     def finish(self) -> None:
         """Check that every row came (ValueError otherwise)."""
-        if self._written != self.shape[0]:
-            raise ValueError(f"a level of {self.shape[0]} rows got {self._written}")
+        if self._bands_in.emitted != self.shape[0]:
+            raise ValueError(f"a level of {self.shape[0]} rows got {self._bands_in.emitted}")
 
     def tiles(self) -> Iterator[bytes]:
         """The compressed tiles, in order."""
